@@ -1,0 +1,62 @@
+# modeldeploy — every target installs what it needs; `make help` lists them.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export TF_USE_LEGACY_KERAS := 1
+export KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
+# Built Kubernetes binaries and the virtualenv are cached here, keyed by version, outside the repository.
+export MD_CACHE ?= $(HOME)/.cache/modeldeploy
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv build cluster-up cluster-down test test-unit test-integration test-e2e \
+        bench bench-optimize bench-operator demo demo-down run render images lint
+
+help: ## List every target
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}'
+
+venv: ## Create the cached virtualenv (.venv) with the operator, TensorFlow and test tools
+	@hack/venv.sh
+
+build: ## Build the pinned Kubernetes, etcd, kwok and helm binaries (cached by version)
+	@hack/build.sh
+
+cluster-up: venv build ## Start the local control plane, kwok GPU/CPU nodes, the Job runner and S3 (idempotent)
+	@hack/cluster-up.sh
+
+cluster-down: ## Stop every process cluster-up started and remove .cluster/
+	@hack/cluster-down.sh
+
+test: venv build ## Run unit, integration and end-to-end tests on a fresh local cluster (what CI runs)
+	@hack/test.sh $(PYTEST_ARGS)
+
+test-unit: venv ## Run the unit tests only (no cluster, no TensorFlow training)
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: cluster-up ## Run the integration tests against the running local cluster
+	@$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: cluster-up ## Run the end-to-end tests against the running local cluster
+	@$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+bench: bench-optimize bench-operator ## Run every benchmark (figures in bench/results/)
+
+bench-optimize: venv ## Benchmark the optimizer -> bench/results/optimize.json
+	@$(PY) bench/optimize.py
+
+bench-operator: cluster-up ## Benchmark the operator at scale -> bench/results/operator.json (N=200; N=1000 with BENCH_N=1000)
+	@$(PY) bench/operator.py
+
+demo: cluster-up ## Local cluster + operator + a real digits model optimized and served; prints kubectl get md
+	@hack/demo.sh
+
+demo-down: ## Stop the demo's operator and the local cluster
+	@hack/demo.sh down; hack/cluster-down.sh
+
+run: venv ## Run the operator against $$KUBECONFIG in the foreground
+	@.venv/bin/modeldeploy run
+
+images: ## Build the operator and optimizer images (needs a container engine)
+	@hack/images.sh
+
+lint: venv ## Lint the Dockerfile (hadolint) and the Helm chart
+	@hack/lint.sh

@@ -1,0 +1,1 @@
+"""modeldeploy.optimize."""

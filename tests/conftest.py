@@ -1,0 +1,11 @@
+"""Shared pytest set-up: fixtures live in tests/fixtures/, one module per concern."""
+import os
+
+# tf-keras is the Keras that tensorflow-model-optimization supports; set before anything imports TensorFlow.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+pytest_plugins = [
+    "tests.fixtures.s3",
+    "tests.fixtures.cluster",
+]
