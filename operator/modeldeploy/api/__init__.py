@@ -1,1 +1,7 @@
-"""modeldeploy.api."""
+"""modeldeploy.api: the ModelDeployment API in Python, pure (no Kubernetes client, no clock, no TensorFlow).
+
+- `spec`: typed, immutable, defaulted spec values; `parse()`; `SpecError`; `optimization_hash()`.
+- `status`: condition helpers (metav1.Condition shape, kstatus rules), reasons, phase.
+- `names`: child names, labels, selectors.
+- `crd`: the CustomResourceDefinition generated from one description of the schema (crds/, docs/api.md).
+"""

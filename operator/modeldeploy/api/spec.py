@@ -1,0 +1,554 @@
+"""The ModelDeployment spec as typed, immutable, defaulted values.
+
+This module is the one place in Python that knows the shape of `spec`. Everything else (builders, reconciler,
+monitor, `modeldeploy render`) takes a `ModelDeploymentSpec` from `parse()` and never reads the raw body.
+
+Interface (stable; other modules depend on it):
+
+- `parse(body, images=DEFAULT_IMAGES) -> ModelDeploymentSpec`: takes the whole object (apiVersion, kind,
+  metadata, spec), applies the same defaults as the CRD schema, and validates everything the CRD checks
+  (so `render` without a cluster, and objects stored under an older CRD, get the same answers) plus what CEL
+  cannot express. Raises `SpecError(field, message)` where `field` is the full path (`spec.autoscaling.
+  maxReplicas`) and `message` says what is wrong and how to fix it.
+- `optimization_hash(spec) -> str`: 8 hex characters from a canonical JSON of the defaulted optimization spec
+  and the model URI; part of the Job name, so any change to them means a new Job.
+- `source_uri(spec, version) -> str`: where the serving init container pulls version N from.
+- `ServingImages` / `DEFAULT_IMAGES` / `images_from_env()`: the pinned TF Serving images (CPU and -gpu).
+
+Optional sub-specs are `None` when absent: `optimization` (serve the model as it is, no Job), `autoscaling`
+(fixed replicas, no HPA), `serving.batching` (TF Serving batching off), `optimization.pruning`,
+`optimization.quantization`, `optimization.dataset`. `serving`, `monitoring`, `rollout` and
+`optimization.gates` are always present with defaults.
+
+Raw Kubernetes structures (resources, nodeSelector, tolerations, affinity, HPA metrics) are kept as plain
+dicts/tuples of dicts exactly as the user wrote them: treat them as read-only and copy before embedding them
+in a manifest.
+
+Versions: `model.version` is the version the user asks for. Applying a version lower than the one serving is a
+manual rollback and is allowed: that version is served (it is optimized again first if it is not published).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+API_GROUP = "modeldeploy.io"
+API_VERSION = "v1alpha1"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+
+# TF Serving release matching the TensorFlow (2.21) the optimizer exports with, so every op it writes has a kernel.
+TF_SERVING_VERSION = "2.21.0"
+
+URI_SCHEMES = ("s3", "gs", "pvc", "file")
+QUANTIZATION_MODES = ("none", "dynamic", "float16", "int8", "qat")
+# Modes that need a dataset: int8 calibrates on it, qat trains on it.
+QUANTIZATION_MODES_NEEDING_DATA = ("int8", "qat")
+METRIC_TYPES = ("Resource", "Pods", "Object", "External", "ContainerResource")
+TOLERATION_OPERATORS = ("Exists", "Equal")
+TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+# Patterns shared with the CRD generator (crd.py) so both reject the same strings.
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Object names become Service names, which must be DNS-1035 labels (start with a letter).
+DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+URI_PATTERN = r"^(s3|gs|pvc|file)://[^/\s][^\s]*$"
+QUANTITY_PATTERN = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+                    r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
+MAX_NAME_LENGTH = 63
+MAX_URI_LENGTH = 2048
+
+
+class SpecError(ValueError):
+    """A ModelDeployment that cannot be served as written. `field` is the full path, `message` the fix."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ServingImages:
+    """TF Serving images: `cpu` when serving.gpus == 0, `gpu` otherwise."""
+    cpu: str = f"tensorflow/serving:{TF_SERVING_VERSION}"
+    gpu: str = f"tensorflow/serving:{TF_SERVING_VERSION}-gpu"
+
+
+DEFAULT_IMAGES = ServingImages()
+
+
+def images_from_env(environ: Mapping[str, str] = os.environ) -> ServingImages:
+    """Images overridden by MODELDEPLOY_SERVING_IMAGE / MODELDEPLOY_SERVING_IMAGE_GPU (air-gapped mirrors)."""
+    return ServingImages(cpu=environ.get("MODELDEPLOY_SERVING_IMAGE") or DEFAULT_IMAGES.cpu,
+                         gpu=environ.get("MODELDEPLOY_SERVING_IMAGE_GPU") or DEFAULT_IMAGES.gpu)
+
+
+def _json(name: str) -> dict:
+    """Field metadata for a JSON name that plain camelCase conversion would get wrong."""
+    return {"json": name}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """spec.model: where the trained model is and which version to serve."""
+    uri: str
+    version: int = 1
+    name: str = ""                 # TF Serving model name; parse() fills in metadata.name
+    storage_secret: str | None = None
+
+
+@dataclass(frozen=True)
+class PruningSpec:
+    """spec.optimization.pruning: magnitude pruning to a target sparsity."""
+    sparsity: float
+    fine_tune_epochs: int = 0
+
+
+@dataclass(frozen=True)
+class QuantizationSpec:
+    """spec.optimization.quantization."""
+    mode: str = "dynamic"
+    fine_tune_epochs: int = 0      # qat only: epochs of quantization-aware training (parse() defaults qat to 1)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """spec.optimization.dataset: an .npz with x_train, y_train, x_val, y_val."""
+    uri: str
+
+
+@dataclass(frozen=True)
+class GatesSpec:
+    """spec.optimization.gates: None disables a gate."""
+    max_accuracy_drop: float | None = None
+    min_compression: float | None = None
+
+
+@dataclass(frozen=True)
+class OptimizationSpec:
+    """spec.optimization: what the optimizer Job does, and how the Job runs."""
+    output_uri: str
+    pruning: PruningSpec | None = None
+    quantization: QuantizationSpec | None = None
+    dataset: DatasetSpec | None = None
+    gates: GatesSpec = GatesSpec()
+    resources: dict = field(default_factory=dict)
+    node_selector: dict = field(default_factory=dict)
+    tolerations: tuple = ()
+    backoff_limit: int = 1
+    active_deadline_seconds: int = 7200
+    ttl_seconds_after_finished: int | None = None
+
+    @property
+    def fine_tune_epochs(self) -> int:
+        """Epochs for the optimizer's --fine-tune-epochs: pruning fine-tuning and QAT share one training run."""
+        return max(self.pruning.fine_tune_epochs if self.pruning else 0,
+                   self.quantization.fine_tune_epochs if self.quantization else 0)
+
+
+@dataclass(frozen=True)
+class BatchingSpec:
+    """spec.serving.batching: TF Serving server-side batching parameters."""
+    max_batch_size: int = 32
+    batch_timeout_micros: int = 2000
+    max_enqueued_batches: int = 100
+    num_batch_threads: int = 4
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """spec.serving: the TF Serving Deployment."""
+    image: str = ""                # parse() resolves "" to the pinned CPU or GPU image
+    replicas: int = 1
+    gpus: int = 0
+    node_selector: dict = field(default_factory=dict)
+    tolerations: tuple = ()
+    affinity: dict = field(default_factory=dict)
+    resources: dict = field(default_factory=dict)
+    batching: BatchingSpec | None = None
+
+
+@dataclass(frozen=True)
+class AutoscalingSpec:
+    """spec.autoscaling: an autoscaling/v2 HPA; `metrics` (raw MetricSpec dicts) replace the CPU target."""
+    max_replicas: int
+    min_replicas: int = 1
+    target_cpu_utilization: int = field(default=70, metadata=_json("targetCPUUtilization"))
+    metrics: tuple = ()
+
+
+@dataclass(frozen=True)
+class MonitoringSpec:
+    """spec.monitoring: health checks, Prometheus metrics and automatic rollback."""
+    interval_seconds: int = 30
+    failure_threshold: int = 3
+    prometheus: bool = True
+    rollback: bool = True
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """spec.rollout."""
+    progress_deadline_seconds: int = 600
+
+
+@dataclass(frozen=True)
+class ModelDeploymentSpec:
+    """A parsed ModelDeployment: `name`/`namespace` come from metadata, everything else from spec."""
+    name: str
+    namespace: str
+    model: ModelSpec
+    serving: ServingSpec = ServingSpec()
+    optimization: OptimizationSpec | None = None
+    autoscaling: AutoscalingSpec | None = None
+    monitoring: MonitoringSpec = MonitoringSpec()
+    rollout: RolloutSpec = RolloutSpec()
+
+
+# Fields of ModelDeploymentSpec that come from metadata, not spec (the schema-sync test skips them).
+METADATA_FIELDS = ("name", "namespace")
+
+
+def json_name(f: dataclasses.Field) -> str:
+    """The JSON (camelCase) name of a dataclass field, as it appears in the CRD."""
+    if "json" in f.metadata:
+        return f.metadata["json"]
+    head, *rest = f.name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Parsing. Small typed readers carry the field path so every error names the field.
+
+_MISSING = object()
+
+
+def _get(obj: Mapping, key: str, path: str, kind: type | tuple, what: str, default=_MISSING):
+    value = obj.get(key, _MISSING) if obj is not None else _MISSING
+    if value is _MISSING or value is None:
+        if default is _MISSING:
+            raise SpecError(f"{path}.{key}", f"is required: set {what}")
+        return default
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    ok = isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, float, (int, float)))
+    if not ok:
+        raise SpecError(f"{path}.{key}", f"must be {what}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _int(obj, key, path, *, default=_MISSING, minimum=None, maximum=None):
+    value = _get(obj, key, path, int, "an integer", default)
+    if value is None:
+        return None
+    if minimum is not None and value < minimum:
+        raise SpecError(f"{path}.{key}", f"must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SpecError(f"{path}.{key}", f"must be <= {maximum}, got {value}")
+    return value
+
+
+def _num(obj, key, path, *, default=_MISSING, minimum=None, maximum=None, exclusive=False):
+    value = _get(obj, key, path, (int, float), "a number", default)
+    if value is None:
+        return None
+    value = float(value)
+    low_bad = minimum is not None and (value <= minimum if exclusive else value < minimum)
+    high_bad = maximum is not None and (value >= maximum if exclusive else value > maximum)
+    if low_bad or high_bad:
+        span = f"strictly between {minimum} and {maximum}" if exclusive else \
+            f"between {minimum} and {maximum}" if minimum is not None and maximum is not None else \
+            f">= {minimum}" if minimum is not None else f"<= {maximum}"
+        raise SpecError(f"{path}.{key}", f"must be {span}, got {value:g}")
+    return value
+
+
+def _str(obj, key, path, *, default=_MISSING, pattern=None, hint="", max_length=None):
+    value = _get(obj, key, path, str, "a string", default)
+    if value is None or (value == "" and default == ""):
+        return value
+    if max_length is not None and len(value) > max_length:
+        raise SpecError(f"{path}.{key}", f"must be at most {max_length} characters, got {len(value)}")
+    if pattern is not None and not re.match(pattern, value):
+        raise SpecError(f"{path}.{key}", f"{value!r} is not valid: {hint}")
+    return value
+
+
+def _bool(obj, key, path, *, default):
+    return _get(obj, key, path, bool, "true or false", default)
+
+
+def _obj(obj, key, path, *, required=False):
+    """A nested object: None when absent (or a required-field error)."""
+    return _get(obj, key, path, dict, "an object", _MISSING if required else None)
+
+
+def _uri(obj, key, path, *, default=_MISSING):
+    return _str(obj, key, path, default=default, max_length=MAX_URI_LENGTH, pattern=URI_PATTERN,
+                hint="use a URI with scheme s3://, gs://, pvc:// or file:// (e.g. s3://bucket/models/digits)")
+
+
+def _known(obj: Mapping | None, path: str, cls) -> None:
+    """Unknown keys are errors here too: the API server would prune or reject them, `render` must not differ."""
+    if not obj:
+        return
+    known = {json_name(f) for f in dataclasses.fields(cls)} - set(METADATA_FIELDS)
+    for key in obj:
+        if key not in known:
+            raise SpecError(f"{path}.{key}", f"unknown field; known fields: {', '.join(sorted(known))}")
+
+
+def _string_map(obj, key, path) -> dict:
+    value = _get(obj, key, path, dict, "a map of strings", {})
+    for k, v in value.items():
+        if not isinstance(v, str):
+            raise SpecError(f"{path}.{key}.{k}", f"must be a string, got {type(v).__name__} {v!r} "
+                                                 f"(quote it in YAML)")
+    return dict(value)
+
+
+def _resources(obj, key, path) -> dict:
+    value = _get(obj, key, path, dict, "an object with limits and requests", {})
+    for section, quantities in value.items():
+        spath = f"{path}.{key}.{section}"
+        if section not in ("limits", "requests"):
+            raise SpecError(spath, "unknown field; known fields: limits, requests")
+        if not isinstance(quantities, dict):
+            raise SpecError(spath, "must be a map of resource name to quantity")
+        for name, q in quantities.items():
+            if isinstance(q, bool) or not isinstance(q, (int, float, str)) or not re.match(QUANTITY_PATTERN, str(q)):
+                raise SpecError(f"{spath}.{name}", f"{q!r} is not a quantity (e.g. 500m, 2, 4Gi)")
+    return dict(value)
+
+
+def _tolerations(obj, key, path) -> tuple:
+    value = _get(obj, key, path, list, "a list of tolerations", [])
+    out = []
+    for i, t in enumerate(value):
+        tpath = f"{path}.{key}[{i}]"
+        if not isinstance(t, dict):
+            raise SpecError(tpath, "must be an object (key, operator, value, effect, tolerationSeconds)")
+        allowed = {"key", "operator", "value", "effect", "tolerationSeconds"}
+        for k in t:
+            if k not in allowed:
+                raise SpecError(f"{tpath}.{k}", f"unknown field; known fields: {', '.join(sorted(allowed))}")
+        for k in ("key", "value"):
+            _str(t, k, tpath, default=None)
+        op = _str(t, "operator", tpath, default=None)
+        if op is not None and op not in TOLERATION_OPERATORS:
+            raise SpecError(f"{tpath}.operator", f"must be one of {', '.join(TOLERATION_OPERATORS)}, got {op!r}")
+        eff = _str(t, "effect", tpath, default=None)
+        if eff not in (None, "") and eff not in TOLERATION_EFFECTS:
+            raise SpecError(f"{tpath}.effect", f"must be one of {', '.join(TOLERATION_EFFECTS)}, got {eff!r}")
+        _int(t, "tolerationSeconds", tpath, default=None)
+        out.append(dict(t))
+    return tuple(out)
+
+
+def _parse_model(spec: Mapping, name: str) -> ModelSpec:
+    path = "spec.model"
+    m = _obj(spec, "model", "spec", required=True)
+    _known(m, path, ModelSpec)
+    return ModelSpec(
+        uri=_uri(m, "uri", path),
+        version=_int(m, "version", path, default=1, minimum=1),
+        name=_str(m, "name", path, default=name, max_length=MAX_NAME_LENGTH, pattern=DNS1123_LABEL,
+                  hint="use a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a "
+                       "letter or digit, at most 63 characters") or name,
+        storage_secret=_str(m, "storageSecret", path, default=None, max_length=253, pattern=DNS1123_SUBDOMAIN,
+                            hint="use the name of a Secret in this namespace"),
+    )
+
+
+def _parse_optimization(spec: Mapping, model: ModelSpec) -> OptimizationSpec | None:
+    path = "spec.optimization"
+    o = _obj(spec, "optimization", "spec")
+    if o is None:
+        return None
+    _known(o, path, OptimizationSpec)
+    pruning = quantization = dataset = None
+    if (p := _obj(o, "pruning", path)) is not None:
+        _known(p, f"{path}.pruning", PruningSpec)
+        pruning = PruningSpec(
+            sparsity=_num(p, "sparsity", f"{path}.pruning", minimum=0.0, maximum=1.0, exclusive=True),
+            fine_tune_epochs=_int(p, "fineTuneEpochs", f"{path}.pruning", default=0, minimum=0, maximum=1000))
+    if (q := _obj(o, "quantization", path)) is not None:
+        qpath = f"{path}.quantization"
+        _known(q, qpath, QuantizationSpec)
+        mode = _str(q, "mode", qpath, default="dynamic")
+        if mode not in QUANTIZATION_MODES:
+            raise SpecError(f"{qpath}.mode", f"unknown mode {mode!r}: use one of {', '.join(QUANTIZATION_MODES)}")
+        epochs = _int(q, "fineTuneEpochs", qpath, default=None, minimum=1, maximum=1000)
+        if epochs is not None and mode != "qat":
+            raise SpecError(f"{qpath}.fineTuneEpochs", "applies to mode qat only: remove it, or set mode: qat")
+        quantization = QuantizationSpec(mode=mode, fine_tune_epochs=epochs or (1 if mode == "qat" else 0))
+    if (d := _obj(o, "dataset", path)) is not None:
+        _known(d, f"{path}.dataset", DatasetSpec)
+        dataset = DatasetSpec(uri=_uri(d, "uri", f"{path}.dataset"))
+    g = _obj(o, "gates", path) or {}
+    _known(g, f"{path}.gates", GatesSpec)
+    gates = GatesSpec(
+        max_accuracy_drop=_num(g, "maxAccuracyDrop", f"{path}.gates", default=None, minimum=0.0, maximum=1.0),
+        min_compression=_num(g, "minCompression", f"{path}.gates", default=None, minimum=1.0, maximum=1000.0))
+    output_uri = _uri(o, "outputUri", path)
+    opt = OptimizationSpec(
+        output_uri=output_uri, pruning=pruning, quantization=quantization, dataset=dataset, gates=gates,
+        resources=_resources(o, "resources", path),
+        node_selector=_string_map(o, "nodeSelector", path),
+        tolerations=_tolerations(o, "tolerations", path),
+        backoff_limit=_int(o, "backoffLimit", path, default=1, minimum=0, maximum=20),
+        active_deadline_seconds=_int(o, "activeDeadlineSeconds", path, default=7200, minimum=60),
+        ttl_seconds_after_finished=_int(o, "ttlSecondsAfterFinished", path, default=None, minimum=0),
+    )
+    # Cross-field rules: the same as the CRD's CEL rules, with the same field paths.
+    if dataset is None:
+        if quantization is not None and quantization.mode in QUANTIZATION_MODES_NEEDING_DATA:
+            raise SpecError(f"{path}.quantization.mode",
+                            f"mode {quantization.mode} needs a dataset: set {path}.dataset.uri "
+                            f"(an .npz with x_train, y_train, x_val, y_val) or use mode dynamic or float16")
+        if pruning is not None and pruning.fine_tune_epochs > 0:
+            raise SpecError(f"{path}.pruning.fineTuneEpochs",
+                            f"fine-tuning needs a dataset: set {path}.dataset.uri or fineTuneEpochs: 0")
+        if gates.max_accuracy_drop is not None:
+            raise SpecError(f"{path}.gates.maxAccuracyDrop",
+                            f"the accuracy gate needs a dataset to measure accuracy: set {path}.dataset.uri "
+                            f"or remove maxAccuracyDrop")
+    if output_uri.rstrip("/") == model.uri.rstrip("/"):
+        raise SpecError(f"{path}.outputUri", "must differ from spec.model.uri: versions are published under "
+                                             "<outputUri>/<version>/ and must not mix with the source model")
+    return opt
+
+
+def _parse_serving(spec: Mapping, images: ServingImages) -> ServingSpec:
+    path = "spec.serving"
+    s = _obj(spec, "serving", "spec") or {}
+    _known(s, path, ServingSpec)
+    batching = None
+    if (b := _obj(s, "batching", path)) is not None:
+        bpath = f"{path}.batching"
+        _known(b, bpath, BatchingSpec)
+        batching = BatchingSpec(
+            max_batch_size=_int(b, "maxBatchSize", bpath, default=32, minimum=1, maximum=65536),
+            batch_timeout_micros=_int(b, "batchTimeoutMicros", bpath, default=2000, minimum=0, maximum=10_000_000),
+            max_enqueued_batches=_int(b, "maxEnqueuedBatches", bpath, default=100, minimum=1, maximum=1_000_000),
+            num_batch_threads=_int(b, "numBatchThreads", bpath, default=4, minimum=1, maximum=1024))
+    gpus = _int(s, "gpus", path, default=0, minimum=0, maximum=16)
+    image = _str(s, "image", path, default="", max_length=512) or (images.gpu if gpus > 0 else images.cpu)
+    return ServingSpec(
+        image=image,
+        replicas=_int(s, "replicas", path, default=1, minimum=0, maximum=1000),
+        gpus=gpus,
+        node_selector=_string_map(s, "nodeSelector", path),
+        tolerations=_tolerations(s, "tolerations", path),
+        affinity=_get(s, "affinity", path, dict, "an object (a Kubernetes Affinity)", {}),
+        resources=_resources(s, "resources", path),
+        batching=batching,
+    )
+
+
+def _parse_metrics(a: Mapping, path: str) -> tuple:
+    metrics = _get(a, "metrics", path, list, "a list of autoscaling/v2 MetricSpec objects", [])
+    out = []
+    for i, m in enumerate(metrics):
+        mpath = f"{path}.metrics[{i}]"
+        if not isinstance(m, dict):
+            raise SpecError(mpath, "must be an autoscaling/v2 MetricSpec object")
+        mtype = _str(m, "type", mpath)
+        if mtype not in METRIC_TYPES:
+            raise SpecError(f"{mpath}.type", f"unknown metric type {mtype!r}: use one of {', '.join(METRIC_TYPES)}")
+        # autoscaling/v2 keys the source by the type name in lowerCamelCase (Resource -> resource, ...).
+        source = mtype[0].lower() + mtype[1:]
+        if not isinstance(m.get(source), dict):
+            raise SpecError(f"{mpath}.{source}", f"a metric of type {mtype} needs a {source} object")
+        out.append(dict(m))
+    return tuple(out)
+
+
+def _parse_autoscaling(spec: Mapping) -> AutoscalingSpec | None:
+    path = "spec.autoscaling"
+    a = _obj(spec, "autoscaling", "spec")
+    if a is None:
+        return None
+    _known(a, path, AutoscalingSpec)
+    lo = _int(a, "minReplicas", path, default=1, minimum=1, maximum=1000)
+    hi = _int(a, "maxReplicas", path, minimum=1, maximum=1000)
+    if hi < lo:
+        raise SpecError(f"{path}.maxReplicas", f"must be >= minReplicas ({lo}), got {hi}")
+    return AutoscalingSpec(
+        min_replicas=lo, max_replicas=hi,
+        target_cpu_utilization=_int(a, "targetCPUUtilization", path, default=70, minimum=1, maximum=1000),
+        metrics=_parse_metrics(a, path))
+
+
+def _parse_monitoring(spec: Mapping) -> MonitoringSpec:
+    path = "spec.monitoring"
+    m = _obj(spec, "monitoring", "spec") or {}
+    _known(m, path, MonitoringSpec)
+    return MonitoringSpec(
+        interval_seconds=_int(m, "intervalSeconds", path, default=30, minimum=5, maximum=3600),
+        failure_threshold=_int(m, "failureThreshold", path, default=3, minimum=1, maximum=100),
+        prometheus=_bool(m, "prometheus", path, default=True),
+        rollback=_bool(m, "rollback", path, default=True))
+
+
+def _parse_rollout(spec: Mapping) -> RolloutSpec:
+    path = "spec.rollout"
+    r = _obj(spec, "rollout", "spec") or {}
+    _known(r, path, RolloutSpec)
+    return RolloutSpec(
+        progress_deadline_seconds=_int(r, "progressDeadlineSeconds", path, default=600, minimum=30, maximum=86400))
+
+
+def parse(body: Mapping[str, Any], images: ServingImages = DEFAULT_IMAGES) -> ModelDeploymentSpec:
+    """Parse a whole ModelDeployment object into a defaulted, validated `ModelDeploymentSpec`.
+
+    Raises `SpecError` naming the first offending field (full path) and the fix.
+    """
+    if not isinstance(body, Mapping):
+        raise SpecError("", "a ModelDeployment must be an object")
+    meta = body.get("metadata") or {}
+    name = meta.get("name") or ""
+    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not re.match(DNS1035_LABEL, name):
+        raise SpecError("metadata.name", f"{name!r} is not valid: use a DNS-1035 label (lower-case letters, digits "
+                                         f"and '-', starting with a letter, at most 63 characters), because it "
+                                         f"names the Service and the other children")
+    spec = body.get("spec")
+    if not isinstance(spec, Mapping):
+        raise SpecError("spec", "is required: a ModelDeployment needs at least spec.model.uri")
+    _known(spec, "spec", ModelDeploymentSpec)
+    model = _parse_model(spec, name)
+    return ModelDeploymentSpec(
+        name=name,
+        namespace=meta.get("namespace") or "default",
+        model=model,
+        serving=_parse_serving(spec, images),
+        optimization=_parse_optimization(spec, model),
+        autoscaling=_parse_autoscaling(spec),
+        monitoring=_parse_monitoring(spec),
+        rollout=_parse_rollout(spec),
+    )
+
+
+def optimization_hash(spec: ModelDeploymentSpec) -> str:
+    """8 hex characters identifying what an optimization Job does (defaulted optimization spec + model URI).
+
+    Computed on defaulted values, so writing a default explicitly does not start a new Job.
+    """
+    payload = {"model": spec.model.uri,
+               "optimization": dataclasses.asdict(spec.optimization) if spec.optimization else None}
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+
+def source_uri(spec: ModelDeploymentSpec, version: int) -> str:
+    """Where version N is pulled from: `<outputUri>/<N>` when optimized, else the model URI as it is."""
+    if spec.optimization is None:
+        return spec.model.uri
+    return f"{spec.optimization.output_uri.rstrip('/')}/{version}"
