@@ -57,8 +57,10 @@ TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Object names become Service names, which must be DNS-1035 labels (start with a letter).
 DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-URI_PATTERN = r"^(s3|gs|pvc|file)://[^/\s][^\s]*$"
+# No backslashes in these patterns: they are embedded in CEL string literals as they are.
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# s3://bucket/..., gs://bucket/..., pvc://claim/...; file:///abs/path (or file://rel/path). No spaces.
+URI_PATTERN = r"^((s3|gs|pvc)://[^/ ]|file:///?[^/ ])[^ ]*$"
 QUANTITY_PATTERN = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
                     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
 MAX_NAME_LENGTH = 63

@@ -1,0 +1,516 @@
+"""The ModelDeployment CustomResourceDefinition, described once in Python and written to crds/ and docs/api.md.
+
+`python -m modeldeploy.api.crd` rewrites crds/modeldeploy.io_modeldeployments.yaml and docs/api.md;
+tests/unit/test_schema_sync.py fails when the committed files differ from `crd()` or when the schema and the
+dataclasses in spec.py disagree (fields, defaults, bounds, enums).
+
+Decisions recorded in the schema's own descriptions (so `kubectl explain` shows them):
+- Unknown fields are pruned by the structural schema (the Kubernetes default), and rejected with the field's
+  name by every client that asks for strict field validation: kubectl (strict by default since 1.27), Helm 3
+  with server-side apply, Flux and Argo CD with server-side apply. So a misspelt field fails loudly at apply.
+- A `spec.model.version` lower than the version serving is a manual rollback and is allowed.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import yaml
+
+from modeldeploy.api import spec as S
+
+CRD_NAME = f"{S.PLURAL}.{S.API_GROUP}"
+CRD_FILE = Path("crds") / f"{S.API_GROUP}_{S.PLURAL}.yaml"
+DOC_FILE = Path("docs") / "api.md"
+MAX_LIST = 64  # list bounds keep CEL's cost estimate within the API server's budget
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Small schema builders; every one takes the description first so none is forgotten.
+
+def obj(description: str, properties: dict, *, required=(), default=None, rules=()) -> dict:
+    s = {"type": "object", "description": description, "properties": properties}
+    if required:
+        s["required"] = list(required)
+    if default is not None:
+        s["default"] = default
+    if rules:
+        s["x-kubernetes-validations"] = list(rules)
+    return s
+
+
+def integer(description: str, *, default=None, minimum=None, maximum=None, fmt=None) -> dict:
+    s = {"type": "integer", "description": description}
+    if fmt:
+        s["format"] = fmt
+    if default is not None:
+        s["default"] = default
+    if minimum is not None:
+        s["minimum"] = minimum
+    if maximum is not None:
+        s["maximum"] = maximum
+    return s
+
+
+def number(description: str, *, default=None, minimum=None, maximum=None, exclusive=False) -> dict:
+    s = {"type": "number", "description": description}
+    if default is not None:
+        s["default"] = default
+    if minimum is not None:
+        s["minimum"] = minimum
+        if exclusive:
+            s["exclusiveMinimum"] = True
+    if maximum is not None:
+        s["maximum"] = maximum
+        if exclusive:
+            s["exclusiveMaximum"] = True
+    return s
+
+
+def string(description: str, *, default=None, enum=None, max_length=None, rules=(), fmt=None) -> dict:
+    s = {"type": "string", "description": description}
+    if fmt:
+        s["format"] = fmt
+    if default is not None:
+        s["default"] = default
+    if enum:
+        s["enum"] = list(enum)
+    if max_length is not None:
+        s["maxLength"] = max_length
+    if rules:
+        s["x-kubernetes-validations"] = list(rules)
+    return s
+
+
+def boolean(description: str, *, default=None) -> dict:
+    s = {"type": "boolean", "description": description}
+    if default is not None:
+        s["default"] = default
+    return s
+
+
+def rule(rule_: str, message: str = "", *, message_expression: str = "", field_path: str = "",
+         reason: str = "FieldValueInvalid") -> dict:
+    r = {"rule": rule_}
+    if message:
+        r["message"] = message
+    if message_expression:
+        r["messageExpression"] = message_expression
+    if field_path:
+        r["fieldPath"] = field_path
+    r["reason"] = reason
+    return r
+
+
+def uri(description: str, field: str) -> dict:
+    """A storage URI: scheme checked by CEL so the error says which schemes work."""
+    return string(description, max_length=S.MAX_URI_LENGTH, rules=[rule(
+        f"self.matches('{S.URI_PATTERN}')",
+        f"{field} must be a URI with scheme s3://, gs://, pvc:// or file:// (for example s3://models/digits/base)")])
+
+
+def string_map(description: str) -> dict:
+    return {"type": "object", "description": description, "additionalProperties": {"type": "string"}}
+
+
+def quantity_map(description: str) -> dict:
+    return {"type": "object", "description": description, "additionalProperties": {
+        "anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True,
+        "pattern": S.QUANTITY_PATTERN}}
+
+
+def resources(description: str) -> dict:
+    return obj(description, {
+        "limits": quantity_map("Maximum amount of each resource (e.g. cpu: 2, memory: 4Gi)."),
+        "requests": quantity_map("Amount of each resource the scheduler reserves (e.g. cpu: 500m, memory: 1Gi)."),
+    })
+
+
+def tolerations(description: str) -> dict:
+    return {"type": "array", "description": description, "maxItems": MAX_LIST, "items": obj(
+        "A Kubernetes Toleration.", {
+            "key": string("Taint key the toleration applies to; empty with operator Exists matches every taint."),
+            "operator": string("Exists or Equal (default Equal).", enum=S.TOLERATION_OPERATORS),
+            "value": string("Taint value to match when operator is Equal."),
+            "effect": string("Taint effect to match; empty matches all effects.",
+                             enum=("",) + S.TOLERATION_EFFECTS),
+            "tolerationSeconds": integer("For NoExecute: how long the pod stays bound after the taint appears.",
+                                         fmt="int64"),
+        })}
+
+
+def raw_object(description: str) -> dict:
+    return {"type": "object", "description": description, "x-kubernetes-preserve-unknown-fields": True}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# spec
+
+def spec_schema() -> dict:
+    """The OpenAPI schema of .spec."""
+    model = obj(
+        "The trained model and the version to serve.", {
+            "uri": uri("Where the trained model is: a SavedModel directory or a Keras file (.keras, .h5). "
+                       "Schemes: s3://bucket/path, gs://bucket/path, pvc://<claim>/<path> (a PersistentVolumeClaim "
+                       "in this namespace) or file:///path (a path inside the image).", "spec.model.uri"),
+            "version": integer(
+                "Model version to serve; becomes TF Serving's version directory. Raise it to optimize and roll "
+                "out a new version. A version lower than status.model.servingVersion is a manual rollback and is "
+                "allowed: that version is served again (optimized first when it is not published).",
+                default=1, minimum=1, maximum=2**31 - 1, fmt="int64"),
+            "name": string(
+                "Model name in TF Serving's URLs (/v1/models/<name>). A DNS-1123 label. Defaults to "
+                "metadata.name.", max_length=S.MAX_NAME_LENGTH, rules=[rule(
+                    f"self.matches('{S.DNS1123_LABEL}')",
+                    "spec.model.name must be a DNS-1123 label: lower-case letters, digits and '-', starting and "
+                    "ending with a letter or digit")]),
+            "storageSecret": string(
+                "Name of a Secret in this namespace whose keys become environment variables of the optimizer "
+                "and the model puller (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION, "
+                "or GOOGLE_APPLICATION_CREDENTIALS). Never copied into status, Events or logs.",
+                max_length=253, rules=[rule(f"self.matches('{S.DNS1123_SUBDOMAIN}')",
+                                            "spec.model.storageSecret must be the name of a Secret (a DNS-1123 "
+                                            "subdomain)")]),
+        }, required=["uri"])
+
+    optimization = obj(
+        "Optimize the model in a Job before serving it: pruning, quantization and gates. Leave it out to serve "
+        "the model as it is (no Job). Each version is published once under <outputUri>/<version>/.", {
+            "pruning": obj("Magnitude pruning (tensorflow-model-optimization) to a target sparsity.", {
+                "sparsity": number("Fraction of weights set to zero, strictly between 0 and 1 (0.5 = half).",
+                                   minimum=0, maximum=1, exclusive=True),
+                "fineTuneEpochs": integer(
+                    "Epochs of fine-tuning while pruning, on the dataset's x_train/y_train. 0 prunes without "
+                    "training; more than 0 needs spec.optimization.dataset.", default=0, minimum=0, maximum=1000),
+            }, required=["sparsity"]),
+            "quantization": obj("Post-training or quantization-aware quantization.", {
+                "mode": string(
+                    "none: keep float32. dynamic: int8 weights, float activations (no data needed). float16: "
+                    "half-precision weights, good on GPUs. int8: full integer, calibrated on the dataset. qat: "
+                    "quantization-aware training on the dataset. int8 and qat need spec.optimization.dataset.",
+                    default="dynamic", enum=S.QUANTIZATION_MODES),
+                "fineTuneEpochs": integer(
+                    "mode qat only: epochs of quantization-aware training (default 1). Combined with pruning, "
+                    "one training run of the larger of the two epoch counts prunes and quantizes together.",
+                    minimum=1, maximum=1000),
+            }, rules=[rule("!has(self.fineTuneEpochs) || self.mode == 'qat'",
+                           "spec.optimization.quantization.fineTuneEpochs applies to mode qat only",
+                           field_path=".fineTuneEpochs", reason="FieldValueForbidden")]),
+            "dataset": obj(
+                "A NumPy .npz file with arrays x_train, y_train, x_val, y_val (validation alone suffices when "
+                "nothing is trained). Used for fine-tuning, int8 calibration, QAT and the accuracy gate.", {
+                    "uri": uri("Location of the .npz file (s3://, gs://, pvc:// or file://).",
+                               "spec.optimization.dataset.uri"),
+                }, required=["uri"]),
+            "gates": obj("Quality gates: when one fails nothing is published and the serving version stays.", {
+                "maxAccuracyDrop": number(
+                    "Largest allowed drop of validation accuracy from the original to the optimized model, as a "
+                    "fraction (0.01 = one percentage point). Needs spec.optimization.dataset. Unset: no gate.",
+                    minimum=0, maximum=1),
+                "minCompression": number(
+                    "Smallest allowed compression ratio: gzip size of the original over gzip size of the "
+                    "optimized model. Unset: no gate.", minimum=1, maximum=1000),
+            }),
+            "outputUri": uri("Where optimized versions are published, as <outputUri>/<version>/ (with "
+                             "report.json). Must differ from spec.model.uri.", "spec.optimization.outputUri"),
+            "resources": resources("CPU and memory for the optimizer Job's container."),
+            "nodeSelector": string_map("Node labels the optimizer Job's pod must match."),
+            "tolerations": tolerations("Tolerations of the optimizer Job's pod."),
+            "backoffLimit": integer("Retries of the optimizer Job before it counts as failed.",
+                                    default=1, minimum=0, maximum=20),
+            "activeDeadlineSeconds": integer("Time limit of the optimizer Job, in seconds.",
+                                             default=7200, minimum=60, fmt="int64"),
+            "ttlSecondsAfterFinished": integer(
+                "Delete the finished optimizer Job after this many seconds. Unset: the Job is kept (the "
+                "ModelDeployment owns it, so deleting the ModelDeployment removes it).", minimum=0),
+        }, required=["outputUri"], rules=[
+            rule("!has(self.quantization) || !has(self.quantization.mode) || "
+                 "!(self.quantization.mode in ['int8', 'qat']) || has(self.dataset)", "",
+                 message_expression="'spec.optimization.quantization.mode ' + self.quantization.mode + ' needs "
+                                    "spec.optimization.dataset.uri (int8 calibrates on it, qat trains on it): add a "
+                                    "dataset or use mode dynamic or float16'",
+                 field_path=".quantization.mode"),
+            rule("!has(self.pruning) || !has(self.pruning.fineTuneEpochs) || self.pruning.fineTuneEpochs == 0 "
+                 "|| has(self.dataset)",
+                 "spec.optimization.pruning.fineTuneEpochs > 0 needs spec.optimization.dataset.uri to train on: "
+                 "add a dataset or set fineTuneEpochs: 0", field_path=".pruning.fineTuneEpochs"),
+            rule("!has(self.gates) || !has(self.gates.maxAccuracyDrop) || has(self.dataset)",
+                 "spec.optimization.gates.maxAccuracyDrop needs spec.optimization.dataset.uri to measure accuracy: "
+                 "add a dataset or remove the gate", field_path=".gates.maxAccuracyDrop"),
+        ])
+
+    serving = obj(
+        "The TensorFlow Serving Deployment (gRPC on 8500, REST on 8501) and its Service.", {
+            "image": string(
+                f"TF Serving image. Empty: tensorflow/serving:{S.TF_SERVING_VERSION}, or the -gpu tag when gpus > "
+                f"0 (the operator may be configured with mirrors).", max_length=512),
+            "replicas": integer(
+                "Serving replicas (the scale subresource: kubectl scale changes this). Ignored while "
+                "spec.autoscaling is set: the HorizontalPodAutoscaler owns the replica count then.",
+                default=1, minimum=0, maximum=1000),
+            "gpus": integer(
+                "GPUs per replica (limits nvidia.com/gpu). More than 0 selects the -gpu image, adds a toleration "
+                "for nvidia.com/gpu and the node selector nvidia.com/gpu.present=true unless you give your own.",
+                default=0, minimum=0, maximum=16),
+            "nodeSelector": string_map("Node labels the serving pods must match (replaces the GPU default)."),
+            "tolerations": tolerations("Tolerations of the serving pods (replace the GPU default)."),
+            "affinity": raw_object("A Kubernetes Affinity for the serving pods (node, pod and anti-affinity)."),
+            "resources": resources("CPU and memory of the TF Serving container (GPUs come from spec.serving.gpus)."),
+            "batching": obj("Server-side batching in TF Serving. Leave it out to serve request by request.", {
+                "maxBatchSize": integer("Largest batch TF Serving forms.", default=32, minimum=1, maximum=65536),
+                "batchTimeoutMicros": integer("How long to wait to fill a batch, in microseconds.",
+                                              default=2000, minimum=0, maximum=10_000_000),
+                "maxEnqueuedBatches": integer("Queue length before requests are refused.",
+                                              default=100, minimum=1, maximum=1_000_000),
+                "numBatchThreads": integer("Threads that run batches in parallel.",
+                                           default=4, minimum=1, maximum=1024),
+            }),
+        }, default={})
+
+    metric_sources = {
+        key: raw_object(f"The autoscaling/v2 {key} metric source (for type {key[0].upper() + key[1:]}).")
+        for key in ("resource", "pods", "object", "external", "containerResource")}
+    autoscaling = obj(
+        "Scale the serving Deployment with an autoscaling/v2 HorizontalPodAutoscaler. Leave it out for a fixed "
+        "spec.serving.replicas.", {
+            "minReplicas": integer("Fewest replicas.", default=1, minimum=1, maximum=1000),
+            "maxReplicas": integer("Most replicas; at least minReplicas.", minimum=1, maximum=1000),
+            "targetCPUUtilization": integer(
+                "Target average CPU utilization in percent of the CPU request. Used when metrics is empty.",
+                default=70, minimum=1, maximum=1000),
+            "metrics": {
+                "type": "array", "maxItems": 10,
+                "description": "autoscaling/v2 MetricSpec list used as it is; replaces the CPU target.",
+                "items": obj("An autoscaling/v2 MetricSpec.", {
+                    "type": string("Metric source type; the matching field (resource, pods, object, external, "
+                                   "containerResource) must be set.", enum=S.METRIC_TYPES),
+                    **metric_sources,
+                }, required=["type"], rules=[rule(
+                    "(self.type == 'Resource' && has(self.resource)) || (self.type == 'Pods' && has(self.pods)) "
+                    "|| (self.type == 'Object' && has(self.object)) || (self.type == 'External' && "
+                    "has(self.external)) || (self.type == 'ContainerResource' && has(self.containerResource))",
+                    "", message_expression="'spec.autoscaling.metrics: a metric of type ' + self.type + "
+                                           "' needs its matching source field (resource, pods, object, external "
+                                           "or containerResource)'", reason="FieldValueRequired")]),
+            },
+        }, required=["maxReplicas"], rules=[rule(
+            "self.maxReplicas >= self.minReplicas", "",
+            message_expression="'spec.autoscaling.maxReplicas (' + string(self.maxReplicas) + ') must be >= "
+                               "spec.autoscaling.minReplicas (' + string(self.minReplicas) + ')'",
+            field_path=".maxReplicas")])
+
+    monitoring = obj("Health checks of the serving pods and of TF Serving's model status.", {
+        "intervalSeconds": integer("Seconds between health checks.", default=30, minimum=5, maximum=3600),
+        "failureThreshold": integer("Consecutive failed checks of a new version before it is rolled back.",
+                                    default=3, minimum=1, maximum=100),
+        "prometheus": boolean("Enable TF Serving's Prometheus endpoint (/monitoring/prometheus/metrics on 8501) "
+                              "and scrape annotations.", default=True),
+        "rollback": boolean("Roll back to status.model.lastGoodVersion when a new version fails its rollout.",
+                            default=True),
+    }, default={})
+
+    rollout = obj("How a new version rolls out.", {
+        "progressDeadlineSeconds": integer("Seconds a rollout may take before it counts as failed (and is rolled "
+                                           "back when spec.monitoring.rollback is true).",
+                                           default=600, minimum=30, maximum=86400),
+    }, default={})
+
+    return obj(
+        "What to serve and how. Unknown fields are pruned by the API server, and rejected with their name by "
+        "clients using strict field validation (kubectl's default).", {
+            "model": model, "optimization": optimization, "serving": serving, "autoscaling": autoscaling,
+            "monitoring": monitoring, "rollout": rollout,
+        }, required=["model"], rules=[rule(
+            "!has(self.optimization) || self.optimization.outputUri != self.model.uri",
+            "spec.optimization.outputUri must differ from spec.model.uri: versions are published under "
+            "<outputUri>/<version>/", field_path=".optimization.outputUri")])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# status: complete, because the API server prunes whatever the schema does not list.
+
+def status_schema() -> dict:
+    """The OpenAPI schema of .status (written by the operator only)."""
+    condition = obj("A condition in the metav1.Condition shape.", {
+        "type": string("Ready, Optimized, Available, Reconciling, Stalled or Degraded.", max_length=316),
+        "status": string("True, False or Unknown.", enum=("True", "False", "Unknown")),
+        "reason": string("CamelCase reason a program can match on.", max_length=1024),
+        "message": string("What happened, for humans.", max_length=32768),
+        "observedGeneration": integer("metadata.generation the condition was computed for.", minimum=0,
+                                      fmt="int64"),
+        "lastTransitionTime": string("When status last changed.", fmt="date-time"),
+    }, required=["type", "status", "lastTransitionTime", "reason", "message"])
+
+    def i64(d):
+        return integer(d, minimum=0, fmt="int64")
+
+    def ts(d):
+        return string(d, fmt="date-time")
+
+    model = obj("Model versions.", {
+        "requestedVersion": i64("spec.model.version as last handled."),
+        "servingVersion": i64("Version the serving Deployment runs."),
+        "lastGoodVersion": i64("Last version that completed a rollout and passed health checks; the rollback "
+                               "target."),
+        "failedVersion": i64("Last version whose optimization or rollout failed (not retried until the spec "
+                             "changes)."),
+        "uri": string("Storage location of the serving version."),
+    })
+    optimization = obj("The last optimization: its Job and the report's figures.", {
+        "job": string("Name of the optimizer Job."),
+        "version": i64("Model version the Job optimized."),
+        "hash": string("Hash of the optimization spec in the Job name."),
+        "startTime": ts("When the Job started."),
+        "completionTime": ts("When the Job finished."),
+        "originalBytes": i64("Size on disk of the original model."),
+        "optimizedBytes": i64("Size on disk of the optimized model."),
+        "originalCompressedBytes": i64("gzip size of the original model."),
+        "compressedBytes": i64("gzip size of the optimized model."),
+        "compressionRatio": number("originalCompressedBytes / compressedBytes."),
+        "sparsity": number("Fraction of zero weights measured on the exported model."),
+        "metric": string("Quality metric: accuracy (classifiers) or mse (regressors)."),
+        "baselineAccuracy": number("Metric of the original model on the validation split."),
+        "optimizedAccuracy": number("Metric of the optimized model on the validation split."),
+        "accuracyDrop": number("baselineAccuracy - optimizedAccuracy (for mse: the increase)."),
+        "baselineLatencyMs": number("CPU latency of the original model at batch 1, milliseconds."),
+        "optimizedLatencyMs": number("CPU latency of the optimized model at batch 1, milliseconds."),
+        "baselineLatencyB32Ms": number("CPU latency of the original model at batch 32, milliseconds."),
+        "optimizedLatencyB32Ms": number("CPU latency of the optimized model at batch 32, milliseconds."),
+        "quantization": string("Quantization mode applied."),
+        "uri": string("Where the optimized version was published."),
+        "message": string("Outcome in words (why a gate or the Job failed)."),
+    })
+    serving = obj("The serving Deployment and Service.", {
+        "deployment": string("Name of the Deployment."),
+        "service": string("Name of the Service."),
+        "image": string("TF Serving image in use."),
+        "version": i64("Model version of the Deployment's pod template."),
+        "replicas": integer("Current replicas (the scale subresource's status).", minimum=0, fmt="int32"),
+        "readyReplicas": integer("Ready replicas.", minimum=0, fmt="int32"),
+        "updatedReplicas": integer("Replicas on the current pod template.", minimum=0, fmt="int32"),
+        "availableReplicas": integer("Available replicas.", minimum=0, fmt="int32"),
+        "restUrl": string("In-cluster REST URL of the model."),
+        "grpcAddress": string("In-cluster gRPC host:port."),
+    })
+    rollback = obj("Automatic rollbacks.", {
+        "count": i64("Rollbacks so far."),
+        "fromVersion": i64("Version rolled back from, last time."),
+        "toVersion": i64("Version rolled back to, last time."),
+        "lastReason": string("Reason of the last rollback."),
+        "lastMessage": string("Details of the last rollback."),
+        "lastTime": ts("When the last rollback happened."),
+    })
+    health = obj("The monitor's last health check.", {
+        "state": string("Healthy, Unhealthy or Unknown."),
+        "consecutiveFailures": i64("Failed checks in a row."),
+        "lastCheckTime": ts("When the monitor last checked (written only when the state changes)."),
+        "lastTransitionTime": ts("When the state last changed."),
+        "message": string("Findings of the last check."),
+        "modelState": string("TF Serving's model version state (AVAILABLE, LOADING, ...), when reachable."),
+        "restarts": i64("Container restarts summed over serving pods."),
+    })
+    return obj(
+        "Observed state, written by the operator only. kstatus-compatible: observedGeneration and the "
+        "conditions Ready, Reconciling and Stalled are the contract; phase is a summary for humans.", {
+            "observedGeneration": integer("metadata.generation of the spec last handled.", minimum=0, fmt="int64"),
+            "phase": string("Pending, Optimizing, Deploying, Ready, Degraded or Failed."),
+            "conditions": {"type": "array", "description": "Conditions in the metav1.Condition shape.",
+                           "items": condition, "x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["type"]},
+            "selector": string("Label selector of the serving pods (for the scale subresource and HPAs)."),
+            "model": model, "optimization": optimization, "serving": serving, "rollback": rollback,
+            "health": health,
+            "kopf": raw_object("Reserved for the Kopf framework's bookkeeping (the operator keeps it in "
+                               "annotations; this normally stays empty)."),
+        })
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+PRINTER_COLUMNS = [
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+     "description": "The Ready condition."},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Summary for humans."},
+    {"name": "Version", "type": "integer", "jsonPath": ".status.model.servingVersion",
+     "description": "Model version serving."},
+    {"name": "Compression", "type": "number", "jsonPath": ".status.optimization.compressionRatio",
+     "description": "gzip size of the original over the optimized model."},
+    {"name": "Accuracy-Drop", "type": "number", "jsonPath": ".status.optimization.accuracyDrop",
+     "description": "Validation accuracy lost by optimizing."},
+    {"name": "Replicas", "type": "integer", "jsonPath": ".status.serving.readyReplicas",
+     "description": "Ready serving replicas."},
+    {"name": "Requested", "type": "integer", "jsonPath": ".spec.model.version", "priority": 1,
+     "description": "Model version asked for."},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def crd() -> dict:
+    """The whole CustomResourceDefinition as a dict."""
+    root = obj(
+        "A ModelDeployment optimizes a TensorFlow model (pruning, quantization, accuracy gate) in a Job, "
+        "publishes it as a versioned SavedModel, and serves it with TensorFlow Serving (GPUs, autoscaling, "
+        "health monitoring, rollback). Unknown fields are pruned; kubectl and server-side apply with strict "
+        "field validation reject them by name.", {
+            "apiVersion": string("API version: modeldeploy.io/v1alpha1."),
+            "kind": string("ModelDeployment."),
+            "metadata": {"type": "object"},
+            "spec": spec_schema(),
+            "status": status_schema(),
+        }, required=["spec"], rules=[rule(
+            f"size(self.metadata.name) <= {S.MAX_NAME_LENGTH} && self.metadata.name.matches('{S.DNS1035_LABEL}')",
+            "metadata.name must be a DNS-1035 label of at most 63 characters (lower-case letters, digits and '-', "
+            "starting with a letter): it names the Service and the other children")])
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": CRD_NAME, "labels": {"app.kubernetes.io/name": "modeldeploy"}},
+        "spec": {
+            "group": S.API_GROUP,
+            "names": {"kind": S.KIND, "listKind": f"{S.KIND}List", "plural": S.PLURAL,
+                      "singular": S.KIND.lower(), "shortNames": ["md"], "categories": ["all", "modeldeploy"]},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": S.API_VERSION, "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": root},
+                "subresources": {"status": {}, "scale": {
+                    "specReplicasPath": ".spec.serving.replicas",
+                    "statusReplicasPath": ".status.serving.replicas",
+                    "labelSelectorPath": ".status.selector"}},
+                "additionalPrinterColumns": PRINTER_COLUMNS,
+            }],
+        },
+    }
+
+
+def spec_properties() -> dict:
+    """Shortcut for tests: the schema of .spec."""
+    return copy.deepcopy(crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"])
+
+
+def render_yaml() -> str:
+    """The CRD file's text."""
+    header = ("# Generated by `python -m modeldeploy.api.crd` from operator/modeldeploy/api/crd.py; do not edit.\n"
+              "# tests/unit/test_schema_sync.py checks that this file, the generator and spec.py agree.\n")
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=120)
+
+
+def main(argv=None) -> int:
+    """Write crds/ and docs/api.md (run from the repository root), or check them with --check."""
+    from modeldeploy.api import apidoc
+    argv = sys.argv[1:] if argv is None else argv
+    outputs = {CRD_FILE: render_yaml(), DOC_FILE: apidoc.render_markdown(crd())}
+    stale = [str(p) for p, text in outputs.items() if not p.exists() or p.read_text() != text]
+    if "--check" in argv:
+        for p in stale:
+            print(f"{p} is out of date: run python -m modeldeploy.api.crd", file=sys.stderr)
+        return 1 if stale else 0
+    for p, text in outputs.items():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
