@@ -301,7 +301,9 @@ def _known(obj: Mapping | None, path: str, cls) -> None:
     """Unknown keys are errors here too: the API server would prune or reject them, `render` must not differ."""
     if not obj:
         return
-    known = {json_name(f) for f in dataclasses.fields(cls)} - set(METADATA_FIELDS)
+    known = {json_name(f) for f in dataclasses.fields(cls)}
+    if cls is ModelDeploymentSpec:
+        known -= set(METADATA_FIELDS)
     for key in obj:
         if key not in known:
             raise SpecError(f"{path}.{key}", f"unknown field; known fields: {', '.join(sorted(known))}")
