@@ -1,0 +1,169 @@
+"""Atomic publication of model versions and the matching `pull`.
+
+Object stores have no rename, so a version is made to appear complete or not at all with a marker:
+1. upload the local directory to `<output>/.tmp-<N>-<random>/` and verify every size;
+2. copy it to `<output>/<N>/` (server-side on S3/GCS) and verify again;
+3. write `<output>/<N>/_COMPLETE` LAST: JSON with every file's size and sha256;
+4. delete the temporary prefix.
+A version is published exactly when its marker exists. A crash before step 3 leaves files without a marker:
+`pull` refuses them, `list_published` skips them, and the next publish of N clears them. A complete version
+is replaced only with `overwrite=True`, and then its marker is deleted first so readers never see a mix.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+
+from modeldeploy import __version__
+from modeldeploy.storage import transfer
+from modeldeploy.storage.errors import AlreadyPublished, NotFound, NotPublished, StorageUnreachable
+from modeldeploy.storage.uris import Location
+
+log = logging.getLogger(__name__)
+
+MARKER = "_COMPLETE"
+TMP_PREFIX = ".tmp-"
+# Test hook: the integration tests SIGKILL the process at this point to prove a crash leaves no version.
+CRASH_ENV = "MODELDEPLOY_TEST_CRASH_AT"
+
+
+def sha256_file(path: str) -> str:
+    """Hex sha256 of a local file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_manifest(local_dir: str, version: int) -> dict:
+    """The marker content: every file of the version with size and sha256."""
+    files = {}
+    for rel in transfer.local_files(local_dir):
+        if rel == MARKER:
+            continue
+        path = os.path.join(local_dir, *rel.split("/"))
+        files[rel] = {"size": os.path.getsize(path), "sha256": sha256_file(path)}
+    return {"version": int(version), "files": files, "publishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+            time.gmtime()), "tool": f"modeldeploy {__version__}"}
+
+
+def version_location(output: Location, version: int) -> Location:
+    """`<output>/<N>`."""
+    return output.join(str(int(version)))
+
+
+def read_marker(version_loc: Location) -> dict | None:
+    """The marker of a version directory, or None when the version is not (completely) published."""
+    marker = version_loc.join(MARKER)
+    try:
+        data = transfer.read_bytes(marker)
+    except NotFound:
+        return None
+    try:
+        manifest = json.loads(data)
+        assert isinstance(manifest.get("files"), dict)
+        return manifest
+    except (ValueError, AssertionError, AttributeError):
+        raise NotPublished(f"{marker.uri}: the completion marker is unreadable; republish the version "
+                           "with --overwrite") from None
+
+
+def list_published(output: Location) -> list[int]:
+    """Version numbers under `output` that have a completion marker, ascending."""
+    versions = set()
+    for rel in transfer.list_files(output):
+        head, _, tail = rel.partition("/")
+        if tail == MARKER and head.isdigit():
+            versions.add(int(head))
+    return sorted(versions)
+
+
+def _verify_sizes(loc: Location, manifest: dict, stage: str) -> None:
+    found = transfer.list_files(loc)
+    for rel, meta in manifest["files"].items():
+        if found.get(rel) != meta["size"]:
+            raise StorageUnreachable(f"{stage}: {loc.join(rel).uri} has size {found.get(rel)} after upload, "
+                                     f"expected {meta['size']}; nothing was published")
+
+
+def _maybe_crash(point: str) -> None:
+    if os.environ.get(CRASH_ENV) == point:
+        log.error("%s=%s: killing this process on purpose (test hook)", CRASH_ENV, point)
+        os.kill(os.getpid(), 9)
+
+
+def check_not_published(output: Location, version: int, overwrite: bool) -> None:
+    """Fail early (before any work) when version N is already complete and overwrite is not allowed."""
+    if not overwrite and read_marker(version_location(output, version)) is not None:
+        raise AlreadyPublished(f"{version_location(output, version).uri} is already published; bump "
+                               "--version (spec.model.version) or pass --overwrite to replace it")
+
+
+def publish(local_dir: str, output: Location, version: int, overwrite: bool = False) -> dict:
+    """Publish a local directory as `<output>/<version>/` atomically; returns the manifest written."""
+    target = version_location(output, version)
+    check_not_published(output, version, overwrite)
+    manifest = build_manifest(local_dir, version)
+    tmp = output.join(f"{TMP_PREFIX}{int(version)}-{secrets.token_hex(4)}")
+    try:
+        transfer.upload_dir(local_dir, tmp)
+        _verify_sizes(tmp, manifest, "upload")
+        _maybe_crash("after-upload")
+        # Whatever is at <N>/ now is either an unfinished earlier attempt or (overwrite) an old version:
+        # remove its marker first, so the version is invisible while it changes.
+        leftovers = transfer.list_files(target)
+        if MARKER in leftovers:
+            transfer.remove(target, [MARKER])
+        transfer.remove(target, [r for r in leftovers if r != MARKER])
+        transfer.copy_tree(tmp, target, sorted(manifest["files"]))
+        _verify_sizes(target, manifest, "copy")
+        _maybe_crash("before-marker")
+        transfer.write_bytes(target.join(MARKER), json.dumps(manifest, indent=1, sort_keys=True).encode())
+    finally:
+        try:
+            transfer.remove(tmp)
+        except Exception as exc:  # noqa: BLE001 - a stale temp prefix is harmless; the version is what counts
+            log.warning("could not delete temporary prefix %s: %s", tmp.uri, exc)
+    log.info("published %s (%d files)", target.uri, len(manifest["files"]))
+    return manifest
+
+
+def pull(version_loc: Location, dest: str) -> dict:
+    """Copy one published version to local `dest` after checking its marker and every checksum.
+
+    The files land in a sibling temporary directory first and are renamed into place, so `dest` is either the
+    previous content or the complete new version. Returns the manifest.
+    """
+    manifest = read_marker(version_loc)
+    if manifest is None:
+        if transfer.exists(version_loc):
+            raise NotPublished(f"{version_loc.uri} has no {MARKER} marker: its publication did not finish. "
+                               "Re-run the optimizer for this version.")
+        raise NotPublished(f"{version_loc.uri} is not published (nothing stored there)")
+    dest = os.path.abspath(dest)
+    parent = os.path.dirname(dest)
+    os.makedirs(parent, exist_ok=True)
+    staging = f"{dest}.partial-{secrets.token_hex(4)}"
+    try:
+        for rel, meta in sorted(manifest["files"].items()):
+            local = os.path.join(staging, *rel.split("/"))
+            transfer.download(version_loc.join(rel), local)
+            if os.path.getsize(local) != meta["size"] or sha256_file(local) != meta["sha256"]:
+                raise NotPublished(f"{version_loc.join(rel).uri} does not match its checksum in {MARKER}; the "
+                                   "stored version is damaged, republish it with --overwrite")
+        with open(os.path.join(staging, MARKER), "w") as fh:
+            json.dump(manifest, fh, indent=1, sort_keys=True)
+        if os.path.exists(dest):
+            old = f"{dest}.old-{secrets.token_hex(4)}"
+            os.rename(dest, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.rename(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
