@@ -158,7 +158,7 @@ def spec_schema() -> dict:
                 "Model version to serve; becomes TF Serving's version directory. Raise it to optimize and roll "
                 "out a new version. A version lower than status.model.servingVersion is a manual rollback and is "
                 "allowed: that version is served again (optimized first when it is not published).",
-                default=1, minimum=1, maximum=2**31 - 1, fmt="int64"),
+                default=1, minimum=1, maximum=S.MAX_VERSION, fmt="int64"),
             "name": string(
                 "Model name in TF Serving's URLs (/v1/models/<name>). A DNS-1123 label. Defaults to "
                 "metadata.name.", max_length=S.MAX_NAME_LENGTH, rules=[rule(

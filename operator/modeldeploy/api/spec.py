@@ -65,6 +65,7 @@ QUANTITY_PATTERN = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numk
                     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
 MAX_NAME_LENGTH = 63
 MAX_URI_LENGTH = 2048
+MAX_VERSION = 2**31 - 1   # int32 range: leaves `<name>-opt-<N>-<hash>` room for a name in 63 characters
 
 
 class SpecError(ValueError):
@@ -362,7 +363,7 @@ def _parse_model(spec: Mapping, name: str) -> ModelSpec:
     _known(m, path, ModelSpec)
     return ModelSpec(
         uri=_uri(m, "uri", path),
-        version=_int(m, "version", path, default=1, minimum=1),
+        version=_int(m, "version", path, default=1, minimum=1, maximum=MAX_VERSION),
         name=_str(m, "name", path, default=name, max_length=MAX_NAME_LENGTH, pattern=DNS1123_LABEL,
                   hint="use a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a "
                        "letter or digit, at most 63 characters") or name,
