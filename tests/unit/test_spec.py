@@ -106,7 +106,7 @@ def test_pruning_and_qat_share_one_training_run():
 
 
 @pytest.mark.parametrize("uri", ["s3://models/a", "gs://bucket/x/y.keras", "pvc://claim/models/m",
-                                 "file:///models/m", "file://models/m"])
+                                 "file:///models/m"])
 def test_supported_uris(uri):
     assert S.parse(md({"model": {"uri": uri}})).model.uri == uri
 

@@ -90,7 +90,7 @@ def boolean(description: str, *, default=None) -> dict:
     return s
 
 
-def rule(rule_: str, message: str = "", *, message_expression: str = "", field_path: str = "",
+def rule(rule_: str, message: str, *, message_expression: str = "", field_path: str = "",
          reason: str = "FieldValueInvalid") -> dict:
     r = {"rule": rule_}
     if message:
@@ -105,9 +105,11 @@ def rule(rule_: str, message: str = "", *, message_expression: str = "", field_p
 
 def uri(description: str, field: str) -> dict:
     """A storage URI: scheme checked by CEL so the error says which schemes work."""
-    return string(description, max_length=S.MAX_URI_LENGTH, rules=[rule(
-        f"self.matches('{S.URI_PATTERN}')",
-        f"{field} must be a URI with scheme s3://, gs://, pvc:// or file:// (for example s3://models/digits/base)")])
+    return string(description, max_length=S.MAX_URI_LENGTH, rules=[
+        rule(f"self.matches('{S.URI_PATTERN}')",
+             f"{field} must be a URI with scheme s3://, gs://, pvc:// or file:/// (for example "
+             f"s3://models/digits/base or file:///models/digits)"),
+        rule("!self.contains('/../') && !self.endsWith('/..')", f"{field} must not contain '..' path segments")])
 
 
 def string_map(description: str) -> dict:
@@ -226,7 +228,8 @@ def spec_schema() -> dict:
                 "ModelDeployment owns it, so deleting the ModelDeployment removes it).", minimum=0),
         }, required=["outputUri"], rules=[
             rule("!has(self.quantization) || !has(self.quantization.mode) || "
-                 "!(self.quantization.mode in ['int8', 'qat']) || has(self.dataset)", "",
+                 "!(self.quantization.mode in ['int8', 'qat']) || has(self.dataset)",
+                 "spec.optimization.quantization.mode int8 and qat need spec.optimization.dataset.uri",
                  message_expression="'spec.optimization.quantization.mode ' + self.quantization.mode + ' needs "
                                     "spec.optimization.dataset.uri (int8 calibrates on it, qat trains on it): add a "
                                     "dataset or use mode dynamic or float16'",
@@ -290,12 +293,13 @@ def spec_schema() -> dict:
                     "(self.type == 'Resource' && has(self.resource)) || (self.type == 'Pods' && has(self.pods)) "
                     "|| (self.type == 'Object' && has(self.object)) || (self.type == 'External' && "
                     "has(self.external)) || (self.type == 'ContainerResource' && has(self.containerResource))",
-                    "", message_expression="'spec.autoscaling.metrics: a metric of type ' + self.type + "
+                    "spec.autoscaling.metrics: a metric needs the source field matching its type",
+                    message_expression="'spec.autoscaling.metrics: a metric of type ' + self.type + "
                                            "' needs its matching source field (resource, pods, object, external "
                                            "or containerResource)'", reason="FieldValueRequired")]),
             },
         }, required=["maxReplicas"], rules=[rule(
-            "self.maxReplicas >= self.minReplicas", "",
+            "self.maxReplicas >= self.minReplicas", "spec.autoscaling.maxReplicas must be >= minReplicas",
             message_expression="'spec.autoscaling.maxReplicas (' + string(self.maxReplicas) + ') must be >= "
                                "spec.autoscaling.minReplicas (' + string(self.minReplicas) + ')'",
             field_path=".maxReplicas")])

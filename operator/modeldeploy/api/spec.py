@@ -59,8 +59,9 @@ DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 # No backslashes in these patterns: they are embedded in CEL string literals as they are.
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-# s3://bucket/..., gs://bucket/..., pvc://claim/...; file:///abs/path (or file://rel/path). No spaces.
-URI_PATTERN = r"^((s3|gs|pvc)://[^/ ]|file:///?[^/ ])[^ ]*$"
+# s3://bucket/..., gs://bucket/..., pvc://claim/..., file:///absolute/path (as storage/uris.py reads them). No
+# spaces; '..' segments are refused separately (RE2 has no look-ahead).
+URI_PATTERN = r"^((s3|gs|pvc)://[^/ ]|file:///[^/ ])[^ ]*$"
 QUANTITY_PATTERN = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
                     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
 MAX_NAME_LENGTH = 63
@@ -294,8 +295,11 @@ def _obj(obj, key, path, *, required=False):
 
 
 def _uri(obj, key, path, *, default=_MISSING):
-    return _str(obj, key, path, default=default, max_length=MAX_URI_LENGTH, pattern=URI_PATTERN,
-                hint="use a URI with scheme s3://, gs://, pvc:// or file:// (e.g. s3://bucket/models/digits)")
+    value = _str(obj, key, path, default=default, max_length=MAX_URI_LENGTH, pattern=URI_PATTERN,
+                 hint="use a URI with scheme s3://, gs://, pvc:// or file:/// (e.g. s3://bucket/models/digits)")
+    if value and ("/../" in value or value.endswith("/..")):
+        raise SpecError(f"{path}.{key}", f"{value!r} must not contain '..' path segments")
+    return value
 
 
 def _known(obj: Mapping | None, path: str, cls) -> None:
