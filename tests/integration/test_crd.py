@@ -55,11 +55,11 @@ def named(body: dict, name: str) -> dict:
 # --- kubectl experience -----------------------------------------------------------------------------------------
 
 def test_explain_prints_descriptions(kubectl, crd_ready):
-    out = kubectl("explain", "md.spec.optimization.quantization").stdout
+    # kubectl wraps descriptions at its terminal width: compare with whitespace collapsed.
+    out = " ".join(kubectl("explain", "md.spec.optimization.quantization").stdout.split())
     assert "Post-training or quantization-aware quantization" in out
-    assert "mode" in out and "fineTuneEpochs" in out
-    mode = kubectl("explain", "md.spec.optimization.quantization.mode").stdout
-    assert "int8: full integer, calibrated on the dataset" in mode
+    assert "mode <string>" in out and "fineTuneEpochs <integer>" in out
+    assert "int8: full integer, calibrated on the dataset" in out
 
 
 def test_short_name_and_columns(kubectl, ns):
