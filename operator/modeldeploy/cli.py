@@ -1,12 +1,121 @@
-"""Command line: `modeldeploy run | optimize | pull | render | version`."""
+"""Command line: `modeldeploy run | optimize | pull | render | version`.
+
+Importing this module must never import TensorFlow (the operator image has none): every subcommand imports
+its implementation lazily. Contracts for the subcommands implemented elsewhere:
+- `run`: `modeldeploy.controller.main(argv: list[str]) -> int` runs the operator.
+- `render`: `modeldeploy.resources.render_main(argv: list[str]) -> int` prints the manifests for a spec.
+Exit codes of `optimize` and `pull` are listed in `modeldeploy.storage.errors`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
 import sys
+
+
+def _run(ns) -> int:
+    from modeldeploy import controller
+    return controller.main(ns.args)
+
+
+def _render(ns) -> int:
+    from modeldeploy import resources
+    return resources.render_main(ns.args)
+
+
+def _version(ns) -> int:
+    from modeldeploy import __version__
+    print(__version__)
+    return 0
+
+
+def _optimize(ns) -> int:
+    from modeldeploy.optimize import options, report
+    from modeldeploy.storage.errors import ModelDeployError
+
+    try:
+        opts = options.from_args(ns)
+        from modeldeploy.optimize import pipeline  # TensorFlow is imported from here on
+        result = pipeline.run(opts)
+    except ModelDeployError as exc:
+        print(f"modeldeploy optimize: {exc.reason}: {exc.message}", file=sys.stderr)
+        failed = dict(getattr(exc, "report", None) or {}, ok=False, error=exc.as_dict())
+        report.write_termination_message(failed, ns.termination_message_path)
+        return exc.exit_code
+    print(report.compact_json(result))
+    return 0
+
+
+def _pull(ns) -> int:
+    from modeldeploy.storage import publish
+    from modeldeploy.storage.errors import ModelDeployError
+    from modeldeploy.storage.uris import parse_uri
+
+    try:
+        manifest = publish.pull(parse_uri(ns.uri, "URI"), ns.dest)
+    except ModelDeployError as exc:
+        print(f"modeldeploy pull: {exc.reason}: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    print(f"pulled version {manifest.get('version')} ({len(manifest['files'])} files) from {ns.uri} to {ns.dest}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree; one subparser per subcommand."""
+    parser = argparse.ArgumentParser(prog="modeldeploy", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO", help="Python logging level (default INFO)")
+    # Also accepted after the subcommand (`modeldeploy optimize ... --log-level DEBUG`), where people put it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default=argparse.SUPPRESS, help="Python logging level (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the operator against $KUBECONFIG or the in-cluster config")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="passed to the operator")
+    run.set_defaults(func=_run)
+
+    render = sub.add_parser("render", help="print the Kubernetes objects a ModelDeployment produces")
+    render.add_argument("args", nargs=argparse.REMAINDER, help="passed to the renderer")
+    render.set_defaults(func=_render)
+
+    opt = sub.add_parser("optimize", parents=[common], help="prune, quantize, evaluate, gate and publish one model version",
+                         description="Exit codes: see docs/optimization.md (2 bad arguments, 3 storage "
+                                     "unreachable, 4 credentials, 5 not found, 6 corrupt model, 7 dataset "
+                                     "mismatch, 8 gate failed, 9 already published, 11 target not reached).")
+    opt.add_argument("--source", required=True, help="trained model: SavedModel dir or .keras/.h5 file URI")
+    opt.add_argument("--output", required=True, help="versions are published as <output>/<version>/")
+    opt.add_argument("--version", type=int, required=True, help="version number N to publish")
+    opt.add_argument("--prune-sparsity", type=float, default=0.0, help="fraction of weights zeroed (0-1)")
+    opt.add_argument("--fine-tune-epochs", type=int, default=0, help="epochs of fine-tuning while pruning")
+    opt.add_argument("--quantize", default="none", help="none | dynamic | float16 | int8 | qat")
+    opt.add_argument("--dataset", help=".npz with x_train, y_train, x_val, y_val")
+    opt.add_argument("--max-accuracy-drop", type=float, help="gate: largest allowed accuracy drop (0.01 = 1pt)")
+    opt.add_argument("--min-compression", type=float, help="gate: smallest allowed gzip compression ratio")
+    opt.add_argument("--report", help="also write the full report JSON to this local path")
+    opt.add_argument("--overwrite", action="store_true", help="replace an already published version")
+    opt.add_argument("--termination-message-path", default="/dev/termination-log",
+                     help="compact report for Kubernetes (written when its directory exists)")
+    opt.add_argument("--batch-size", type=int, default=32, help="batch size for fine-tuning (default 32)")
+    opt.add_argument("--learning-rate", type=float, default=1e-3,
+                     help="fine-tuning learning rate (default 1e-3, Adam's usual rate, which tfmot's pruning "
+                          "examples fine-tune with)")
+    opt.set_defaults(func=_optimize)
+
+    pull = sub.add_parser("pull", parents=[common], help="copy one published version (checks its _COMPLETE marker)")
+    pull.add_argument("uri", metavar="URI", help="version URI, e.g. s3://models/digits/optimized/3")
+    pull.add_argument("dest", metavar="DEST", help="local directory to create, e.g. /models/digits/3")
+    pull.set_defaults(func=_pull)
+
+    version = sub.add_parser("version", help="print the modeldeploy version")
+    version.set_defaults(func=_version)
+    return parser
 
 
 def main(argv=None) -> int:
     """Entry point for the `modeldeploy` console script."""
-    from modeldeploy import __version__
-    print(__version__)
-    return 0
+    ns = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(ns.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return ns.func(ns)
 
 
 if __name__ == "__main__":

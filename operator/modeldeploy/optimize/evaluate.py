@@ -1,0 +1,116 @@
+"""Measure an artefact: predictions and accuracy/MSE on the validation split, size, gzip size, CPU latency.
+
+SavedModels are loaded with `tf.saved_model.load` and run through `serving_default`, as TF Serving would;
+.tflite files run in the TFLite interpreter. Latency is the median wall time of repeated calls after a
+warm-up, bounded in count and time so a large model cannot stall a Job.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from modeldeploy.optimize import dataset as datasets
+
+LATENCY_RUNS = int(os.environ.get("MODELDEPLOY_LATENCY_RUNS", "30"))
+LATENCY_BUDGET_S = float(os.environ.get("MODELDEPLOY_LATENCY_BUDGET_S", "3"))
+
+
+def dir_bytes(path: str, exclude: tuple[str, ...] = ()) -> int:
+    """Total size of the files under `path` (or of one file), skipping top-level names in `exclude`."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(p) for p in _files(path, exclude))
+
+
+def gzip_bytes(path: str, exclude: tuple[str, ...] = ()) -> int:
+    """Sum of each file's gzip (level 9) size: what storage and a download of the artefact cost."""
+    paths = [path] if os.path.isfile(path) else _files(path, exclude)
+    total = 0
+    for p in paths:
+        with open(p, "rb") as fh:
+            total += len(gzip.compress(fh.read(), compresslevel=9, mtime=0))
+    return total
+
+
+def _files(path: str, exclude: tuple[str, ...]) -> list[str]:
+    out = []
+    for root, dirs, names in os.walk(path):
+        if root == path:
+            dirs[:] = [d for d in dirs if d not in exclude]
+            names = [n for n in names if n not in exclude]
+        out.extend(os.path.join(root, n) for n in sorted(names))
+    return sorted(out)
+
+
+class SavedModelRunner:
+    """`serving_default` of a SavedModel on disk, called like TF Serving does (one named input)."""
+
+    def __init__(self, path: str):
+        self.loaded = tf.saved_model.load(path)
+        self.fn = self.loaded.signatures["serving_default"]
+        _, kwargs = self.fn.structured_input_signature
+        (self.input_key, spec), = kwargs.items()
+        self.dtype = spec.dtype
+        self.output_key = sorted(self.fn.structured_outputs)[0]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.fn(**{self.input_key: tf.constant(x, dtype=self.dtype)})[self.output_key].numpy()
+
+
+class TFLiteRunner:
+    """A .tflite model; the input tensor is resized to each batch size it sees."""
+
+    def __init__(self, path: str):
+        self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=os.cpu_count() or 1)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.batch = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.batch != len(x):
+            self.interpreter.resize_tensor_input(self.input["index"], [len(x), *x.shape[1:]])
+            self.interpreter.allocate_tensors()
+            self.batch = len(x)
+        self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output["index"]).copy()
+
+
+def predict(runner, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Predictions for all rows, in batches."""
+    return np.concatenate([runner(x[i:i + batch]) for i in range(0, len(x), batch)], axis=0)
+
+
+def score(pred: np.ndarray, y: np.ndarray, classification: bool) -> float:
+    """Accuracy (classifiers: argmax, or >0.5 for one sigmoid output) or mean squared error (regressors)."""
+    if classification:
+        flat = pred.reshape(len(pred), -1)
+        guess = (flat[:, 0] > 0.5).astype(np.int64) if flat.shape[1] == 1 else flat.argmax(axis=1)
+        return float(np.mean(guess == datasets.labels(y)))
+    return float(np.mean((pred.reshape(y.shape).astype(np.float64) - y.astype(np.float64)) ** 2))
+
+
+def drop(baseline: float, optimized: float, classification: bool) -> float:
+    """Accuracy points lost (classifiers) or relative MSE increase (regressors); negative means better."""
+    if classification:
+        return round(baseline - optimized, 6)
+    return round((optimized - baseline) / max(baseline, 1e-12), 6)
+
+
+def latency_ms(runner, sample: np.ndarray, batch: int) -> float:
+    """Median milliseconds per call at `batch` rows, after two warm-up calls."""
+    reps = int(np.ceil(batch / len(sample)))
+    x = np.concatenate([sample] * reps, axis=0)[:batch]
+    for _ in range(2):
+        runner(x)
+    times, started = [], time.perf_counter()
+    while len(times) < LATENCY_RUNS and (time.perf_counter() - started < LATENCY_BUDGET_S or len(times) < 5):
+        t0 = time.perf_counter()
+        runner(x)
+        times.append(time.perf_counter() - t0)
+    return round(statistics.median(times) * 1000, 4)
