@@ -15,7 +15,7 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv"
   mkdir -p "$cache"
   "$py" -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q --upgrade pip "setuptools>=77"
   "$venv/bin/pip" install -q -e '.[optimize,test,gcs]'
   touch "$venv/.complete"
 fi
