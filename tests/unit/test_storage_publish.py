@@ -1,0 +1,97 @@
+"""Atomic publish and verified pull on the local file system (the same code paths S3 uses)."""
+import json
+import os
+
+import pytest
+
+from modeldeploy.storage import publish, transfer
+from modeldeploy.storage.errors import AlreadyPublished, NotPublished
+from modeldeploy.storage.uris import parse_uri
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    root = tmp_path / "model"
+    (root / "variables").mkdir(parents=True)
+    (root / "saved_model.pb").write_bytes(b"graph" * 100)
+    (root / "variables" / "variables.data-00000-of-00001").write_bytes(os.urandom(5000))
+    return str(root)
+
+
+@pytest.fixture
+def output(tmp_path):
+    return parse_uri(f"file://{tmp_path}/out")
+
+
+def test_publish_writes_files_then_marker_and_cleans_temp(model_dir, output):
+    manifest = publish.publish(model_dir, output, 3)
+    files = transfer.list_files(output)
+    assert set(files) == {"3/saved_model.pb", "3/variables/variables.data-00000-of-00001", "3/_COMPLETE"}
+    marker = json.loads(transfer.read_bytes(output.join("3", "_COMPLETE")))
+    assert marker == manifest and marker["version"] == 3
+    assert marker["files"]["saved_model.pb"]["size"] == 500
+    assert publish.list_published(output) == [3]
+
+
+def test_existing_version_is_never_overwritten_without_flag(model_dir, output):
+    publish.publish(model_dir, output, 1)
+    with pytest.raises(AlreadyPublished) as err:
+        publish.publish(model_dir, output, 1)
+    assert err.value.exit_code == 9 and "--overwrite" in err.value.message
+    with open(os.path.join(model_dir, "saved_model.pb"), "wb") as fh:
+        fh.write(b"new")
+    publish.publish(model_dir, output, 1, overwrite=True)
+    assert transfer.read_bytes(output.join("1", "saved_model.pb")) == b"new"
+
+
+def test_failure_before_marker_leaves_no_visible_version(model_dir, output, monkeypatch, tmp_path):
+    real = transfer.write_bytes
+
+    def fail_on_marker(loc, data):
+        if loc.name == publish.MARKER:
+            raise RuntimeError("killed between copy and marker")
+        return real(loc, data)
+
+    monkeypatch.setattr(transfer, "write_bytes", fail_on_marker)
+    with pytest.raises(RuntimeError):
+        publish.publish(model_dir, output, 2)
+    files = transfer.list_files(output)
+    assert "2/saved_model.pb" in files and "2/_COMPLETE" not in files   # copied, but not complete
+    assert not any(f.startswith(publish.TMP_PREFIX) for f in files)     # temp prefix cleaned
+    assert publish.list_published(output) == []
+    with pytest.raises(NotPublished) as err:
+        publish.pull(output.join("2"), str(tmp_path / "dest"))
+    assert err.value.exit_code == 10 and "_COMPLETE" in err.value.message
+    assert not (tmp_path / "dest").exists()
+    # A later publish of the same version clears the leftovers without --overwrite.
+    monkeypatch.setattr(transfer, "write_bytes", real)
+    publish.publish(model_dir, output, 2)
+    assert publish.list_published(output) == [2]
+
+
+def test_pull_copies_and_verifies(model_dir, output, tmp_path):
+    publish.publish(model_dir, output, 5)
+    dest = tmp_path / "serving" / "digits" / "5"
+    publish.pull(output.join("5"), str(dest))
+    assert (dest / "saved_model.pb").read_bytes() == b"graph" * 100
+    assert (dest / "_COMPLETE").exists()
+    # Idempotent: an init container that runs again replaces the directory.
+    publish.pull(output.join("5"), str(dest))
+    assert sorted(os.listdir(dest)) == ["_COMPLETE", "saved_model.pb", "variables"]
+
+
+def test_pull_refuses_a_damaged_file(model_dir, output, tmp_path):
+    publish.publish(model_dir, output, 6)
+    stored = output.join("6", "saved_model.pb").path
+    with open(stored, "wb") as fh:
+        fh.write(b"x" * 500)   # same size, different bytes
+    with pytest.raises(NotPublished) as err:
+        publish.pull(output.join("6"), str(tmp_path / "dest"))
+    assert "checksum" in err.value.message
+    assert not (tmp_path / "dest").exists()
+
+
+def test_pull_of_missing_version(output, tmp_path):
+    with pytest.raises(NotPublished) as err:
+        publish.pull(output.join("9"), str(tmp_path / "dest"))
+    assert "not published" in err.value.message
