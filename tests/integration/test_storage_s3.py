@@ -1,0 +1,99 @@
+"""Storage against the real local S3 server: publish, list, pull, overwrite rules, and error exit codes."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from modeldeploy.storage import publish, transfer
+from modeldeploy.storage.errors import AlreadyPublished, NotPublished
+from modeldeploy.storage.uris import parse_uri
+
+pytestmark = pytest.mark.s3
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    root = tmp_path / "model"
+    (root / "variables").mkdir(parents=True)
+    (root / "saved_model.pb").write_bytes(b"g" * 1000)
+    (root / "variables" / "variables.data-00000-of-00001").write_bytes(os.urandom(200_000))
+    (root / "variables" / "variables.index").write_bytes(b"i" * 10)
+    return str(root)
+
+
+def _cli(*args, env=None, timeout=120):
+    full = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "modeldeploy.cli", *args], capture_output=True, text=True,
+                          env=full, timeout=timeout)
+
+
+def test_publish_list_pull_roundtrip(s3, s3_prefix, model_dir, tmp_path):
+    output = parse_uri(s3.uri(s3_prefix + "/optimized"))
+    publish.publish(model_dir, output, 1)
+    publish.publish(model_dir, output, 2)
+    keys = s3.keys(s3_prefix + "/")
+    assert f"{s3_prefix}/optimized/2/_COMPLETE" in keys
+    assert not any("/.tmp-" in k for k in keys), "temporary prefix left behind"
+    assert publish.list_published(output) == [1, 2]
+    marker = json.loads(s3.client.get_object(Bucket=s3.bucket, Key=f"{s3_prefix}/optimized/2/_COMPLETE")["Body"].read())
+    assert marker["files"]["variables/variables.data-00000-of-00001"]["size"] == 200_000
+
+    dest = tmp_path / "serving" / "m" / "2"
+    proc = _cli("pull", output.join("2").uri, str(dest))
+    assert proc.returncode == 0, proc.stderr
+    assert (dest / "variables" / "variables.data-00000-of-00001").read_bytes() == \
+        open(os.path.join(model_dir, "variables", "variables.data-00000-of-00001"), "rb").read()
+
+
+def test_overwrite_rules(s3, s3_prefix, model_dir):
+    output = parse_uri(s3.uri(s3_prefix))
+    publish.publish(model_dir, output, 7)
+    with pytest.raises(AlreadyPublished):
+        publish.publish(model_dir, output, 7)
+    with open(os.path.join(model_dir, "saved_model.pb"), "wb") as fh:
+        fh.write(b"v2")
+    publish.publish(model_dir, output, 7, overwrite=True)
+    assert transfer.read_bytes(output.join("7", "saved_model.pb")) == b"v2"
+
+
+def test_version_without_marker_is_refused(s3, s3_prefix, model_dir, tmp_path):
+    output = parse_uri(s3.uri(s3_prefix))
+    # An interrupted publish: files copied, marker never written.
+    transfer.upload_dir(model_dir, output.join("4"))
+    assert publish.list_published(output) == []
+    proc = _cli("pull", output.join("4").uri, str(tmp_path / "dest"))
+    assert proc.returncode == NotPublished.exit_code, proc.stderr
+    assert "_COMPLETE" in proc.stderr
+    assert not (tmp_path / "dest").exists()
+
+
+def test_pull_exit_codes_for_storage_problems(s3, s3_prefix, model_dir, tmp_path):
+    output = parse_uri(s3.uri(s3_prefix))
+    publish.publish(model_dir, output, 1)
+    uri = output.join("1").uri
+    dest = str(tmp_path / "dest")
+    fast = {"MODELDEPLOY_STORAGE_ATTEMPTS": "2", "MODELDEPLOY_STORAGE_BASE_DELAY": "0.1",
+            # botocore must not look for cloud metadata credentials (no such network here).
+            "AWS_EC2_METADATA_DISABLED": "true"}
+    wrong_secret = _cli("pull", uri, dest, env=dict(fast, AWS_SECRET_ACCESS_KEY="wrong"))
+    assert wrong_secret.returncode == 4, wrong_secret.stderr
+    assert "credentials" in wrong_secret.stderr
+
+    no_creds = dict(os.environ, **fast)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        no_creds.pop(key, None)
+    no_creds["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "none")
+    no_creds["AWS_CONFIG_FILE"] = str(tmp_path / "none")
+    proc = subprocess.run([sys.executable, "-m", "modeldeploy.cli", "pull", uri, dest], capture_output=True,
+                          text=True, env=no_creds, timeout=120)
+    assert proc.returncode == 4, proc.stderr
+
+    unreachable = _cli("pull", uri, dest, env=dict(fast, AWS_ENDPOINT_URL="http://127.0.0.1:1"))
+    assert unreachable.returncode == 3, unreachable.stderr
+    assert "unreachable" in unreachable.stderr
+
+    bad_uri = _cli("pull", "ftp://x/y", dest)
+    assert bad_uri.returncode == 2 and "unsupported scheme" in bad_uri.stderr
+    assert not os.path.exists(dest)
