@@ -1,0 +1,269 @@
+"""`modeldeploy optimize` end to end: real TensorFlow on scikit-learn's digits, real S3, every mode and gate.
+
+One small CNN is trained once per module (seconds) and uploaded to S3 with its dataset; each test runs the CLI
+in-process (TensorFlow is imported once) or, for the crash test, as a subprocess that is killed.
+"""
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from modeldeploy import cli
+from modeldeploy.storage import publish
+from modeldeploy.storage.uris import parse_uri
+
+pytestmark = [pytest.mark.tf, pytest.mark.s3]
+CRASH_ENV = publish.CRASH_ENV
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """(x_train, y_train, x_val, y_val): the 8x8 digits, scaled to [0, 1], with a channel axis."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.images / 16.0).astype(np.float32)[..., None]
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], data.target[order].astype(np.int64)
+    return x[:1400], y[:1400], x[1400:], y[1400:]
+
+
+@pytest.fixture(scope="module")
+def stored(s3, digits, tmp_path_factory):
+    """A trained digits CNN (.keras) and its .npz dataset in S3; deleted after the module."""
+    import tf_keras as keras
+
+    x_train, y_train, x_val, y_val = digits
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.layers.Input((8, 8, 1)),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=4, batch_size=32, verbose=0)
+    local = tmp_path_factory.mktemp("digits")
+    model.save(local / "digits.keras")
+    prefix = f"test/optimize-{os.getpid()}"
+    s3.client.upload_file(str(local / "digits.keras"), s3.bucket, f"{prefix}/base/digits.keras")
+    buf = io.BytesIO()
+    np.savez(buf, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
+    s3.client.put_object(Bucket=s3.bucket, Key=f"{prefix}/digits.npz", Body=buf.getvalue())
+    buf = io.BytesIO()
+    np.savez(buf, x_val=x_val, y_val=y_val)
+    s3.client.put_object(Bucket=s3.bucket, Key=f"{prefix}/digits-val.npz", Body=buf.getvalue())
+    yield {"model": s3.uri(f"{prefix}/base/digits.keras"), "dataset": s3.uri(f"{prefix}/digits.npz"),
+           "val_only": s3.uri(f"{prefix}/digits-val.npz"), "prefix": prefix, "x_val": x_val, "y_val": y_val}
+    keys = s3.keys(prefix + "/")
+    for i in range(0, len(keys), 1000):
+        s3.client.delete_objects(Bucket=s3.bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+
+
+def optimize(stored, output, version, *extra, dataset=True, tmp_path=None):
+    """Run the CLI in-process; returns (exit code, report dict or None)."""
+    args = ["optimize", "--source", stored["model"], "--output", output, "--version", str(version)]
+    if dataset:
+        args += ["--dataset", stored["dataset"] if dataset is True else dataset]
+    report_path = os.path.join(str(tmp_path), f"report-{version}.json") if tmp_path else None
+    term_path = os.path.join(str(tmp_path), f"termination-{version}") if tmp_path else None
+    if report_path:
+        args += ["--report", report_path, "--termination-message-path", term_path]
+    code = cli.main(args + list(extra))
+    data = json.load(open(report_path)) if report_path and os.path.exists(report_path) else None
+    return code, data
+
+
+def pulled(s3, output, version, tmp_path):
+    """Pull a published version with the CLI and load it like TF Serving: returns (dir, serving fn)."""
+    import tensorflow as tf
+
+    dest = tmp_path / "serving" / str(version)
+    assert cli.main(["pull", f"{output}/{version}", str(dest)]) == 0
+    loaded = tf.saved_model.load(str(dest))
+    return dest, loaded.signatures["serving_default"], loaded
+
+
+def run_serving(fn, x):
+    import tensorflow as tf
+
+    _, kwargs = fn.structured_input_signature
+    (key, _), = kwargs.items()
+    out = fn(**{key: tf.constant(x)})
+    return next(iter(out.values())).numpy()
+
+
+MODES = [  # (quantize, prune sparsity, stored weight dtype, tflite beside)
+    ("none", 0.0, "float32", False),
+    ("float16", 0.0, "float16", False),
+    ("dynamic", 0.0, "int8", True),
+    ("int8", 0.0, "int8", True),
+    ("qat", 0.0, "int8", True),
+    ("int8", 0.8, "int8", True),
+]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("mode, sparsity, dtype, tflite", MODES,
+                         ids=[f"{m}-sparsity{s}" for m, s, _, _ in MODES])
+def test_every_mode_publishes_a_servable_savedmodel(s3, s3_prefix, stored, tmp_path, mode, sparsity, dtype,
+                                                   tflite):
+    from modeldeploy.optimize import graphinfo
+
+    output = s3.uri(s3_prefix)
+    extra = ["--quantize", mode, "--fine-tune-epochs", "2"]
+    if sparsity:
+        extra += ["--prune-sparsity", str(sparsity)]
+    code, report = optimize(stored, output, 1, *extra, tmp_path=tmp_path)
+    assert code == 0, report
+    assert report["ok"] and report["quantize"] == mode and report["weightDtypes"] == [dtype]
+
+    dest, fn, _keep = pulled(s3, output, 1, tmp_path)
+    probs = run_serving(fn, stored["x_val"][:64])
+    assert probs.shape == (64, 10)
+    # The published artefact really is the reported one: its accuracy recomputed here from the pulled files.
+    accuracy = float(np.mean(run_serving(fn, stored["x_val"]).argmax(axis=1) == stored["y_val"]))
+    assert accuracy == pytest.approx(report["optimizedAccuracy"], abs=1e-6)
+    assert accuracy > 0.85, f"{mode} lost the model: accuracy {accuracy}"
+    assert json.load(open(dest / "report.json"))["compressionRatio"] == report["compressionRatio"]
+    assert (dest / "model.tflite").exists() == tflite
+
+    # Facts measured on the pulled files.
+    assert graphinfo.stored_weight_dtypes(str(dest)) == {dtype}
+    measured, zeros, total = graphinfo.weight_sparsity(str(dest))
+    assert measured == pytest.approx(report["sparsity"], abs=1e-4)
+    if sparsity:
+        assert measured >= sparsity - 0.01, "pruned zeros did not survive export/quantization"
+    else:
+        assert measured < 0.2
+    assert graphinfo.missing_kernels(str(dest), "CPU") == []
+    assert graphinfo.missing_kernels(str(dest), "GPU") == []
+    expected_ratio = {"float32": (0.9, 1.1), "float16": (1.7, 2.1), "int8": (3.0, 40)}[dtype]
+    assert expected_ratio[0] <= report["compressionRatio"] <= expected_ratio[1]
+    if tflite:
+        assert report["tflite"]["accuracy"] > 0.85
+
+
+@pytest.mark.timeout(300)
+def test_pruning_with_int8_beats_int8_alone(s3, s3_prefix, stored, tmp_path):
+    output = s3.uri(s3_prefix)
+    code, plain = optimize(stored, output, 1, "--quantize", "int8", tmp_path=tmp_path)
+    assert code == 0
+    code, pruned = optimize(stored, output, 2, "--quantize", "int8", "--prune-sparsity", "0.8",
+                            "--fine-tune-epochs", "2", tmp_path=tmp_path)
+    assert code == 0
+    assert pruned["sparsity"] >= 0.79
+    # Zeros are worth something only if they survive into the stored int8 tensors and gzip finds them.
+    assert pruned["compressionRatio"] > 1.8 * plain["compressionRatio"]
+    assert publish.list_published(parse_uri(output)) == [1, 2]
+
+
+@pytest.mark.timeout(300)
+def test_accuracy_gate_fails_and_publishes_nothing(s3, s3_prefix, stored, tmp_path):
+    output = s3.uri(s3_prefix)
+    # One-shot 95% pruning without fine-tuning wrecks a small CNN: far more than a 0.1 point drop.
+    code, report = optimize(stored, output, 3, "--prune-sparsity", "0.95", "--max-accuracy-drop", "0.001",
+                            tmp_path=tmp_path)
+    assert code == 8
+    assert report["ok"] is False and report["accuracyDrop"] > 0.001
+    assert s3.keys(s3_prefix + "/") == [], "a gated run must not write under the output"
+    term = json.loads(open(tmp_path / "termination-3").read())
+    assert term["error"]["reason"] == "GateFailed" and "maxAccuracyDrop" in term["error"]["message"]
+    assert len(open(tmp_path / "termination-3", "rb").read()) <= 4096
+
+
+@pytest.mark.timeout(300)
+def test_compression_gate_fails_and_publishes_nothing(s3, s3_prefix, stored, tmp_path):
+    output = s3.uri(s3_prefix)
+    code, report = optimize(stored, output, 4, "--quantize", "float16", "--min-compression", "3.0",
+                            tmp_path=tmp_path)
+    assert code == 8
+    assert "minCompression" in json.dumps(report["gates"])
+    assert s3.keys(s3_prefix + "/") == []
+
+
+@pytest.mark.timeout(300)
+def test_already_published_needs_overwrite(s3, s3_prefix, stored, tmp_path):
+    output = s3.uri(s3_prefix)
+    assert optimize(stored, output, 5, "--quantize", "dynamic", dataset=False)[0] == 0
+    code, _ = optimize(stored, output, 5, "--quantize", "dynamic", dataset=False, tmp_path=tmp_path)
+    assert code == 9
+    term = json.loads(open(tmp_path / "termination-5").read())
+    assert term["error"]["reason"] == "AlreadyPublished"
+    assert optimize(stored, output, 5, "--quantize", "float16", "--overwrite", dataset=False)[0] == 0
+    marker = json.loads(s3.client.get_object(Bucket=s3.bucket, Key=f"{s3_prefix}/5/_COMPLETE")["Body"].read())
+    assert "model.tflite" not in marker["files"], "overwrite must replace, not merge, the old version"
+
+
+@pytest.mark.timeout(300)
+def test_validation_split_alone_suffices_without_training(s3, s3_prefix, stored, tmp_path):
+    output = s3.uri(s3_prefix)
+    code, report = optimize(stored, output, 1, "--quantize", "int8", "--max-accuracy-drop", "0.05",
+                            dataset=stored["val_only"], tmp_path=tmp_path)
+    assert code == 0 and report["accuracyDrop"] <= 0.05
+    # ...but fine-tuning needs the training arrays, and says so.
+    code, _ = optimize(stored, output, 2, "--prune-sparsity", "0.5", "--fine-tune-epochs", "1",
+                       dataset=stored["val_only"], tmp_path=tmp_path)
+    assert code == 7
+
+
+@pytest.mark.timeout(300)
+def test_dataset_and_model_errors_have_their_exit_codes(s3, s3_prefix, stored, tmp_path, capsys):
+    output = s3.uri(s3_prefix)
+    wrong_shape = io.BytesIO()
+    np.savez(wrong_shape, x_val=stored["x_val"].reshape(len(stored["x_val"]), 64), y_val=stored["y_val"])
+    s3.client.put_object(Bucket=s3.bucket, Key=f"{s3_prefix}-in/shape.npz", Body=wrong_shape.getvalue())
+    s3.client.put_object(Bucket=s3.bucket, Key=f"{s3_prefix}-in/garbage.npz", Body=b"not numpy")
+    s3.client.put_object(Bucket=s3.bucket, Key=f"{s3_prefix}-in/broken.keras", Body=b"PK\x03\x04 not a model")
+    try:
+        code, _ = optimize(stored, output, 1, "--quantize", "int8", dataset=s3.uri(f"{s3_prefix}-in/shape.npz"))
+        assert code == 7 and "x_val rows have shape (64,)" in capsys.readouterr().err
+        code, _ = optimize(stored, output, 1, "--quantize", "int8", dataset=s3.uri(f"{s3_prefix}-in/garbage.npz"))
+        assert code == 7
+        broken = dict(stored, model=s3.uri(f"{s3_prefix}-in/broken.keras"))
+        assert optimize(broken, output, 1, "--quantize", "dynamic", dataset=False)[0] == 6
+        missing = dict(stored, model=s3.uri(f"{s3_prefix}-in/nothing.keras"))
+        assert optimize(missing, output, 1, "--quantize", "dynamic", dataset=False)[0] == 5
+        assert optimize(stored, output, 1, "--quantize", "int8", dataset=False)[0] == 2  # int8 needs data
+        assert optimize(stored, output, 1, "--quantize", "int4", dataset=False)[0] == 2
+    finally:
+        for key in s3.keys(f"{s3_prefix}-in/"):
+            s3.client.delete_object(Bucket=s3.bucket, Key=key)
+    assert s3.keys(s3_prefix + "/") == []
+
+
+@pytest.mark.timeout(300)
+def test_publish_killed_midway_leaves_no_visible_version(s3, s3_prefix, stored, tmp_path):
+    output = s3.uri(s3_prefix)
+    cmd = [sys.executable, "-m", "modeldeploy.cli", "optimize", "--source", stored["model"], "--output", output,
+           "--version", "6", "--quantize", "dynamic"]
+    env = dict(os.environ, **s3.env, **{CRASH_ENV: "before-marker"})
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    keys = s3.keys(s3_prefix + "/")
+    assert f"{s3_prefix}/6/saved_model.pb" in keys, "the crash should hit after the copy"
+    assert f"{s3_prefix}/6/_COMPLETE" not in keys
+    assert publish.list_published(parse_uri(output)) == []
+    assert cli.main(["pull", f"{output}/6", str(tmp_path / "dest")]) == 10
+    assert not (tmp_path / "dest").exists()
+    # The next attempt (the Job's retry) publishes normally, without --overwrite.
+    assert optimize(stored, output, 6, "--quantize", "dynamic", dataset=False)[0] == 0
+    assert publish.list_published(parse_uri(output)) == [6]
+
+
+def test_pruning_schedule_reaches_target_within_the_steps():
+    """The schedule's last update fires inside training and at the full target, for any step count."""
+    from modeldeploy.optimize.prune import schedule_for
+
+    for steps in (1, 2, 3, 7, 10, 45, 90, 1000, 12345):
+        schedule = schedule_for(0.8, steps)
+        fired = [s for s in range(steps) if bool(schedule(s)[0])]
+        assert fired, f"no pruning step fires within {steps} steps"
+        assert float(schedule(fired[-1])[1]) == pytest.approx(0.8), steps
