@@ -11,6 +11,7 @@ import yaml
 
 from modeldeploy.api import crd
 from modeldeploy.api import spec as S
+from tests.fixtures.cluster import wait_for
 from tests.integration import bad_inputs
 
 pytestmark = pytest.mark.cluster
@@ -26,6 +27,12 @@ def crd_ready(cluster, kubectl):
     """Install (or update) the CRD and wait until it is Established."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
     kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd.CRD_NAME}")
+    # kubectl caches discovery; `api-resources` refreshes it. The OpenAPI document that `explain` reads is
+    # published a moment after Established, so wait for it too.
+    wait_for(lambda: "modeldeployments" in kubectl("api-resources", "--api-group=modeldeploy.io").stdout,
+             60, "ModelDeployment in discovery")
+    wait_for(lambda: kubectl("explain", "md.spec.optimization", check=False).returncode == 0,
+             60, "ModelDeployment in the OpenAPI document")
     return crd.CRD_NAME
 
 

@@ -299,9 +299,9 @@ def spec_schema() -> dict:
                                            "or containerResource)'", reason="FieldValueRequired")]),
             },
         }, required=["maxReplicas"], rules=[rule(
-            "self.maxReplicas >= self.minReplicas", "spec.autoscaling.maxReplicas must be >= minReplicas",
-            message_expression="'spec.autoscaling.maxReplicas (' + string(self.maxReplicas) + ') must be >= "
-                               "spec.autoscaling.minReplicas (' + string(self.minReplicas) + ')'",
+            # A static message: the API server's cost estimate for string(int) in a messageExpression is unbounded.
+            "self.maxReplicas >= self.minReplicas",
+            "spec.autoscaling.maxReplicas must be greater than or equal to spec.autoscaling.minReplicas",
             field_path=".maxReplicas")])
 
     monitoring = obj("Health checks of the serving pods and of TF Serving's model status.", {
