@@ -69,11 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--log-level", default=argparse.SUPPRESS, help="Python logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the operator against $KUBECONFIG or the in-cluster config")
+    # run/render hand every argument (flags included) to their own parsers: prefix_chars="\0" stops argparse
+    # from treating `-f`/`--namespace` as options of this level (argparse.REMAINDER alone does not).
+    run = sub.add_parser("run", help="run the operator against $KUBECONFIG or the in-cluster config",
+                         prefix_chars="\0", add_help=False)
     run.add_argument("args", nargs=argparse.REMAINDER, help="passed to the operator")
     run.set_defaults(func=_run)
 
-    render = sub.add_parser("render", help="print the Kubernetes objects a ModelDeployment produces")
+    render = sub.add_parser("render", help="print the Kubernetes objects a ModelDeployment produces",
+                            prefix_chars="\0", add_help=False)
     render.add_argument("args", nargs=argparse.REMAINDER, help="passed to the renderer")
     render.set_defaults(func=_render)
 

@@ -1,0 +1,76 @@
+"""Shared pieces of the pure builders: operator images, the restricted security context, small helpers.
+
+Nothing here reads the environment or talks to a cluster: the controller resolves `OperatorImages` once (from
+MODELDEPLOY_OPTIMIZER_IMAGE / MODELDEPLOY_PULL_IMAGE) and passes it in, so `modeldeploy render` and the
+operator build byte-identical manifests from the same inputs.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from modeldeploy import __version__
+
+# Images `make images` tags; the chart overrides them through the environment.
+DEFAULT_OPTIMIZER_IMAGE = f"ghcr.io/modeldeploy/optimizer:{__version__}"
+DEFAULT_OPERATOR_IMAGE = f"ghcr.io/modeldeploy/operator:{__version__}"
+
+# TF Serving's image runs as root by default; any fixed non-root uid works (it only reads /models).
+SERVING_UID = 1000
+# The optimizer and the pull init container write to emptyDir / $TMPDIR only.
+TOOL_UID = 1000
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_NODE_LABEL = "nvidia.com/gpu.present"
+DEFAULT_GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+DEFAULT_GPU_NODE_SELECTOR = {GPU_NODE_LABEL: "true"}
+
+
+@dataclass(frozen=True)
+class OperatorImages:
+    """Images of our own tools: the optimizer Job (TensorFlow inside) and the serving pods' pull init container."""
+    optimizer: str = DEFAULT_OPTIMIZER_IMAGE
+    pull: str = DEFAULT_OPTIMIZER_IMAGE    # the optimizer image has `modeldeploy pull` too; the chart uses the
+                                           # operator image (no TensorFlow, smaller)
+
+
+DEFAULT_OPERATOR_IMAGES = OperatorImages()
+
+
+def operator_images_from_env(environ: Mapping[str, str] = os.environ) -> OperatorImages:
+    """MODELDEPLOY_OPTIMIZER_IMAGE and MODELDEPLOY_PULL_IMAGE (default: the optimizer image)."""
+    optimizer = environ.get("MODELDEPLOY_OPTIMIZER_IMAGE") or DEFAULT_OPTIMIZER_IMAGE
+    return OperatorImages(optimizer=optimizer, pull=environ.get("MODELDEPLOY_PULL_IMAGE") or optimizer)
+
+
+def pod_security_context(uid: int) -> dict:
+    """Pod-level part of the PodSecurity `restricted` profile."""
+    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def container_security_context() -> dict:
+    """Container-level part of the PodSecurity `restricted` profile."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def secret_env_from(secret: str | None) -> list[dict]:
+    """Storage credentials as environment variables: every key of the Secret, never values in the manifest."""
+    return [{"secretRef": {"name": secret}}] if secret else []
+
+
+def plain(value):
+    """A deep copy of user-given raw Kubernetes structures (tuples become lists), safe to embed."""
+    if isinstance(value, tuple):
+        value = list(value)
+    return copy.deepcopy(json.loads(json.dumps(value)))
+
+
+def content_hash(data) -> str:
+    """Short stable hash of JSON-able data (pod template annotations that roll pods when config changes)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]

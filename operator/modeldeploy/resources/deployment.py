@@ -1,0 +1,166 @@
+"""The serving Deployment: TF Serving with an init container that pulls the published version into an emptyDir.
+
+What the pod template serves is a `ServingTarget` (version, image, source URI): normally the one the spec asks
+for (`target_from_spec`), during a rollback the last good one the controller passes in. Everything else
+(resources, GPUs, scheduling, batching) comes from the spec.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modeldeploy.api import names
+from modeldeploy.api.spec import ModelDeploymentSpec, source_uri
+from modeldeploy.resources import config
+from modeldeploy.resources.common import (DEFAULT_GPU_NODE_SELECTOR, DEFAULT_GPU_TOLERATION,
+                                          DEFAULT_OPERATOR_IMAGES, GPU_RESOURCE, SERVING_UID, TOOL_UID,
+                                          OperatorImages, container_security_context, plain,
+                                          pod_security_context, secret_env_from)
+
+CONTAINER = "tf-serving"
+INIT_CONTAINER = "pull-model"
+MODELS_VOLUME = "models"
+CONFIG_VOLUME = "config"
+ANNOTATION_CONFIG_HASH = "modeldeploy.io/config-hash"
+DEFAULT_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}}   # CPU requests: the HPA's CPU target needs them
+PULL_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+# Large models take minutes to load: allow up to 30 min before liveness starts to count.
+STARTUP_PERIOD_SECONDS = 10
+STARTUP_FAILURE_THRESHOLD = 180
+
+
+@dataclass(frozen=True)
+class ServingTarget:
+    """What the serving pods run: model version N pulled from `uri`, on TF Serving `image`."""
+    version: int
+    image: str
+    uri: str
+
+
+def target_from_spec(spec: ModelDeploymentSpec) -> ServingTarget:
+    """The target the spec asks for."""
+    return ServingTarget(version=spec.model.version, image=spec.serving.image,
+                         uri=source_uri(spec, spec.model.version))
+
+
+def scrape_annotations(spec: ModelDeploymentSpec) -> dict[str, str]:
+    """Prometheus scrape annotations for the serving pods ({} when monitoring.prometheus is off)."""
+    if not spec.monitoring.prometheus:
+        return {}
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(names.REST_PORT),
+            "prometheus.io/path": config.PROMETHEUS_PATH}
+
+
+def serving_args(spec: ModelDeploymentSpec) -> list[str]:
+    """TF Serving's command-line flags."""
+    args = [f"--port={names.GRPC_PORT}", f"--rest_api_port={names.REST_PORT}",
+            f"--model_name={spec.model.name}", f"--model_base_path={config.model_base_path(spec)}",
+            f"--model_config_file={config.CONFIG_DIR}/{config.MODEL_CONFIG_KEY}",
+            f"--monitoring_config_file={config.CONFIG_DIR}/{config.MONITORING_CONFIG_KEY}"]
+    if spec.serving.batching is not None:
+        args += ["--enable_batching=true",
+                 f"--batching_parameters_file={config.CONFIG_DIR}/{config.BATCHING_CONFIG_KEY}"]
+    return args
+
+
+def serving_resources(spec: ModelDeploymentSpec) -> dict:
+    """The user's resources (or defaults) with `nvidia.com/gpu: N` in limits when GPUs are asked for."""
+    resources = plain(spec.serving.resources) if spec.serving.resources else plain(DEFAULT_RESOURCES)
+    if spec.serving.gpus > 0:
+        resources.setdefault("limits", {})[GPU_RESOURCE] = str(spec.serving.gpus)
+    return resources
+
+
+def scheduling(spec: ModelDeploymentSpec) -> dict:
+    """nodeSelector, tolerations, affinity: the user's, else GPU defaults when GPUs are asked for."""
+    out = {}
+    gpu = spec.serving.gpus > 0
+    if spec.serving.node_selector:
+        out["nodeSelector"] = plain(spec.serving.node_selector)
+    elif gpu:
+        out["nodeSelector"] = dict(DEFAULT_GPU_NODE_SELECTOR)
+    if spec.serving.tolerations:
+        out["tolerations"] = plain(spec.serving.tolerations)
+    elif gpu:
+        out["tolerations"] = [dict(DEFAULT_GPU_TOLERATION)]
+    if spec.serving.affinity:
+        out["affinity"] = plain(spec.serving.affinity)
+    return out
+
+
+def _probe(path: str | None, period: int, failures: int, delay: int = 0) -> dict:
+    action = {"httpGet": {"path": path, "port": "http"}} if path else {"tcpSocket": {"port": "grpc"}}
+    probe = dict(action, periodSeconds=period, timeoutSeconds=5, failureThreshold=failures)
+    if delay:
+        probe["initialDelaySeconds"] = delay
+    return probe
+
+
+def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
+                       images: OperatorImages = DEFAULT_OPERATOR_IMAGES) -> dict:
+    """The serving pod template for `target`."""
+    model_dir = f"{config.model_base_path(spec)}/{target.version}"
+    status_path = f"/v1/models/{spec.model.name}"
+    annotations = dict(scrape_annotations(spec))
+    annotations[ANNOTATION_CONFIG_HASH] = config.config_hash(spec)
+    init = {
+        "name": INIT_CONTAINER,
+        "image": images.pull,
+        "command": ["modeldeploy", "pull"],
+        "args": [target.uri, model_dir],
+        "envFrom": secret_env_from(spec.model.storage_secret),
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "resources": plain(PULL_RESOURCES),
+        "securityContext": dict(container_security_context(), runAsUser=TOOL_UID),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": MODELS_VOLUME, "mountPath": config.MODELS_ROOT}],
+    }
+    serving = {
+        "name": CONTAINER,
+        "image": target.image,
+        "args": serving_args(spec),
+        "ports": [{"name": "grpc", "containerPort": names.GRPC_PORT, "protocol": "TCP"},
+                  {"name": "http", "containerPort": names.REST_PORT, "protocol": "TCP"}],
+        "resources": serving_resources(spec),
+        "readinessProbe": _probe(status_path, period=5, failures=3),
+        "livenessProbe": _probe(None, period=10, failures=3),
+        "startupProbe": _probe(status_path, period=STARTUP_PERIOD_SECONDS, failures=STARTUP_FAILURE_THRESHOLD),
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": MODELS_VOLUME, "mountPath": config.MODELS_ROOT, "readOnly": True},
+                         {"name": CONFIG_VOLUME, "mountPath": config.CONFIG_DIR, "readOnly": True}],
+    }
+    pod_spec = {
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(SERVING_UID),
+        "initContainers": [init],
+        "containers": [serving],
+        "volumes": [{"name": MODELS_VOLUME, "emptyDir": {}},
+                    {"name": CONFIG_VOLUME, "configMap": {"name": names.config_map_name(spec.name)}}],
+    }
+    pod_spec.update(scheduling(spec))
+    return {"metadata": {"labels": names.labels(spec.name, names.COMPONENT_SERVING, target.version),
+                         "annotations": annotations},
+            "spec": pod_spec}
+
+
+def build_deployment(spec: ModelDeploymentSpec, target: ServingTarget | None = None,
+                     images: OperatorImages = DEFAULT_OPERATOR_IMAGES) -> dict:
+    """The serving Deployment. `replicas` is left out while autoscaling is on: the HPA owns it."""
+    target = target or target_from_spec(spec)
+    dep_spec = {
+        "selector": {"matchLabels": names.selector(spec.name)},
+        "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
+        # Never take a serving pod down before its replacement is ready: the old version keeps serving while a
+        # new one starts (and keeps serving if it never does).
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "template": build_pod_template(spec, target, images),
+    }
+    if spec.autoscaling is None:
+        dep_spec = {"replicas": spec.serving.replicas, **dep_spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": names.serving_name(spec.name), "namespace": spec.namespace,
+                     "labels": names.labels(spec.name, names.COMPONENT_SERVING)},
+        "spec": dep_spec,
+    }

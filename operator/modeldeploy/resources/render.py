@@ -1,0 +1,103 @@
+"""All children of a ModelDeployment from the pure builders, and `modeldeploy render` (no cluster needed).
+
+`build_all(spec, target=None, images=...)` is what the reconciler applies and what `render` prints, so a GitOps
+review sees exactly the objects the operator would create (minus ownerReferences, which need the live uid).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from modeldeploy.api import spec as specmod
+from modeldeploy.resources.common import DEFAULT_OPERATOR_IMAGES, OperatorImages, operator_images_from_env
+from modeldeploy.resources.config import build_config_map
+from modeldeploy.resources.deployment import ServingTarget, build_deployment
+from modeldeploy.resources.hpa import build_hpa
+from modeldeploy.resources.job import build_job
+from modeldeploy.resources.pdb import build_pdb
+from modeldeploy.resources.service import build_service
+
+# Apply order: the ConfigMap before the pods that mount it; the HPA after the Deployment it scales.
+KINDS = ("ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget")
+
+
+def build_serving(spec: specmod.ModelDeploymentSpec, target: ServingTarget | None = None,
+                  images: OperatorImages = DEFAULT_OPERATOR_IMAGES) -> dict[str, dict | None]:
+    """The serving children by kind; None means "must not exist" (e.g. no HPA without autoscaling)."""
+    return {
+        "ConfigMap": build_config_map(spec),
+        "Service": build_service(spec),
+        "Deployment": build_deployment(spec, target, images),
+        "HorizontalPodAutoscaler": build_hpa(spec),
+        "PodDisruptionBudget": build_pdb(spec),
+    }
+
+
+def build_all(spec: specmod.ModelDeploymentSpec, target: ServingTarget | None = None,
+              images: OperatorImages = DEFAULT_OPERATOR_IMAGES, include_job: bool = True) -> list[dict]:
+    """Every child as a list in apply order: the optimizer Job (when optimization is requested) first."""
+    out = []
+    if include_job and spec.optimization is not None:
+        out.append(build_job(spec, images=images))
+    out += [obj for obj in build_serving(spec, target, images).values() if obj is not None]
+    return out
+
+
+class _Dumper(yaml.SafeDumper):
+    """YAML for humans: no anchors/aliases, multi-line strings (TF Serving config) as literal blocks."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+def _str_representer(dumper, value: str):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def dump(objects: list[dict]) -> str:
+    """Multi-document YAML of the objects, keys in builder order."""
+    return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
+def _documents(path: str) -> list[dict]:
+    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def render_main(argv: list[str]) -> int:
+    """`modeldeploy render -f md.yaml [-n NS] [--no-job]`: print the children as multi-document YAML."""
+    parser = argparse.ArgumentParser(prog="modeldeploy render",
+                                     description="Print the Kubernetes objects a ModelDeployment produces.")
+    parser.add_argument("-f", "--filename", required=True, help="ModelDeployment YAML file ('-' for stdin)")
+    parser.add_argument("-n", "--namespace", default=None, help="namespace for objects that name none")
+    parser.add_argument("--no-job", action="store_true", help="leave out the optimizer Job")
+    ns = parser.parse_args(argv)
+    try:
+        docs = _documents(ns.filename)
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"modeldeploy render: cannot read {ns.filename}: {exc}", file=sys.stderr)
+        return 2
+    images = specmod.images_from_env()
+    tools = operator_images_from_env()
+    out = []
+    for doc in docs:
+        if doc.get("kind") != specmod.KIND:
+            print(f"modeldeploy render: skipping {doc.get('kind')!r} (not a {specmod.KIND})", file=sys.stderr)
+            continue
+        if ns.namespace and not (doc.get("metadata") or {}).get("namespace"):
+            doc = dict(doc, metadata=dict(doc.get("metadata") or {}, namespace=ns.namespace))
+        try:
+            spec = specmod.parse(doc, images)
+        except specmod.SpecError as exc:
+            name = (doc.get("metadata") or {}).get("name", "?")
+            print(f"modeldeploy render: ModelDeployment {name}: {exc}", file=sys.stderr)
+            return 2
+        out += build_all(spec, images=tools, include_job=not ns.no_job)
+    sys.stdout.write(dump(out))
+    return 0
