@@ -97,7 +97,7 @@ def schema() -> dict:
                 "enabled": boolean("use Kopf peering even with one replica"),
                 "name": string("peering object name", pattern=DNS1123_LABEL, maxLength=63),
             }),
-            "logFormat": string("operator log format", enum=["json", "plain"]),
+            "logFormat": string("operator log format", enum=["json", "text"]),
             "logLevel": string("operator log level", enum=["DEBUG", "INFO", "WARNING", "ERROR"]),
             "extraArgs": {"type": "array", "description": "extra `modeldeploy run` arguments",
                           "items": {"type": "string"}},
