@@ -152,4 +152,4 @@ main() {
   done
 }
 
-main "$@"
+main "$@"; exit

@@ -1,0 +1,364 @@
+#!/usr/bin/env bash
+# Start the local Kubernetes control plane for tests and the demo, idempotently, on 127.0.0.1 only:
+#   etcd (12379), kube-apiserver (https://127.0.0.1:16443), kube-controller-manager, kube-scheduler, kwok with
+#   fake GPU and CPU nodes, the optimizer Job runner (hack/jobrunner.py) and S3 (hack/s3-up.sh).
+# State in .cluster/: kubeconfig (admin), pki/, etcd/, logs/<component>.log, pids/<component>.pid.
+# A second run starts only what is not running and changes no object. hack/cluster-down.sh undoes it all.
+#
+# Knobs: MD_GPU_NODES (2), MD_CPU_NODES (2), MD_JOBRUNNER_PARALLEL (2 processes at once), MD_VENV (.venv).
+#
+# hack/cluster-up.sh --external: use the cluster $KUBECONFIG names (kind, say) instead of starting a control
+# plane; only kwok, the fake nodes, the Job runner and S3 are added (all run on this machine).
+set -euo pipefail
+EXTERNAL=0
+[[ ${1:-} == --external ]] && EXTERNAL=1
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=$ROOT/.cluster
+BIN=$ROOT/.bin
+PKI=$STATE/pki
+KUBECONFIG_FILE=$STATE/kubeconfig
+if (( EXTERNAL )); then
+  [[ -n ${KUBECONFIG:-} && -f ${KUBECONFIG%%:*} ]] || { echo "cluster-up --external: set KUBECONFIG" >&2; exit 2; }
+  KUBECONFIG_FILE=$(readlink -f "${KUBECONFIG%%:*}")
+fi
+
+ETCD_PORT=12379
+ETCD_PEER_PORT=12380
+APISERVER_PORT=16443
+KCM_PORT=16257
+SCHEDULER_PORT=16259
+KWOK_PORT=16247
+SERVICE_CIDR=10.96.0.0/16
+GPU_NODES=${MD_GPU_NODES:-2}
+CPU_NODES=${MD_CPU_NODES:-2}
+
+START=$(date +%s)
+log() { printf '[cluster-up %3ss] %s\n' "$(( $(date +%s) - START ))" "$*"; }
+die() { printf '[cluster-up] error: %s\n' "$*" >&2; exit 1; }
+
+kubectl() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+
+# --- preflight -----------------------------------------------------------------------------------------------
+needed=(kubectl kwok)
+(( EXTERNAL )) || needed+=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+for b in "${needed[@]}"; do
+  [[ -x $BIN/$b ]] || die ".bin/$b is missing: run 'make build' (or hack/build.sh) first"
+done
+# The virtualenv that runs the Job runner and plays the optimizer image (MD_VENV overrides, e.g. a small one).
+VENV=${MD_VENV:-$ROOT/.venv}
+[[ -x $VENV/bin/python ]] || die "$VENV is missing: run 'make venv' first (the Job runner needs it)"
+command -v openssl >/dev/null || die "openssl is needed to generate the cluster certificates"
+mkdir -p "$STATE/logs" "$STATE/pids" "$PKI"
+
+# --- processes ---------------------------------------------------------------------------------------------
+# A component counts as running when its PID file names a live process whose command line has our binary in it
+# (so a recycled PID never passes for one of ours).
+pid_of() { cat "$STATE/pids/$1.pid" 2>/dev/null || true; }
+is_running() {
+  local pid; pid=$(pid_of "$1")
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2"
+}
+
+port_in_use() { ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
+
+# start NAME MATCH COMMAND...: run COMMAND detached (own session: it outlives this script and ignores the
+# caller's Ctrl-C), log to logs/NAME.log, PID to pids/NAME.pid. Returns 1 when it was already running.
+start() {
+  local name=$1 match=$2; shift 2
+  if is_running "$name" "$match"; then
+    log "$name already running (pid $(pid_of "$name"))"
+    return 1
+  fi
+  setsid "$@" </dev/null >>"$STATE/logs/$name.log" 2>&1 &
+  echo $! >"$STATE/pids/$name.pid"
+  log "started $name (pid $!, log .cluster/logs/$name.log)"
+}
+
+# wait_for NAME SECONDS COMMAND...: poll COMMAND until it succeeds; fail with NAME's log tail if it does not,
+# or at once if NAME's process died.
+wait_for() {
+  local name=$1 timeout=$2; shift 2
+  local deadline=$(( $(date +%s) + timeout ))
+  until "$@" >/dev/null 2>&1; do
+    if [[ -n $(pid_of "$name") ]] && ! kill -0 "$(pid_of "$name")" 2>/dev/null; then
+      tail -n 30 "$STATE/logs/$name.log" >&2 || true
+      die "$name exited; log above (.cluster/logs/$name.log)"
+    fi
+    if (( $(date +%s) > deadline )); then
+      tail -n 30 "$STATE/logs/$name.log" >&2 || true
+      die "$name not ready after ${timeout}s; log above (.cluster/logs/$name.log)"
+    fi
+    sleep 0.5
+  done
+}
+
+# Refuse to start a component whose port another process (a cluster from another checkout, say) holds.
+check_port() {
+  local name=$1 port=$2
+  if port_in_use "$port"; then
+    die "port $port (for $name) is in use by a process this checkout did not start (another checkout's cluster? \
+run its 'make cluster-down'): $(ss -Htlnp "sport = :$port" 2>/dev/null | head -1)"
+  fi
+}
+
+# --- certificates and kubeconfigs ---------------------------------------------------------------------------
+# ECDSA P-256 keys (fast to generate); one CA signs everything; the service-account key pair is RSA, the
+# algorithm every token consumer supports.
+sign() {  # sign NAME SUBJECT EXTENSIONS
+  local name=$1 subj=$2 ext=$3
+  [[ -f $PKI/$name.crt ]] && return 0
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/$name.key" 2>/dev/null
+  openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 3650 -sha256 -extfile <(printf '%b' "$ext") -out "$PKI/$name.crt" 2>/dev/null
+  rm -f "$PKI/$name.csr"
+}
+
+make_pki() {
+  if [[ ! -f $PKI/ca.crt ]]; then
+    log "generating certificates in .cluster/pki"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/ca.key" 2>/dev/null
+    openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=modeldeploy-local-ca" -days 3650 -sha256 \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+      -out "$PKI/ca.crt" 2>/dev/null
+  fi
+  local client='basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n'
+  local san="IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default"
+  san+=",DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  sign apiserver "/CN=kube-apiserver" \
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=$san\n"
+  # RBAC's bootstrap roles bind these user names; system:masters is the admin group.
+  sign admin "/O=system:masters/CN=kubernetes-admin" "$client"
+  sign kube-controller-manager "/CN=system:kube-controller-manager" "$client"
+  sign kube-scheduler "/CN=system:kube-scheduler" "$client"
+  sign kwok "/O=system:masters/CN=kwok-controller" "$client"
+  sign jobrunner "/O=system:masters/CN=modeldeploy-jobrunner" "$client"
+  if [[ ! -f $PKI/sa.key ]]; then
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/sa.key" 2>/dev/null
+    openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+  fi
+  chmod 600 "$PKI"/*.key
+}
+
+write_kubeconfig() {  # write_kubeconfig FILE CERT-NAME
+  local file=$1 name=$2
+  [[ -f $file ]] && return 0
+  cat >"$file.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: modeldeploy-local
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority-data: $(base64 -w0 <"$PKI/ca.crt")
+users:
+- name: $name
+  user:
+    client-certificate-data: $(base64 -w0 <"$PKI/$name.crt")
+    client-key-data: $(base64 -w0 <"$PKI/$name.key")
+contexts:
+- name: modeldeploy-local
+  context: {cluster: modeldeploy-local, user: $name}
+current-context: modeldeploy-local
+EOF
+  chmod 600 "$file.tmp"
+  mv "$file.tmp" "$file"
+}
+
+# --- components --------------------------------------------------------------------------------------------
+start_etcd() {
+  is_running etcd "$BIN/etcd" || check_port etcd $ETCD_PORT
+  # --unsafe-no-fsync: a throw-away test cluster on a shared disk; durability buys nothing here.
+  start etcd "$BIN/etcd" "$BIN/etcd" --name modeldeploy --data-dir "$STATE/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "modeldeploy=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --unsafe-no-fsync --quota-backend-bytes=$((2 * 1024 * 1024 * 1024)) --log-level=warn || true
+  wait_for etcd 60 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
+}
+
+start_apiserver() {
+  is_running kube-apiserver "$BIN/kube-apiserver" || check_port kube-apiserver $APISERVER_PORT
+  # --allow-privileged: privileged pods are then refused by PodSecurity admission (per namespace label), as
+  #   on a real cluster, not by a global switch.
+  # --endpoint-reconciler-type=none: the `kubernetes` Service would need a non-loopback endpoint address.
+  start kube-apiserver "$BIN/kube-apiserver" "$BIN/kube-apiserver" \
+    --bind-address=127.0.0.1 --secure-port=$APISERVER_PORT --advertise-address=127.0.0.1 \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --client-ca-file="$PKI/ca.crt" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
+    --service-cluster-ip-range=$SERVICE_CIDR \
+    --authorization-mode=RBAC --allow-privileged=true --endpoint-reconciler-type=none \
+    --profiling=false --v=1 || true
+  wait_for kube-apiserver 120 curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+    "https://127.0.0.1:$APISERVER_PORT/readyz"
+}
+
+start_controllers() {
+  local kc=$STATE/kube-controller-manager.kubeconfig ks=$STATE/kube-scheduler.kubeconfig
+  is_running kube-controller-manager "$BIN/kube-controller-manager" || check_port kube-controller-manager $KCM_PORT
+  # --use-service-account-credentials: each controller acts as its own service account, so RBAC applies to the
+  #   controllers as on a real cluster. --leader-elect=false: a single replica; saves a Lease write every 2s.
+  start kube-controller-manager "$BIN/kube-controller-manager" "$BIN/kube-controller-manager" \
+    --kubeconfig="$kc" --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc" \
+    --bind-address=127.0.0.1 --secure-port=$KCM_PORT \
+    --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
+    --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
+    --use-service-account-credentials=true --controllers='*' --service-cluster-ip-range=$SERVICE_CIDR \
+    --leader-elect=false --profiling=false --v=1 || true
+  is_running kube-scheduler "$BIN/kube-scheduler" || check_port kube-scheduler $SCHEDULER_PORT
+  start kube-scheduler "$BIN/kube-scheduler" "$BIN/kube-scheduler" \
+    --kubeconfig="$ks" --authentication-kubeconfig="$ks" --authorization-kubeconfig="$ks" \
+    --bind-address=127.0.0.1 --secure-port=$SCHEDULER_PORT --leader-elect=false --profiling=false --v=1 || true
+  # -k: both serve /healthz with a self-signed certificate they make at start; it is loopback only.
+  wait_for kube-controller-manager 60 curl -sfk "https://127.0.0.1:$KCM_PORT/healthz"
+  wait_for kube-scheduler 60 curl -sfk "https://127.0.0.1:$SCHEDULER_PORT/healthz"
+}
+
+start_kwok() {
+  # kwok reads its options and stages from one multi-document file; rebuilt each run from hack/kwok/.
+  local cfg=$STATE/kwok.yaml f
+  {
+    cat "$ROOT/hack/kwok/kwok.yaml"
+    for f in "$ROOT"/hack/kwok/stages/*.yaml; do printf -- '---\n'; cat "$f"; done
+  } >"$cfg.new"
+  if is_running kwok "$BIN/kwok" && ! cmp -s "$cfg.new" "$cfg"; then
+    log "kwok configuration changed: restarting kwok"
+    kill "$(pid_of kwok)"; sleep 1
+  fi
+  mv "$cfg.new" "$cfg"
+  is_running kwok "$BIN/kwok" || check_port kwok $KWOK_PORT
+  start kwok "$BIN/kwok" "$BIN/kwok" --config="$cfg" --kubeconfig="$STATE/kwok.kubeconfig" \
+    --server-address="127.0.0.1:$KWOK_PORT" || true
+  wait_for kwok 60 curl -sf "http://127.0.0.1:$KWOK_PORT/healthz"
+}
+
+start_jobrunner() {
+  # The runner writes jobrunner.ready once its first pod list succeeded.
+  is_running jobrunner "hack/jobrunner.py" || rm -f "$STATE/jobrunner.ready"
+  start jobrunner "hack/jobrunner.py" env PYTHONUNBUFFERED=1 "$VENV/bin/python" "$ROOT/hack/jobrunner.py" \
+    --kubeconfig "$STATE/jobrunner.kubeconfig" --state "$STATE" --venv "$VENV" \
+    --parallel "${MD_JOBRUNNER_PARALLEL:-2}" || true
+  wait_for jobrunner 30 test -f "$STATE/jobrunner.ready"
+}
+
+# --- objects -----------------------------------------------------------------------------------------------
+node_manifest() {  # node_manifest NAME gpu|cpu
+  local name=$1 kind=$2
+  cat <<EOF
+apiVersion: v1
+kind: Node
+metadata:
+  name: $name
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    kubernetes.io/hostname: $name
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    kubernetes.io/role: agent
+    node-role.kubernetes.io/agent: ""
+    type: kwok
+    modeldeploy.io/node-pool: $kind
+EOF
+  if [[ $kind == gpu ]]; then
+    cat <<EOF
+    nvidia.com/gpu.present: "true"
+    nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3
+    nvidia.com/gpu.count: "8"
+    nvidia.com/gpu.memory: "81559"
+spec:
+  taints:
+  - {key: nvidia.com/gpu, value: present, effect: NoSchedule}
+status:
+  capacity: {cpu: "64", memory: 512Gi, pods: "110", ephemeral-storage: 1Ti, nvidia.com/gpu: "8"}
+  allocatable: {cpu: "63", memory: 500Gi, pods: "110", ephemeral-storage: 1Ti, nvidia.com/gpu: "8"}
+EOF
+  else
+    # Generous pod counts: the operator benchmark places hundreds of serving pods on the CPU pool.
+    cat <<EOF
+spec: {}
+status:
+  capacity: {cpu: "32", memory: 128Gi, pods: "1000", ephemeral-storage: 1Ti}
+  allocatable: {cpu: "31", memory: 120Gi, pods: "1000", ephemeral-storage: 1Ti}
+EOF
+  fi
+}
+
+create_nodes() {
+  local i name created=0
+  for kind in gpu cpu; do
+    local count=$GPU_NODES; [[ $kind == cpu ]] && count=$CPU_NODES
+    for ((i = 0; i < count; i++)); do
+      name=kwok-$kind-$i
+      kubectl get node "$name" >/dev/null 2>&1 && continue
+      node_manifest "$name" "$kind" | kubectl create -f - >/dev/null
+      created=$((created + 1))
+    done
+  done
+  (( created > 0 )) && log "created $created fake nodes"
+  local deadline=$(( $(date +%s) + 60 ))
+  until [[ -z $(kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -v '=True$') ]]; do
+    (( $(date +%s) > deadline )) && { kubectl get nodes >&2; tail -n 20 "$STATE/logs/kwok.log" >&2; die "nodes not Ready after 60s"; }
+    sleep 0.5
+  done
+}
+
+# Pods can be created in a namespace only once its `default` ServiceAccount exists (the ServiceAccount
+# admission plugin), and the service-account controller creates it a moment after the namespace.
+wait_default_sa() {
+  local deadline=$(( $(date +%s) + 60 ))
+  until kubectl -n default get serviceaccount default >/dev/null 2>&1; do
+    (( $(date +%s) > deadline )) && die "ServiceAccount default/default missing after 60s (kube-controller-manager log)"
+    sleep 0.5
+  done
+}
+
+# Secret model-store in `default`, from .cluster/s3.env (the namespace fixture makes one per test namespace).
+model_store_secret() {
+  local env_file=$STATE/s3.env args=() line
+  [[ -f $env_file ]] || die "$env_file missing: hack/s3-up.sh did not write it"
+  while IFS= read -r line; do
+    case $line in AWS_ACCESS_KEY_ID=*|AWS_SECRET_ACCESS_KEY=*|AWS_ENDPOINT_URL=*|AWS_REGION=*) args+=(--from-literal="$line");; esac
+  done <"$env_file"
+  kubectl -n default create secret generic model-store "${args[@]}" --dry-run=client -o yaml \
+    | kubectl apply -f - | grep -v unchanged || true
+}
+
+main() {
+  if (( EXTERNAL )); then
+    "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" get --raw /readyz >/dev/null \
+      || die "the cluster in $KUBECONFIG_FILE does not answer"
+    echo "$KUBECONFIG_FILE" >"$STATE/external"   # tells cluster-down.sh whose fake nodes to delete
+    ln -sfn "$KUBECONFIG_FILE" "$STATE/kwok.kubeconfig"
+    ln -sfn "$KUBECONFIG_FILE" "$STATE/jobrunner.kubeconfig"
+  else
+    make_pki
+    write_kubeconfig "$KUBECONFIG_FILE" admin
+    write_kubeconfig "$STATE/kube-controller-manager.kubeconfig" kube-controller-manager
+    write_kubeconfig "$STATE/kube-scheduler.kubeconfig" kube-scheduler
+    write_kubeconfig "$STATE/kwok.kubeconfig" kwok
+    write_kubeconfig "$STATE/jobrunner.kubeconfig" jobrunner
+    start_etcd
+    start_apiserver
+    start_controllers
+  fi
+  start_kwok
+  "$ROOT/hack/s3-up.sh" | sed 's/^/[cluster-up] /'
+  start_jobrunner
+  create_nodes
+  wait_default_sa
+  model_store_secret
+
+  log "ready: $(kubectl get nodes --no-headers | wc -l) nodes, \
+server $(kubectl version -o json | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p' | tail -1)"
+  echo "  export KUBECONFIG=$KUBECONFIG_FILE"
+  echo "  PATH=$BIN:\$PATH kubectl get nodes"
+}
+
+main "$@"; exit

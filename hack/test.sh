@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# `make test` (and so CI): start the local cluster, run every test tier with pytest, stop the cluster.
+# Make has already run the `venv` and `build` prerequisites. Arguments go to pytest (make test PYTEST_ARGS=...).
+#
+# Against another cluster (kind on a machine with Docker, say):
+#   MD_EXTERNAL_CLUSTER=1 KUBECONFIG=/path/to/kubeconfig make test
+# uses that cluster instead of starting one; hack/cluster-up.sh --external adds what the tests need to it
+# (kwok with the fake GPU/CPU nodes, the Job runner, S3) and hack/cluster-down.sh --external removes it.
+# A cluster already running from this checkout (make cluster-up) is reused and left running.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export TF_USE_LEGACY_KERAS=1
+
+phase_start=$(date +%s)
+declare -a TIMES=()
+mark() { local t; t=$(date +%s); TIMES+=("$1: $((t - phase_start))s"); phase_start=$t; }
+
+started=0
+mode=()
+if [[ ${MD_EXTERNAL_CLUSTER:-0} == 1 ]]; then
+  [[ -n ${KUBECONFIG:-} && $KUBECONFIG != "$ROOT/.cluster/kubeconfig" ]] \
+    || { echo "test: MD_EXTERNAL_CLUSTER=1 needs KUBECONFIG pointing at that cluster" >&2; exit 2; }
+  mode=(--external)
+else
+  export KUBECONFIG=$ROOT/.cluster/kubeconfig
+fi
+
+# Reuse a cluster this checkout already runs (a developer's `make cluster-up`); otherwise start one and stop
+# it afterwards, whatever pytest does.
+if [[ -f .cluster/pids/kube-apiserver.pid || -f .cluster/external ]] \
+   && .bin/kubectl --kubeconfig "$KUBECONFIG" get --raw /readyz >/dev/null 2>&1; then
+  echo "test: reusing the running cluster ($KUBECONFIG)"
+else
+  started=1
+  trap 'hack/cluster-down.sh "${mode[@]}"' EXIT
+fi
+hack/cluster-up.sh "${mode[@]}" || { echo "test: hack/cluster-up.sh failed" >&2; exit 1; }
+mark "cluster-up"
+
+.venv/bin/python -m pytest tests "$@"
+code=$?
+mark "pytest"
+
+if (( started )); then
+  trap - EXIT
+  hack/cluster-down.sh "${mode[@]}"
+  mark "cluster-down"
+fi
+echo "test: phase times: ${TIMES[*]}"
+# pytest's own codes: 0 passed, 1 failures, 5 no tests collected -- also a failure here.
+exit $code
