@@ -95,7 +95,8 @@ def schema() -> dict:
                                 "items": string("namespace name", pattern=DNS1123_LABEL, maxLength=63)},
             "peering": obj({
                 "enabled": boolean("use Kopf peering even with one replica"),
-                "name": string("peering object name", pattern=DNS1123_LABEL, maxLength=63),
+                "name": string("peering object name; empty = the release's full name",
+                               pattern=r"^$|" + DNS1123_LABEL, maxLength=63),
             }),
             "logFormat": string("operator log format", enum=["json", "text"]),
             "logLevel": string("operator log level", enum=["DEBUG", "INFO", "WARNING", "ERROR"]),

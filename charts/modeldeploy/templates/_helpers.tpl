@@ -50,6 +50,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if or .Values.peering.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
 {{- end }}
 
+{{- define "modeldeploy.peeringName" -}}
+{{- default (include "modeldeploy.fullname" .) .Values.peering.name }}
+{{- end }}
+
 {{/* RBAC rules the operator needs in every namespace it watches (a ClusterRole cluster-wide, else Roles). */}}
 {{- define "modeldeploy.namespacedRules" -}}
 # The custom resource: Kopf watches it and patches its annotations (progress, diff base) and finalizers.

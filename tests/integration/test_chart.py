@@ -1,0 +1,526 @@
+"""The Helm chart: lint, schema, rendering decisions, server-side dry-run, install/upgrade/uninstall on the local
+cluster, and the operator running with the chart's ServiceAccount credentials reconciling the GPU example.
+
+The operator pods the chart creates land on kwok nodes, which fake containers: nothing runs in them. So the test
+runs the operator on this machine exactly as the chart's Deployment would (its command, args and environment,
+taken from the rendered manifest) with a kubeconfig holding a TokenRequest token of the chart's ServiceAccount:
+every API call the operator makes is authorized by the chart's RBAC, nothing else.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.fixtures.cluster import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "modeldeploy"
+GPU_EXAMPLE = ROOT / "examples" / "gpu-pruned-int8-autoscaling.yaml"
+SERVICEMONITOR_CRD = ROOT / "hack" / "crds" / "monitoring.coreos.com_servicemonitors.yaml"
+
+
+def _load_hack(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "hack" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def helm_binary() -> str:
+    local = ROOT / ".bin" / "helm"
+    if not local.exists():
+        pytest.fail("no .bin/helm: run `make build` (hack/build.sh builds the pinned helm)")
+    return str(local)
+
+
+def helm(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+    proc = subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def sets(values: dict[str, object]) -> list[str]:
+    out = []
+    for key, value in values.items():
+        out += ["--set-json", f"{key}={json.dumps(value)}"]
+    return out
+
+
+def render(values: dict | None = None, release: str = "modeldeploy", namespace: str = "modeldeploy-system"
+           ) -> list[dict]:
+    proc = helm("template", release, str(CHART), "-n", namespace, *sets(values or {}))
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def of_kind(objs: list[dict], kind: str) -> list[dict]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def one(objs: list[dict], kind: str) -> dict:
+    found = of_kind(objs, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def operator_container(objs: list[dict]) -> dict:
+    return one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container["env"]}
+
+
+def rules_of(role: dict) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Lint and schema (helm only, no cluster)
+
+VARIANTS = {
+    "defaults": {},
+    "ha": {"replicaCount": 3},
+    "namespaced": {"watchNamespaces": ["team-a", "team-b"], "replicaCount": 2},
+    "everything": {"replicaCount": 2, "metrics.serviceMonitor.enabled": True, "networkPolicy.enabled": True,
+                   "networkPolicy.metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+                   "rbac.readSecrets": True, "images.operator.digest": "sha256:" + "a" * 64,
+                   "nodeSelector": {"pool": "system"}, "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+                   "podDisruptionBudget.maxUnavailable": "50%", "logFormat": "text"},
+    "no-metrics": {"metrics.enabled": False, "serviceAccount.create": False, "serviceAccount.name": "byo"},
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_helm_lint(variant):
+    helm("lint", "--strict", str(CHART), *sets(VARIANTS[variant]))
+
+
+# (values, text the error must contain: the path of the bad value)
+BAD_VALUES = [
+    ({"replicaCount": "two"}, "/replicaCount"),
+    ({"replicaCount": 0}, "/replicaCount"),
+    ({"watchNamespaces": "team-a"}, "/watchNamespaces"),
+    ({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0"),
+    ({"images.operator.digest": "abc123"}, "/images/operator/digest"),
+    ({"images.optimizer.repository": ""}, "/images/optimizer/repository"),
+    ({"images.serving.tag": 2.21}, "/images/serving/tag"),
+    ({"images.pullPolicy": "Sometimes"}, "/images/pullPolicy"),
+    ({"logFormat": "xml"}, "/logFormat"),
+    ({"logLevel": "LOUD"}, "/logLevel"),
+    ({"metrics.port": 70000}, "/metrics/port"),
+    ({"metrics.serviceMonitor.interval": "often"}, "/metrics/serviceMonitor/interval"),
+    ({"probes.liveness.periodSeconds": 0}, "/probes/liveness/periodSeconds"),
+    ({"rbac.readSecret": True}, "/rbac"),                       # a typo: unknown keys are errors
+    ({"resources": "small"}, "/resources"),
+    ({"tolerations": {"key": "x"}}, "/tolerations"),
+    ({"nodeSelector": {"gpu": True}}, "/nodeSelector/gpu"),
+    ({"peering.enabled": "yes"}, "/peering/enabled"),
+    ({"podDisruptionBudget.maxUnavailable": "half"}, "/podDisruptionBudget/maxUnavailable"),
+    ({"extraArgs": "--verbose"}, "/extraArgs"),
+]
+
+
+@pytest.mark.parametrize("values,path", BAD_VALUES, ids=[p for _, p in BAD_VALUES])
+def test_schema_rejects_bad_values(values, path):
+    for command in (["template", "x"], ["lint"]):
+        proc = helm(*command, str(CHART), *sets(values), check=False)
+        assert proc.returncode != 0, f"helm {command[0]} accepted {values}"
+        message = proc.stdout + proc.stderr
+        assert path in message, f"helm {command[0]}'s error does not name {path}:\n{message}"
+
+
+def test_service_account_name_required_when_not_created():
+    proc = helm("template", "x", str(CHART), *sets({"serviceAccount.create": False}), check=False)
+    assert proc.returncode != 0 and "serviceAccount.name is required" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rendering decisions
+
+def test_default_rbac_is_cluster_wide_and_least_privilege():
+    objs = render()
+    assert not of_kind(objs, "Role")
+    rules = rules_of(one(objs, "ClusterRole"))
+    assert ("modeldeploy.io", "modeldeployments", "watch") in rules
+    assert ("modeldeploy.io", "modeldeployments/status", "patch") in rules
+    assert ("apiextensions.k8s.io", "customresourcedefinitions", "list") in rules
+    for group, resource, verb in rules:
+        assert "*" not in (group, resource, verb)
+        assert resource != "secrets", "the operator must not read Secrets by default"
+        assert not (resource == "namespaces"), "cluster-wide Kopf does not list namespaces"
+        assert not (group == "apiextensions.k8s.io" and verb not in ("get", "list", "watch"))
+        assert not (resource == "pods" and verb not in ("get", "list", "watch"))
+    assert not any(g == "kopf.dev" for g, _, _ in rules), "no peering rights without peering"
+    binding = one(objs, "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": one(objs, "ServiceAccount")["metadata"][
+        "name"], "namespace": "modeldeploy-system"}]
+
+
+def test_read_secrets_adds_get_only():
+    rules = rules_of(one(render({"rbac.readSecrets": True}), "ClusterRole"))
+    assert {(g, r, v) for g, r, v in rules if r == "secrets"} == {("", "secrets", "get")}
+
+
+def test_watch_namespaces_uses_roles():
+    objs = render({"watchNamespaces": ["team-a", "team-b"]})
+    roles = of_kind(objs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert sorted(b["metadata"]["namespace"] for b in of_kind(objs, "RoleBinding")) == ["team-a", "team-b"]
+    cluster_rules = rules_of(one(objs, "ClusterRole"))
+    assert {r for _, r, _ in cluster_rules} == {"customresourcedefinitions", "namespaces"}
+    assert all(v in ("get", "list", "watch") for _, _, v in cluster_rules)
+    for role in roles:
+        assert ("modeldeploy.io", "modeldeployments", "watch") in rules_of(role)
+    args = operator_container(objs)["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args and "--all-namespaces" not in args
+
+
+def test_one_replica_is_standalone():
+    objs = render()
+    deploy = one(objs, "Deployment")
+    assert deploy["spec"]["replicas"] == 1 and deploy["spec"]["strategy"]["type"] == "Recreate"
+    assert "--standalone" in operator_container(objs)["args"]
+    assert not of_kind(objs, "PodDisruptionBudget") and not of_kind(objs, "ClusterKopfPeering")
+
+
+@pytest.mark.parametrize("namespaces", [[], ["team-a", "team-b"]])
+def test_replicas_use_peering(namespaces):
+    objs = render({"replicaCount": 2, "watchNamespaces": namespaces}, release="prod")
+    deploy = one(objs, "Deployment")
+    assert deploy["spec"]["strategy"] == {"type": "RollingUpdate",
+                                          "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    args = operator_container(objs)["args"]
+    assert "--peering=prod-modeldeploy" in args and "--standalone" not in args
+    pdb = one(objs, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+    if namespaces:
+        peerings = of_kind(objs, "KopfPeering")
+        assert sorted(p["metadata"]["namespace"] for p in peerings) == namespaces
+        assert all(("kopf.dev", "kopfpeerings", "patch") in rules_of(r) for r in of_kind(objs, "Role"))
+    else:
+        assert one(objs, "ClusterKopfPeering")["metadata"]["name"] == "prod-modeldeploy"
+        assert ("kopf.dev", "clusterkopfpeerings", "patch") in rules_of(one(objs, "ClusterRole"))
+
+
+def test_images_reach_the_operator():
+    digest = "sha256:" + "b" * 64
+    objs = render({"images.operator": {"repository": "reg.example/md/operator", "tag": "1.2.3", "digest": digest},
+                   "images.optimizer.repository": "reg.example/md/optimizer",
+                   "images.serving.repository": "mirror.example/tensorflow/serving",
+                   "images.servingGpu.digest": "sha256:" + "c" * 64})
+    c = operator_container(objs)
+    env = env_of(c)
+    assert c["image"] == f"reg.example/md/operator:1.2.3@{digest}"
+    assert env["MODELDEPLOY_PULL_IMAGE"]["value"] == c["image"]
+    assert env["MODELDEPLOY_OPTIMIZER_IMAGE"]["value"] == "reg.example/md/optimizer:0.1.0"
+    assert env["MODELDEPLOY_SERVING_IMAGE"]["value"] == "mirror.example/tensorflow/serving:2.21.0"
+    assert env["MODELDEPLOY_SERVING_IMAGE_GPU"]["value"] == "tensorflow/serving:2.21.0-gpu@sha256:" + "c" * 64
+
+
+def test_probes_and_metrics_wiring():
+    objs = render({"probes.port": 9091, "metrics.port": 9090, "metrics.service.port": 80})
+    c = operator_container(objs)
+    env = env_of(c)
+    assert env["MODELDEPLOY_LIVENESS"]["value"] == "http://0.0.0.0:9091/healthz"
+    assert env["MODELDEPLOY_METRICS_PORT"]["value"] == "9090"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"metrics": 9090, "health": 9091}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    svc = one(objs, "Service")
+    assert svc["spec"]["ports"] == [{"name": "metrics", "port": 80, "targetPort": "metrics", "protocol": "TCP"}]
+    no_metrics = render({"metrics.enabled": False})
+    assert not of_kind(no_metrics, "Service")
+    assert env_of(operator_container(no_metrics))["MODELDEPLOY_METRICS_PORT"]["value"] == "-1"
+    assert [p["name"] for p in operator_container(no_metrics)["ports"]] == ["health"]
+
+
+def test_servicemonitor_and_networkpolicy():
+    objs = render({"metrics.serviceMonitor.enabled": True, "metrics.serviceMonitor.labels": {"release": "prom"},
+                   "networkPolicy.enabled": True,
+                   "networkPolicy.metricsFrom": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}]})
+    sm = one(objs, "ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "prom"
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert sm["spec"]["selector"]["matchLabels"].items() <= one(objs, "Service")["metadata"]["labels"].items()
+    np_ = one(objs, "NetworkPolicy")
+    assert np_["spec"]["policyTypes"] == ["Ingress"]
+    metrics_rule = next(r for r in np_["spec"]["ingress"] if r["ports"][0]["port"] == "metrics")
+    assert metrics_rule["from"] == [{"podSelector": {"matchLabels": {"app": "prometheus"}}}]
+
+
+def test_scheduling_values_reach_the_pod():
+    objs = render({"nodeSelector": {"pool": "system"}, "tolerations": [{"key": "d", "operator": "Exists"}],
+                   "affinity": {"nodeAffinity": {}}, "priorityClassName": "system-cluster-critical",
+                   "resources": {"requests": {"cpu": "1"}}})
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "system"}
+    assert pod["tolerations"] == [{"key": "d", "operator": "Exists"}]
+    assert pod["affinity"] == {"nodeAffinity": {}}
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    # Helm merges maps: the other defaults stay.
+    assert pod["containers"][0]["resources"] == {"requests": {"cpu": "1", "memory": "128Mi"},
+                                                 "limits": {"memory": "512Mi"}}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# On the cluster
+
+def _install_crds(kubectl):
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/modeldeployments.modeldeploy.io",
+            "crd/clusterkopfpeerings.kopf.dev", "crd/kopfpeerings.kopf.dev")
+
+
+def _release_name(namespace: str) -> str:
+    return "md-" + uuid.uuid4().hex[:6]
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("variant", ["defaults", "namespaced", "everything"])
+def test_template_passes_server_side_dry_run(kubectl, cluster, namespace, variant):
+    """Every rendered object is accepted by the API server, in a namespace enforcing the restricted Pod Security
+    Standard (so the operator pod's security context is checked by the real admission plugin)."""
+    _install_crds(kubectl)
+    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted", "--overwrite")
+    values = dict(VARIANTS[variant])
+    if variant == "namespaced":
+        values["watchNamespaces"] = [namespace]
+    if values.get("metrics.serviceMonitor.enabled"):
+        kubectl("apply", "--server-side", "-f", str(SERVICEMONITOR_CRD))
+        kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com")
+    proc = helm("template", _release_name(namespace), str(CHART), "-n", namespace, *sets(values))
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    applied = kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", input=proc.stdout, check=False)
+    assert applied.returncode == 0, f"dry-run failed:\n{applied.stderr}"
+    assert applied.stdout.count("(server dry run)") == len(docs), applied.stdout
+    assert "would violate PodSecurity" not in applied.stderr
+
+
+def _helm_kube(cluster) -> list[str]:
+    return ["--kubeconfig", cluster.kubeconfig]
+
+
+def _md_manifest(namespace: str, name: str = "plain") -> str:
+    """A ModelDeployment without optimization (the lifecycle test never runs an operator)."""
+    return yaml.safe_dump({"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment",
+                           "metadata": {"name": name, "namespace": namespace},
+                           "spec": {"model": {"uri": "s3://models/never/read", "version": 1,
+                                              "storageSecret": "model-store"}}})
+
+
+@pytest.mark.cluster
+def test_install_upgrade_uninstall_keeps_crds_and_models(kubectl, cluster, namespace):
+    release = _release_name(namespace)
+    kube = _helm_kube(cluster)
+    helm("install", release, str(CHART), "-n", namespace, *kube, *sets({"watchNamespaces": [namespace]}))
+    try:
+        deploy = json.loads(kubectl("get", "deployment", f"{release}-modeldeploy", "-o", "json",
+                                    namespace=namespace).stdout)
+        assert deploy["spec"]["replicas"] == 1
+        kubectl("get", "serviceaccount", f"{release}-modeldeploy", namespace=namespace)
+        kubectl("get", "role", f"{release}-modeldeploy", namespace=namespace)
+        kubectl("get", "clusterrole", f"{release}-modeldeploy-cluster")
+        kubectl("get", "service", f"{release}-modeldeploy-metrics", namespace=namespace)
+        kubectl("apply", "-f", "-", input=_md_manifest(namespace))
+
+        # Upgrade with changed values: two peered replicas, another optimizer image, debug logs.
+        helm("upgrade", release, str(CHART), "-n", namespace, *kube,
+             *sets({"watchNamespaces": [namespace], "replicaCount": 2, "logLevel": "DEBUG",
+                    "images.optimizer.tag": "9.9.9"}))
+        deploy = json.loads(kubectl("get", "deployment", f"{release}-modeldeploy", "-o", "json",
+                                    namespace=namespace).stdout)
+        c = deploy["spec"]["template"]["spec"]["containers"][0]
+        assert deploy["spec"]["replicas"] == 2
+        assert f"--peering={release}-modeldeploy" in c["args"]
+        assert env_of(c)["MODELDEPLOY_LOG_LEVEL"]["value"] == "DEBUG"
+        assert env_of(c)["MODELDEPLOY_OPTIMIZER_IMAGE"]["value"] == "ghcr.io/modeldeploy/optimizer:9.9.9"
+        kubectl("get", "kopfpeering", f"{release}-modeldeploy", namespace=namespace)
+        kubectl("get", "poddisruptionbudget", f"{release}-modeldeploy", namespace=namespace)
+        history = json.loads(helm("history", release, "-n", namespace, *kube, "-o", "json").stdout)
+        assert [h["revision"] for h in history] == [1, 2] and history[-1]["status"] == "deployed"
+
+        # Back to one replica: the peering object and the PDB go away with it.
+        helm("upgrade", release, str(CHART), "-n", namespace, *kube, *sets({"watchNamespaces": [namespace]}))
+        assert kubectl("get", "kopfpeering", f"{release}-modeldeploy", namespace=namespace,
+                       check=False).returncode != 0
+        assert kubectl("get", "poddisruptionbudget", f"{release}-modeldeploy", namespace=namespace,
+                       check=False).returncode != 0
+    finally:
+        helm("uninstall", release, "-n", namespace, *kube, "--wait", "--timeout", "2m")
+
+    # The release's objects are gone; the CRDs and the user's ModelDeployment are not.
+    assert kubectl("get", "deployment", f"{release}-modeldeploy", namespace=namespace, check=False).returncode != 0
+    assert kubectl("get", "clusterrole", f"{release}-modeldeploy-cluster", check=False).returncode != 0
+    for crd in ("modeldeployments.modeldeploy.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
+        kubectl("get", "crd", crd)
+    md = json.loads(kubectl("get", "modeldeployment", "plain", "-o", "json", namespace=namespace).stdout)
+    assert md["spec"]["model"]["uri"] == "s3://models/never/read"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The operator with the chart's credentials
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _operator_command(deploy: dict, namespace: str, pod_name: str) -> tuple[list[str], dict[str, str]]:
+    """The rendered container's command, args and env, as the kubelet would resolve them; only the watch scope
+    is narrowed to the test's namespace (RBAC stays as rendered, cluster-wide)."""
+    c = deploy["spec"]["template"]["spec"]["containers"][0]
+    args = [a for a in c["args"] if a != "--all-namespaces" and not a.startswith("--namespace=")]
+    args.insert(args.index("run") + 1, f"--namespace={namespace}")
+    env = {}
+    for e in c["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:
+            field = e["valueFrom"]["fieldRef"]["fieldPath"]
+            env[e["name"]] = {"metadata.namespace": namespace, "metadata.name": pod_name}[field]
+    binary = str(Path(sys.executable).parent / c["command"][0])
+    return [binary, *args], env
+
+
+def _digits_example(namespace: str, prefix: str) -> dict:
+    """examples/gpu-pruned-int8-autoscaling.yaml, with its storage locations moved under this test's prefix."""
+    md = yaml.safe_load(GPU_EXAMPLE.read_text())
+    md["metadata"]["namespace"] = namespace
+    md["spec"]["model"]["uri"] = f"s3://models/{prefix}/digits/base"
+    md["spec"]["optimization"]["dataset"]["uri"] = f"s3://models/{prefix}/datasets/digits.npz"
+    md["spec"]["optimization"]["outputUri"] = f"s3://models/{prefix}/digits/optimized"
+    return md
+
+
+@pytest.mark.cluster
+@pytest.mark.s3
+@pytest.mark.tf
+@pytest.mark.timeout(1500)
+def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster, namespace, s3, s3_prefix,
+                                                                 tmp_path):
+    release = _release_name(namespace)
+    kube = _helm_kube(cluster)
+    values = {"probes.port": _free_port(), "metrics.port": _free_port()}
+
+    # 1. The model and its dataset in S3 (the same trainer as `make demo`).
+    trainer = _load_hack("train_digits")
+    model_dir, npz, accuracy = trainer.train(tmp_path / "train", epochs=4)
+    assert accuracy > 0.8, f"the digits CNN trained to only {accuracy:.3f}"
+    md = _digits_example(namespace, s3_prefix)
+    trainer.upload(model_dir, npz, md["spec"]["model"]["uri"], md["spec"]["optimization"]["dataset"]["uri"],
+                   s3.env)
+
+    # 2. Install the chart (cluster-wide RBAC, the default) and run its operator with its ServiceAccount.
+    helm("install", release, str(CHART), "-n", namespace, *kube, *sets(values))
+    operator = None
+    log_path = tmp_path / "operator.log"
+    try:
+        deploy = json.loads(kubectl("get", "deployment", f"{release}-modeldeploy", "-o", "json",
+                                    namespace=namespace).stdout)
+        sa = deploy["spec"]["template"]["spec"]["serviceAccountName"]
+        sa_kubeconfig = _load_hack("sa_kubeconfig").write(cluster.kubeconfig, namespace, sa,
+                                                          str(tmp_path / "sa.kubeconfig"), 3600)
+        whoami = subprocess.run([kubectl_binary(), "--kubeconfig", sa_kubeconfig, "auth", "whoami", "-o",
+                                 "jsonpath={.status.userInfo.username}"], capture_output=True, text=True)
+        assert whoami.stdout == f"system:serviceaccount:{namespace}:{sa}", whoami.stderr
+
+        def start_operator(deploy: dict):
+            cmd, env = _operator_command(deploy, namespace, f"{release}-modeldeploy-{uuid.uuid4().hex[:5]}")
+            full_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
+                        "KUBECONFIG": sa_kubeconfig, **env}
+            log = open(log_path, "a")
+            return subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+                                    start_new_session=True)
+
+        operator = start_operator(deploy)
+        liveness = env_of(deploy["spec"]["template"]["spec"]["containers"][0])["MODELDEPLOY_LIVENESS"]["value"]
+        health_url = liveness.replace("0.0.0.0", "127.0.0.1")
+
+        def healthy():
+            assert operator.poll() is None, f"the operator exited {operator.returncode}:\n{log_path.read_text()}"
+            import urllib.request
+            try:
+                with urllib.request.urlopen(health_url, timeout=2) as resp:
+                    return resp.status == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, 120, f"the operator's liveness endpoint {health_url}")
+
+        # 3. The GPU example (pruning 0.5, int8, gpus: 1, autoscaling) reaches Ready.
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(md))
+        ready = kubectl("wait", "--for=condition=Ready", "modeldeployment/digits", "--timeout=900s",
+                        namespace=namespace, check=False, timeout=960)
+        status = json.loads(kubectl("get", "modeldeployment", "digits", "-o", "json", namespace=namespace).stdout)
+        assert ready.returncode == 0, (f"not Ready: {json.dumps(status.get('status'), indent=1)}\n"
+                                       f"operator log tail:\n{log_path.read_text()[-4000:]}")
+        st = status["status"]
+        assert st["observedGeneration"] == status["metadata"]["generation"]
+        assert st["model"]["servingVersion"] == 1
+        assert st["optimization"]["compressionRatio"] >= 2.0
+        assert st["optimization"]["accuracyDrop"] <= 0.02
+        for kind in ("deployment", "service", "horizontalpodautoscaler", "poddisruptionbudget"):
+            kubectl("get", kind, "digits", namespace=namespace)
+        log = log_path.read_text()
+        assert "Forbidden" not in log and " 403" not in log, \
+            "the operator hit an RBAC refusal with the chart's credentials:\n" + \
+            "\n".join(l for l in log.splitlines() if "Forbidden" in l or " 403" in l)
+
+        # 4. helm upgrade with changed values; the operator restarts with the new settings (a rollout would do
+        #    the same) and leaves the serving model alone: no new generation, still Ready.
+        generation = status["metadata"]["generation"]
+        helm("upgrade", release, str(CHART), "-n", namespace, *kube,
+             *sets({**values, "logLevel": "DEBUG", "resources": {"requests": {"cpu": "200m"}}}))
+        deploy = json.loads(kubectl("get", "deployment", f"{release}-modeldeploy", "-o", "json",
+                                    namespace=namespace).stdout)
+        assert env_of(deploy["spec"]["template"]["spec"]["containers"][0])["MODELDEPLOY_LOG_LEVEL"]["value"] == \
+            "DEBUG"
+        _stop(operator)
+        operator = start_operator(deploy)
+        wait_for(healthy, 120, "the restarted operator's liveness endpoint")
+        time.sleep(5)   # a resume pass over the existing object
+        after = json.loads(kubectl("get", "modeldeployment", "digits", "-o", "json", namespace=namespace).stdout)
+        assert after["metadata"]["generation"] == generation
+        kubectl("wait", "--for=condition=Ready", "modeldeployment/digits", "--timeout=60s", namespace=namespace)
+    finally:
+        if operator is not None:
+            _stop(operator)
+        helm("uninstall", release, "-n", namespace, *kube, "--wait", "--timeout", "2m", check=False)
+
+    # 5. After uninstall the model keeps its object, its children and its status.
+    kubectl("get", "crd", "modeldeployments.modeldeploy.io")
+    kept = json.loads(kubectl("get", "modeldeployment", "digits", "-o", "json", namespace=namespace).stdout)
+    assert kept["status"]["model"]["servingVersion"] == 1
+    kubectl("get", "deployment", "digits", namespace=namespace)
+
+
+def kubectl_binary() -> str:
+    from tests.fixtures.cluster import kubectl_binary as find
+    return find()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the operator's process group, SIGKILL after 20 s."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
