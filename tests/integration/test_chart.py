@@ -380,23 +380,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _operator_command(deploy: dict, namespace: str, pod_name: str) -> tuple[list[str], dict[str, str]]:
-    """The rendered container's command, args and env, as the kubelet would resolve them; only the watch scope
-    is narrowed to the test's namespace (RBAC stays as rendered, cluster-wide)."""
-    c = deploy["spec"]["template"]["spec"]["containers"][0]
-    args = [a for a in c["args"] if a != "--all-namespaces" and not a.startswith("--namespace=")]
-    args.insert(args.index("run") + 1, f"--namespace={namespace}")
-    env = {}
-    for e in c["env"]:
-        if "value" in e:
-            env[e["name"]] = e["value"]
-        else:
-            field = e["valueFrom"]["fieldRef"]["fieldPath"]
-            env[e["name"]] = {"metadata.namespace": namespace, "metadata.name": pod_name}[field]
-    binary = str(Path(sys.executable).parent / c["command"][0])
-    return [binary, *args], env
-
-
 def _digits_example(namespace: str, prefix: str) -> dict:
     """examples/gpu-pruned-int8-autoscaling.yaml, with its storage locations moved under this test's prefix."""
     md = yaml.safe_load(GPU_EXAMPLE.read_text())
@@ -415,7 +398,8 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
                                                                  tmp_path):
     release = _release_name(namespace)
     kube = _helm_kube(cluster)
-    values = {"probes.port": _free_port(), "metrics.port": _free_port()}
+    values = {"logLevel": "INFO"}
+    health_port, metrics_port = _free_port(), _free_port()
 
     # 1. The model and its dataset in S3 (the same trainer as `make demo`).
     trainer = _load_hack("train_digits")
@@ -440,7 +424,11 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
         assert whoami.stdout == f"system:serviceaccount:{namespace}:{sa}", whoami.stderr
 
         def start_operator(deploy: dict):
-            cmd, env = _operator_command(deploy, namespace, f"{release}-modeldeploy-{uuid.uuid4().hex[:5]}")
+            # The chart's command, args and env; only the scope narrows to this namespace (RBAC stays
+            # cluster-wide) and the endpoints move to free ports on 127.0.0.1.
+            cmd, env = _load_hack("run_as_chart").operator_command(
+                deploy, pod_name=f"{release}-modeldeploy-{uuid.uuid4().hex[:5]}", watch_namespaces=[namespace],
+                health_port=health_port, metrics_port=metrics_port)
             full_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
                         "KUBECONFIG": sa_kubeconfig, **env}
             log = open(log_path, "a")
@@ -448,8 +436,7 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
                                     start_new_session=True)
 
         operator = start_operator(deploy)
-        liveness = env_of(deploy["spec"]["template"]["spec"]["containers"][0])["MODELDEPLOY_LIVENESS"]["value"]
-        health_url = liveness.replace("0.0.0.0", "127.0.0.1")
+        health_url = f"http://127.0.0.1:{health_port}/healthz"
 
         def healthy():
             assert operator.poll() is None, f"the operator exited {operator.returncode}:\n{log_path.read_text()}"
@@ -485,7 +472,7 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
         #    the same) and leaves the serving model alone: no new generation, still Ready.
         generation = status["metadata"]["generation"]
         helm("upgrade", release, str(CHART), "-n", namespace, *kube,
-             *sets({**values, "logLevel": "DEBUG", "resources": {"requests": {"cpu": "200m"}}}))
+             *sets({"logLevel": "DEBUG", "resources": {"requests": {"cpu": "200m"}}}))
         deploy = json.loads(kubectl("get", "deployment", f"{release}-modeldeploy", "-o", "json",
                                     namespace=namespace).stdout)
         assert env_of(deploy["spec"]["template"]["spec"]["containers"][0])["MODELDEPLOY_LOG_LEVEL"]["value"] == \
