@@ -32,8 +32,7 @@ def documented_keys(text: str) -> list[tuple[str, str]]:
             continue
         m = KEY.match(line)
         if not m:
-            if stripped:
-                pending = None
+            pending = None          # a blank or other line detaches the comment from what follows
             continue
         indent = len(m["indent"])
         while path and path[-1][0] >= indent:
