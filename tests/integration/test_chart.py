@@ -96,7 +96,7 @@ VARIANTS = {
     "namespaced": {"watchNamespaces": ["team-a", "team-b"], "replicaCount": 2},
     "everything": {"replicaCount": 2, "metrics.serviceMonitor.enabled": True, "networkPolicy.enabled": True,
                    "networkPolicy.metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
-                   "rbac.readSecrets": True, "images.operator.digest": "sha256:" + "a" * 64,
+                   "rbac.readSecrets": False, "images.operator.digest": "sha256:" + "a" * 64,
                    "nodeSelector": {"pool": "system"}, "tolerations": [{"key": "dedicated", "operator": "Exists"}],
                    "podDisruptionBudget.maxUnavailable": "50%", "logFormat": "text"},
     "no-metrics": {"metrics.enabled": False, "serviceAccount.create": False, "serviceAccount.name": "byo"},
@@ -159,7 +159,7 @@ def test_default_rbac_is_cluster_wide_and_least_privilege():
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "list") in rules
     for group, resource, verb in rules:
         assert "*" not in (group, resource, verb)
-        assert resource != "secrets", "the operator must not read Secrets by default"
+        assert not (resource == "secrets" and verb != "get"), "Secrets: get only, never list or watch"
         assert not (resource == "namespaces"), "cluster-wide Kopf does not list namespaces"
         assert not (group == "apiextensions.k8s.io" and verb not in ("get", "list", "watch"))
         assert not (resource == "pods" and verb not in ("get", "list", "watch"))
@@ -169,9 +169,11 @@ def test_default_rbac_is_cluster_wide_and_least_privilege():
         "name"], "namespace": "modeldeploy-system"}]
 
 
-def test_read_secrets_adds_get_only():
-    rules = rules_of(one(render({"rbac.readSecrets": True}), "ClusterRole"))
+def test_secret_access_is_get_only_and_can_be_turned_off():
+    rules = rules_of(one(render(), "ClusterRole"))
     assert {(g, r, v) for g, r, v in rules if r == "secrets"} == {("", "secrets", "get")}
+    rules = rules_of(one(render({"rbac.readSecrets": False}), "ClusterRole"))
+    assert not any(r == "secrets" for _, r, _ in rules)
 
 
 def test_watch_namespaces_uses_roles():

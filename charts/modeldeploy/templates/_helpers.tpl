@@ -97,6 +97,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- if .Values.rbac.readSecrets }}
+# Only the Secret a ModelDeployment names (spec.model.storageSecret), to check storage itself; no list/watch.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
