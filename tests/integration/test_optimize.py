@@ -107,6 +107,7 @@ MODES = [  # (quantize, prune sparsity, stored weight dtype, tflite beside)
     ("int8", 0.0, "int8", True),
     ("qat", 0.0, "int8", True),
     ("int8", 0.8, "int8", True),
+    ("qat", 0.8, "int8", True),   # prune-preserving QAT: the mask is folded, zeros survive
 ]
 
 
@@ -267,3 +268,49 @@ def test_pruning_schedule_reaches_target_within_the_steps():
         fired = [s for s in range(steps) if bool(schedule(s)[0])]
         assert fired, f"no pruning step fires within {steps} steps"
         assert float(schedule(fired[-1])[1]) == pytest.approx(0.8), steps
+
+
+@pytest.mark.timeout(300)
+def test_plain_savedmodel_regressor(s3, s3_prefix, digits, tmp_path):
+    """A SavedModel without Keras metadata, predicting a float (MSE metric), weight-quantized to int8."""
+    import tensorflow as tf
+
+    x_train, y_train, x_val, y_val = digits
+    rng = np.random.default_rng(1)
+    w = tf.Variable(rng.normal(size=(64, 256)).astype(np.float32) / 8)
+    v = tf.Variable(rng.normal(size=(256, 1)).astype(np.float32) / 16)
+    module = tf.Module()
+    module.w, module.v = w, v
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32, name="pixels")])
+    def serve(pixels):
+        hidden = tf.nn.relu(tf.matmul(tf.reshape(pixels, [-1, 64]), module.w))
+        return {"value": tf.matmul(hidden, module.v)}
+
+    module.serve = serve
+    local = tmp_path / "plain"
+    tf.saved_model.save(module, str(local), signatures={"serving_default": serve})
+    for path in local.rglob("*"):
+        if path.is_file():
+            s3.client.upload_file(str(path), s3.bucket, f"{s3_prefix}-src/{path.relative_to(local)}")
+    targets = serve(tf.constant(x_val))["value"].numpy() + rng.normal(size=(len(x_val), 1)).astype(np.float32) * 0.1
+    buf = io.BytesIO()
+    np.savez(buf, x_val=x_val, y_val=targets.astype(np.float32))
+    s3.client.put_object(Bucket=s3.bucket, Key=f"{s3_prefix}-src.npz", Body=buf.getvalue())
+    plain = {"model": s3.uri(f"{s3_prefix}-src"), "dataset": s3.uri(f"{s3_prefix}-src.npz")}
+    output = s3.uri(s3_prefix)
+    try:
+        code, report = optimize(plain, output, 1, "--quantize", "int8", "--max-accuracy-drop", "0.05",
+                                tmp_path=tmp_path)
+        assert code == 0, report
+        assert report["metric"] == "mse" and report["weightDtypes"] == ["int8"]
+        assert report["accuracyDrop"] <= 0.05 and report["compressionRatio"] > 3
+        _, fn, _keep = pulled(s3, output, 1, tmp_path)
+        assert run_serving(fn, x_val[:5]).shape == (5, 1)
+        # Pruning needs Keras layers: a clear bad-arguments exit, nothing published.
+        code, _ = optimize(plain, output, 2, "--prune-sparsity", "0.5", tmp_path=tmp_path)
+        assert code == 2
+        assert publish.list_published(parse_uri(output)) == [1]
+    finally:
+        for key in s3.keys(f"{s3_prefix}-src"):
+            s3.client.delete_object(Bucket=s3.bucket, Key=key)
