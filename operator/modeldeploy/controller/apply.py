@@ -1,0 +1,436 @@
+"""The one module that talks to the Kubernetes API (Kopf aside): reads through a watch cache, writes only diffs.
+
+Writes:
+- `ensure(desired, owner, live)`: server-side apply (field manager "modeldeploy", force) with an owner reference
+  to the ModelDeployment, but only when the fields we own differ from the live object (`is_subset`): a
+  reconcile with nothing to change sends no write at all.
+- `create(desired, owner)`: POST for objects we never update (the optimizer Job); 409 (it already exists,
+  e.g. created before a restart) is success and returns the existing object.
+- `delete(live)`: children that must no longer exist (an HPA after autoscaling was removed), with a uid
+  precondition so only the object we saw goes.
+- `patch_status(body, old, new)`: a JSON merge patch of status with only what changed; nothing when equal.
+- `post_event(body, type, reason, message)`: a core/v1 Event on the ModelDeployment.
+Every write is counted (`writes`), logged at DEBUG and, with $MODELDEPLOY_WRITE_LOG, appended to that file
+(the tests count writes with it).
+
+Reads come from `cache` (the Kopf indexes: informers kept current by watch events) when one is given, else from
+a LIST by label selector; the objects this process wrote are overlaid for a few seconds until the watch
+catches up, so the next reconcile does not mistake a stale cache for drift.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from decimal import Decimal, InvalidOperation
+from typing import Callable, Iterable
+
+from kubernetes.client.rest import ApiException
+
+from modeldeploy.api import names
+from modeldeploy.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
+
+log = logging.getLogger(__name__)
+
+# kind -> (API path prefix, plural)
+KINDS = {
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "Service": ("/api/v1", "services"),
+    "Pod": ("/api/v1", "pods"),
+    "Secret": ("/api/v1", "secrets"),
+    "Event": ("/api/v1", "events"),
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "Job": ("/apis/batch/v1", "jobs"),
+    "ServiceMonitor": ("/apis/monitoring.coreos.com/v1", "servicemonitors"),
+    KIND: (f"/apis/{API_GROUP}/{API_VERSION}", PLURAL),
+}
+CHILD_KINDS = ("ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job", "Pod")
+OVERLAY_SECONDS = 10.0
+REQUEST_TIMEOUT = (5, 30)     # connect, read: a hung API call must not hold a worker forever
+WRITE_LOG_ENV = "MODELDEPLOY_WRITE_LOG"
+
+
+class ApiError(Exception):
+    """An API call failed in a way the caller should retry later (the message says which call)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def owner_reference(body: dict) -> dict:
+    """Controller owner reference to the ModelDeployment: garbage collection deletes the child with it."""
+    meta = body["metadata"]
+    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": meta["name"], "uid": meta["uid"],
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def with_owner(desired: dict, owner: dict) -> dict:
+    """A copy of `desired` carrying the owner reference."""
+    out = dict(desired)
+    out["metadata"] = dict(desired["metadata"], ownerReferences=[owner])
+    return out
+
+
+# --------------------------------------------------------------------------------------------- comparison
+
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
+_SUFFIX = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1), "k": Decimal(10**3),
+           "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12), "P": Decimal(10**15),
+           "E": Decimal(10**18), "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30),
+           "Ti": Decimal(2**40), "Pi": Decimal(2**50), "Ei": Decimal(2**60)}
+
+
+def quantity(value) -> Decimal | None:
+    """A Kubernetes quantity as a Decimal ("500m" -> 0.5, "1Gi" -> 1073741824), None when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    m = _QUANTITY.match(str(value).strip())
+    if not m or m.group(2) not in _SUFFIX:
+        return None
+    try:
+        return Decimal(m.group(1)) * _SUFFIX[m.group(2)]
+    except InvalidOperation:
+        return None
+
+
+def _empty(value) -> bool:
+    return value is None or value == [] or value == {}
+
+
+def is_subset(desired, live, path: str = "") -> bool:
+    """True when every field we set in `desired` has the same value in `live` (server defaults ignored).
+
+    Normalised: empty lists/maps match absent fields (the API server drops them), quantities compare by value
+    under `resources` ("0.5" == "500m"), and int-or-string values compare as strings (maxSurge 1 == "1").
+    """
+    if isinstance(desired, dict):
+        if not isinstance(live, dict):
+            return _empty(desired) and _empty(live)
+        for key, value in desired.items():
+            if key not in live or live[key] is None:
+                if not _empty(value):
+                    return False
+                continue
+            if not is_subset(value, live[key], f"{path}.{key}"):
+                return False
+        return True
+    if isinstance(desired, list):
+        if not isinstance(live, list):
+            return _empty(desired) and _empty(live)
+        return len(desired) == len(live) and all(is_subset(d, v, f"{path}[]") for d, v in zip(desired, live))
+    if desired == live and type(desired) is type(live):
+        return True
+    if isinstance(desired, bool) or isinstance(live, bool):
+        return desired == live
+    if ".resources." in path + "." and (".limits." in path + "." or ".requests." in path + "."):
+        a, b = quantity(desired), quantity(live)
+        return a is not None and a == b
+    if isinstance(desired, (int, float)) and isinstance(live, (int, float)):
+        return desired == live
+    if isinstance(desired, (int, str)) and isinstance(live, (int, str)):
+        return str(desired) == str(live)
+    return False
+
+
+def owned_by(obj: dict, uid: str) -> bool:
+    """True when `obj` has a controller owner reference to the ModelDeployment with this uid."""
+    return any(r.get("uid") == uid and r.get("controller") for r in (obj.get("metadata") or {}).get("ownerReferences") or ())
+
+
+def needs_apply(desired: dict, live: dict | None, owner: dict) -> bool:
+    """True when the live object is missing, lacks our owner reference, or differs in a field we own."""
+    if live is None:
+        return True
+    if not owned_by(live, owner["uid"]):
+        return True
+    meta_d, meta_l = desired.get("metadata") or {}, live.get("metadata") or {}
+    for key in ("labels", "annotations"):
+        if not is_subset(meta_d.get(key) or {}, meta_l.get(key) or {}):
+            return True
+    body_d = {k: v for k, v in desired.items() if k not in ("metadata", "apiVersion", "kind", "status")}
+    body_l = {k: v for k, v in live.items() if k not in ("metadata", "apiVersion", "kind", "status")}
+    return not is_subset(body_d, body_l)
+
+
+def merge_patch(old, new):
+    """RFC 7386 merge patch turning `old` into `new` (None removes a key); {} when they are equal."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif isinstance(value, dict) and isinstance(old[key], dict):
+            sub = merge_patch(old[key], value)
+            if sub:
+                patch[key] = sub
+        elif value != old[key] or type(value) is not type(old[key]) and not _same_number(value, old[key]):
+            patch[key] = value
+    return patch
+
+
+def _same_number(a, b) -> bool:
+    return isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
+        and not isinstance(b, bool) and a == b
+
+
+def prune(value, schema: dict | None):
+    """Drop what the CRD's structural schema does not list (the API server would prune it and we'd see drift)."""
+    if schema is None or not isinstance(value, dict) or schema.get("x-kubernetes-preserve-unknown-fields"):
+        return value
+    props = schema.get("properties")
+    if props is None:
+        return value
+    return {k: prune(v, props[k]) if isinstance(v, dict) else
+            [prune(i, (props[k].get("items") or {})) for i in v] if isinstance(v, list) else v
+            for k, v in value.items() if k in props}
+
+
+# --------------------------------------------------------------------------------------------- the client
+
+class Kube:
+    """API access for the reconciler. Thread-safe; one instance per operator process."""
+
+    def __init__(self, api_client, cache: Callable[[str, str, str], list[dict] | None] | None = None):
+        self.api = api_client
+        self.cache = cache                      # (kind, namespace, md name) -> live children, or None: not cached
+        self.writes = 0
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._overlay: dict[tuple, tuple[float, dict | None]] = {}
+        self._write_log = os.environ.get(WRITE_LOG_ENV) or None
+        self._schema_checked = 0.0
+        self._crd_cache: dict[str, tuple[float, bool]] = {}
+
+    # -- raw requests --
+    def _call(self, method: str, path: str, body=None, query=None, content_type: str | None = None):
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        with self._lock:
+            self.requests += 1
+        try:
+            resp = self.api.call_api(path, method, query_params=query or [], header_params=headers, body=body,
+                                     auth_settings=["BearerToken"], _preload_content=False,
+                                     _return_http_data_only=True, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            raise ApiError(f"{method} {path}: {exc.status} {exc.reason}: {_api_message(exc)}", exc.status) from None
+        data = resp.data
+        return json.loads(data) if data else None
+
+    def _write(self, verb: str, kind: str, namespace: str, name: str) -> None:
+        with self._lock:
+            self.writes += 1
+            if self._write_log:
+                with open(self._write_log, "a") as fh:
+                    fh.write(json.dumps({"t": time.time(), "verb": verb, "kind": kind, "namespace": namespace,
+                                         "name": name}) + "\n")
+        log.debug("write: %s %s %s/%s", verb, kind, namespace, name)
+
+    @staticmethod
+    def path(kind: str, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+        prefix, plural = KINDS[kind]
+        out = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
+        if name:
+            out += f"/{name}"
+        if sub:
+            out += f"/{sub}"
+        return out
+
+    # -- reads --
+    def get(self, kind: str, namespace: str, name: str) -> dict | None:
+        """One object, or None when it does not exist."""
+        try:
+            return self._call("GET", self.path(kind, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def children(self, kind: str, namespace: str, md_name: str) -> list[dict]:
+        """Live children of one kind labelled for this ModelDeployment (cache first, overlaid with our writes)."""
+        items = self.cache(kind, namespace, md_name) if self.cache is not None else None
+        if items is None:
+            selector = f"{names.LABEL_INSTANCE}={md_name},{names.LABEL_MANAGED_BY}={names.APP_NAME}"
+            found = self._call("GET", self.path(kind, namespace), query=[("labelSelector", selector)])
+            items = found.get("items") or []
+        by_name = {(i.get("metadata") or {}).get("name"): i for i in items}
+        now = time.monotonic()
+        with self._lock:
+            for (k, ns, name), (when, obj) in list(self._overlay.items()):
+                if now - when > OVERLAY_SECONDS:
+                    del self._overlay[(k, ns, name)]
+                    continue
+                if k != kind or ns != namespace:
+                    continue
+                if obj is None:
+                    by_name.pop(name, None)
+                    continue
+                if (obj.get("metadata") or {}).get("labels", {}).get(names.LABEL_INSTANCE) != md_name:
+                    continue
+                cached = by_name.get(name)
+                if cached is None or _newer(obj, cached):
+                    by_name[name] = obj
+        return list(by_name.values())
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """Decoded data of a Secret (for the operator's own storage checks); None when missing or forbidden."""
+        try:
+            secret = self.get("Secret", namespace, name)
+        except ApiError as exc:
+            log.warning("cannot read Secret %s/%s: %s", namespace, name, exc.status)
+            return None
+        if secret is None:
+            return None
+        return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (secret.get("data") or {}).items()}
+
+    def crd_exists(self, group_version: str, plural: str, ttl: float = 300.0) -> bool:
+        """Discovery: does the API serve group/version/plural? Cached for `ttl` seconds."""
+        now = time.monotonic()
+        key = f"{group_version}/{plural}"
+        cached = self._crd_cache.get(key)
+        if cached and now - cached[0] < ttl:
+            return cached[1]
+        try:
+            found = self._call("GET", f"/apis/{group_version}")
+            ok = any(r.get("name") == plural for r in (found or {}).get("resources") or ())
+        except ApiError:
+            ok = False
+        self._crd_cache[key] = (now, ok)
+        return ok
+
+    def status_schema(self) -> dict | None:
+        """The installed CRD's status schema (what the API server keeps); None when unreadable."""
+        try:
+            crd = self._call("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{PLURAL}.{API_GROUP}")
+        except ApiError as exc:
+            log.info("cannot read the CRD (%s); using the bundled status schema", exc.status)
+            return None
+        for version in (crd or {}).get("spec", {}).get("versions") or ():
+            if version.get("name") == API_VERSION:
+                return (((version.get("schema") or {}).get("openAPIV3Schema") or {}).get("properties") or {}).get(
+                    "status")
+        return None
+
+    # -- writes --
+    def _remember(self, kind: str, namespace: str, name: str, obj: dict | None) -> None:
+        with self._lock:
+            self._overlay[(kind, namespace, name)] = (time.monotonic(), obj)
+
+    def ensure(self, desired: dict, owner: dict, live: dict | None) -> tuple[str, dict | None]:
+        """Server-side apply `desired` unless the live object already matches; returns (action, object)."""
+        if not needs_apply(desired, live, owner):
+            return "unchanged", live
+        kind, meta = desired["kind"], desired["metadata"]
+        body = with_owner(desired, owner)
+        obj = self._call("PATCH", self.path(kind, meta["namespace"], meta["name"]), body=body,
+                         query=[("fieldManager", names.FIELD_MANAGER), ("force", "true")],
+                         content_type="application/apply-patch+yaml")
+        self._write("apply", kind, meta["namespace"], meta["name"])
+        self._remember(kind, meta["namespace"], meta["name"], _slim(obj))
+        return ("created" if live is None else "updated"), obj
+
+    def create(self, desired: dict, owner: dict) -> tuple[str, dict | None]:
+        """POST `desired` (never updated later); an existing object of that name is returned as it is."""
+        kind, meta = desired["kind"], desired["metadata"]
+        try:
+            obj = self._call("POST", self.path(kind, meta["namespace"]), body=with_owner(desired, owner),
+                             query=[("fieldManager", names.FIELD_MANAGER)])
+            self._write("create", kind, meta["namespace"], meta["name"])
+            action = "created"
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            self._write("create-conflict", kind, meta["namespace"], meta["name"])
+            obj, action = self.get(kind, meta["namespace"], meta["name"]), "exists"
+        self._remember(kind, meta["namespace"], meta["name"], _slim(obj) if obj else None)
+        return action, obj
+
+    def delete(self, kind: str, live: dict) -> None:
+        """Delete a child we own that must no longer exist (only the very object we saw: uid precondition)."""
+        meta = live["metadata"]
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
+                "preconditions": {"uid": meta["uid"]}}
+        try:
+            self._call("DELETE", self.path(kind, meta["namespace"], meta["name"]), body=body)
+        except ApiError as exc:
+            if exc.status not in (404, 409):
+                raise
+        self._write("delete", kind, meta["namespace"], meta["name"])
+        self._remember(kind, meta["namespace"], meta["name"], None)
+
+    def patch_status(self, body: dict, old: dict, new: dict) -> dict | None:
+        """Merge-patch the ModelDeployment's status with what changed; returns the object (None: no change)."""
+        patch = merge_patch(old or {}, new)
+        if not patch:
+            return None
+        meta = body["metadata"]
+        obj = self._call("PATCH", self.path(KIND, meta["namespace"], meta["name"], "status"),
+                         body={"status": patch}, content_type="application/merge-patch+json")
+        self._write("patch-status", KIND, meta["namespace"], meta["name"])
+        return obj
+
+    def post_event(self, body: dict, type_: str, reason: str, message: str, instance: str = "") -> None:
+        """A core/v1 Event about the ModelDeployment (posted on transitions only; failures are only logged)."""
+        meta = body["metadata"]
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta.get("uid"),
+                               "resourceVersion": meta.get("resourceVersion")},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "source": {"component": names.APP_NAME}, "reportingComponent": names.APP_NAME,
+            "reportingInstance": instance or names.APP_NAME,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            self._call("POST", self.path("Event", meta["namespace"]), body=event)
+            self._write("event", "Event", meta["namespace"], reason)
+        except ApiError as exc:
+            log.warning("could not post Event %s: %s", reason, exc)
+
+
+def _newer(a: dict, b: dict) -> bool:
+    """True when a's resourceVersion is newer than b's (etcd revisions; opaque strings compare as unequal)."""
+    ra, rb = (a.get("metadata") or {}).get("resourceVersion"), (b.get("metadata") or {}).get("resourceVersion")
+    if ra and rb and ra.isdigit() and rb.isdigit():
+        return int(ra) > int(rb)
+    return ra != rb
+
+
+def _slim(obj: dict | None) -> dict | None:
+    """Without managedFields: they are large and never compared."""
+    if not obj:
+        return obj
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    return dict(obj, metadata=meta)
+
+
+def slim(obj: dict | None) -> dict | None:
+    """Public form of `_slim` for the cache."""
+    return _slim(obj)
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body).get("message", "")[:500]
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.body)[:200] if exc.body else ""
+
+
+def first(items: Iterable[dict], name: str) -> dict | None:
+    """The object named `name` among `items`."""
+    return next((i for i in items if (i.get("metadata") or {}).get("name") == name), None)

@@ -1,0 +1,415 @@
+"""The reconciler's decisions as one pure function: what is observed in, what to do and what status to write out.
+
+`decide(spec, obs)` returns a `Plan`: whether to create the optimizer Job, which `ServingTarget` the serving
+Deployment must run (None: leave serving alone), whether this is a rollback, the Events of this transition, and
+the complete new status. Level-based: the same observation always gives the same plan, and a plan whose status
+equals the stored one means "nothing to write".
+
+State the decisions keep in status (so a restarted operator decides the same way):
+- `status.optimization` {job, version, hash, uri, figures...}: `uri` is set only once version N is published.
+- a failure "latch" per generation: Optimized=False with a failure reason, or Stalled=True reason RolledBack,
+  whose observedGeneration equals metadata.generation, means "this spec already failed: do not retry it".
+  Any spec change bumps the generation and clears it.
+- `status.model.lastGoodVersion` (+ lastGoodImage/lastGoodUri when the CRD has them): the rollback target.
+- `status.health.consecutiveFailures`: failed checks of the version rolling out (interval checks only).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from modeldeploy.api import names
+from modeldeploy.api import status as st
+from modeldeploy.api.spec import ModelDeploymentSpec, optimization_hash, source_uri
+from modeldeploy.api.status import Reason
+from modeldeploy.controller import health as hl
+from modeldeploy.controller.observe import (FAILED, RUNNING, SUCCEEDED, DeploymentView, JobView,
+                                            failure_reason, is_ready_pod_of, optimization_record)
+from modeldeploy.resources import job as job_builder
+from modeldeploy.resources.deployment import ServingTarget, target_from_spec
+
+OPTIMIZATION_FAILURES = (Reason.JOB_FAILED, Reason.ACCURACY_GATE_FAILED, Reason.COMPRESSION_GATE_FAILED)
+NORMAL, WARNING = "Normal", "Warning"
+HEALTHY, UNHEALTHY, UNKNOWN = "Healthy", "Unhealthy", "Unknown"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything the reconciler read for one ModelDeployment (plain data)."""
+    generation: int
+    status: dict
+    now: str                                   # RFC 3339, the only clock the decisions see
+    job: JobView | None = None                 # the Job for (requested version, optimization hash), if it exists
+    published: bool | None = None              # storage: is the requested version already published? None: unknown
+    published_report: dict | None = None       # report.json of a version published earlier / a Job without report
+    deployment: DeploymentView = DeploymentView()
+    pods: tuple = ()                           # serving pods (dicts)
+    model_state: str | None = None             # TF Serving's model state, None when unreachable
+    interval_check: bool = False               # a scheduled health check: counts towards failureThreshold
+
+
+@dataclass
+class Plan:
+    """What to do. `status` is the whole new status; compare it with the stored one before writing."""
+    status: dict
+    create_job: bool = False
+    target: ServingTarget | None = None
+    rolled_back: bool = False
+    events: list = field(default_factory=list)      # (type, reason, message)
+
+
+def _cond(conditions, type_):
+    return st.get_condition(conditions, type_) or {}
+
+
+def _latched(conditions, type_: str, reasons, generation: int, status: str) -> dict | None:
+    """A condition that already recorded a failure of this very generation."""
+    c = _cond(conditions, type_)
+    if c.get("status") == status and c.get("reason") in reasons and c.get("observedGeneration") == generation:
+        return c
+    return None
+
+
+def minimum_ready(spec: ModelDeploymentSpec) -> int:
+    """Ready replicas the model needs to count as served: the HPA's minimum, else spec.serving.replicas."""
+    return spec.autoscaling.min_replicas if spec.autoscaling is not None else spec.serving.replicas
+
+
+def _target_from_status(status: dict) -> ServingTarget | None:
+    serving, model = status.get("serving") or {}, status.get("model") or {}
+    if serving.get("version") and serving.get("image") and model.get("uri"):
+        return ServingTarget(int(serving["version"]), serving["image"], model["uri"])
+    return None
+
+
+def last_good_target(spec: ModelDeploymentSpec, status: dict) -> ServingTarget | None:
+    """The rollback target: lastGoodVersion with the image and URI that served it (spec's when not recorded)."""
+    model = status.get("model") or {}
+    version = model.get("lastGoodVersion")
+    if not version:
+        return None
+    return ServingTarget(int(version), model.get("lastGoodImage") or spec.serving.image,
+                         model.get("lastGoodUri") or source_uri(spec, int(version)))
+
+
+class _Conditions:
+    """Accumulates condition changes against the stored list (lastTransitionTime kept unless status flips)."""
+
+    def __init__(self, stored, generation: int, now: str):
+        self.items, self.generation, self.now = [dict(c) for c in stored or ()], generation, now
+
+    def set(self, type_: str, status, reason: str, message: str) -> None:
+        self.items, _ = st.set_condition(self.items, type_, status, reason, message, self.generation, self.now)
+
+
+def _optimization(spec: ModelDeploymentSpec, obs: Observed, plan: Plan, conds: _Conditions) -> tuple[str, dict]:
+    """Decide the optimization step; returns (state, status.optimization) with state none|published|wait|failed."""
+    prev = dict((obs.status.get("optimization")) or {})
+    if spec.optimization is None:
+        conds.set(st.OPTIMIZED, True, Reason.NOT_REQUESTED, "spec.optimization is not set: the model is served as it is")
+        return "none", {}
+    version, opt_hash = spec.model.version, optimization_hash(spec)
+    name = job_builder.job_name(spec)
+    mine = prev.get("version") == version and prev.get("hash") == opt_hash
+    if mine and prev.get("uri"):
+        optimized = _cond(conds.items, st.OPTIMIZED)
+        if optimized.get("status") != "True":       # e.g. the condition was lost: say it again
+            conds.set(st.OPTIMIZED, True, Reason.JOB_SUCCEEDED, f"version {version} is published at {prev['uri']}")
+        else:
+            conds.set(st.OPTIMIZED, True, optimized["reason"], optimized.get("message") or "published")
+        return "published", prev
+    latch = _latched(conds.items, st.OPTIMIZED, OPTIMIZATION_FAILURES, obs.generation, "False")
+    if mine and latch:
+        conds.set(st.OPTIMIZED, False, latch["reason"], latch.get("message") or "the optimization failed")
+        return "failed", prev
+
+    job = obs.job
+    if job is not None and job.state == FAILED and job.reason == "AlreadyPublished":
+        job = JobView(name=job.name, state=SUCCEEDED, report=obs.published_report,
+                      start_time=job.start_time, completion_time=job.completion_time)
+    record = {"job": name, "version": version, "hash": opt_hash}
+    if job is not None and job.start_time:
+        record["startTime"] = job.start_time
+    if job is not None and job.state == RUNNING:
+        conds.set(st.OPTIMIZED, False, Reason.JOB_RUNNING, f"Job {name} is optimizing version {version}")
+        return "wait", record
+    if job is not None and job.state == SUCCEEDED:
+        report = job.report if job.report and job.report.get("ok", True) else obs.published_report
+        figures = optimization_record(report)
+        figures.setdefault("uri", source_uri(spec, version))
+        record.update(figures)
+        if job.completion_time:
+            record["completionTime"] = job.completion_time
+        if report:
+            message = (f"version {version} published at {record['uri']}: compression "
+                       f"{record.get('compressionRatio', 0):.2f}x, accuracy drop {_fmt(record.get('accuracyDrop'))}, "
+                       f"sparsity {_fmt(record.get('sparsity'))}")
+            conds.set(st.OPTIMIZED, True, Reason.JOB_SUCCEEDED, message)
+        else:
+            message = (f"version {version} published at {record['uri']}, but neither the termination message nor "
+                       f"report.json could be read: figures are missing")
+            conds.set(st.OPTIMIZED, True, Reason.REPORT_UNREADABLE, message)
+        plan.events.append((NORMAL, "JobSucceeded", f"Job {name}: {message}"))
+        return "published", record
+    if job is not None and job.state == FAILED:
+        reason = failure_reason(job)
+        message = f"Job {name} failed: {job.reason}: {job.message}".rstrip(": ")
+        record["message"] = message[:2000]
+        if job.completion_time:
+            record["completionTime"] = job.completion_time
+        conds.set(st.OPTIMIZED, False, reason, message)
+        plan.events.append((WARNING, reason, message))
+        return "failed", record
+    if obs.published:
+        figures = optimization_record(obs.published_report)
+        figures.setdefault("uri", source_uri(spec, version))
+        record.update(figures)
+        message = (f"version {version} is already published at {record['uri']}: serving it without optimizing "
+                   f"again (raise spec.model.version to optimize with the current settings)")
+        conds.set(st.OPTIMIZED, True, Reason.ALREADY_PUBLISHED, message)
+        return "published", record
+    plan.create_job = True
+    conds.set(st.OPTIMIZED, False, Reason.JOB_RUNNING, f"Job {name} is optimizing version {version}")
+    if prev.get("job") != name:
+        plan.events.append((NORMAL, "JobStarted", f"created Job {name} to optimize version {version}"))
+    return "wait", record
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{float(value):.4f}"
+
+
+def _rollout_failure(spec: ModelDeploymentSpec, dep: DeploymentView, health: hl.Health, target: ServingTarget,
+                     failures: int) -> tuple[str, str] | None:
+    """(reason, message) when the rollout of `target` failed: progress deadline, or failing pods too often."""
+    if dep.deadline_exceeded:
+        return (Reason.PROGRESS_DEADLINE_EXCEEDED,
+                f"{dep.progressing.get('message') or 'progress deadline exceeded'} ({health.message})")
+    bad = health.failing(target.version)
+    if bad and failures >= spec.monitoring.failure_threshold:
+        return bad[0].reason, (f"{failures} consecutive failed checks (failureThreshold "
+                               f"{spec.monitoring.failure_threshold}): {health.message}")
+    return None
+
+
+def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
+    """The whole decision for one reconcile. See the module docstring."""
+    prev = obs.status or {}
+    plan = Plan(status={})
+    conds = _Conditions(prev.get("conditions"), obs.generation, obs.now)
+    model = dict(prev.get("model") or {})
+    rollback = dict(prev.get("rollback") or {})
+    prev_health = dict(prev.get("health") or {})
+    requested = target_from_spec(spec)
+    last_good = last_good_target(spec, prev)
+    dep = obs.deployment
+
+    opt_state, optimization = _optimization(spec, obs, plan, conds)
+
+    # Which target the serving Deployment runs.
+    rolled_back = _latched(prev.get("conditions"), st.STALLED, (Reason.ROLLED_BACK,), obs.generation, "True")
+    current = dep.target or _target_from_status(prev)
+    if rolled_back and last_good is not None:
+        target = last_good
+    elif opt_state in ("none", "published"):
+        target = requested
+        rolled_back = None
+    else:
+        target, rolled_back = current, None
+    # A target is "rolling out" until it has been good once: only then can its failure mean a failed rollout.
+    new_version = (target == requested and last_good is not None
+                   and (last_good.version, last_good.image) != (requested.version, requested.image))
+    rolling = target == requested and (last_good is None or new_version)
+
+    minimum = minimum_ready(spec)
+    pods = list(obs.pods)
+    health = hl.summarize(pods, ready=dep.ready, desired=dep.replicas, minimum=minimum, model_state=obs.model_state)
+    matches = target is not None and dep.exists and dep.target == target
+
+    # Failed checks of the version rolling out count only on scheduled checks, and restart with a new target.
+    failures = int(prev_health.get("consecutiveFailures") or 0)
+    if target is None or target != _target_from_status(prev):
+        failures = 0
+    if obs.interval_check and target is not None:
+        failures = failures + 1 if matches and health.failing(target.version) else 0
+
+    failure = _rollout_failure(spec, dep, health, target, failures) if matches and rolling and not rolled_back \
+        else None
+    stalled = None
+    if failure is not None and new_version and spec.monitoring.rollback:
+        reason, message = failure
+        text = (f"version {requested.version} ({requested.image}) failed its rollout: {reason}: {message}; "
+                f"rolled back to version {last_good.version} ({last_good.image})")
+        stalled = (Reason.ROLLED_BACK, text + "; change the spec (e.g. a new spec.model.version) to try again")
+        plan.rolled_back = True
+        plan.events.append((WARNING, "RolledBack", text))
+        model["failedVersion"] = requested.version
+        rollback.update(count=int(rollback.get("count") or 0) + 1, fromVersion=requested.version,
+                        toVersion=last_good.version, lastReason=reason, lastMessage=message[:2000],
+                        lastTime=st.timestamp(obs.now))
+        target, failures, matches = last_good, 0, dep.target == last_good
+        rolled_back = True
+    elif failure is not None:
+        reason, message = failure
+        why = "monitoring.rollback is false" if last_good is not None and new_version else \
+            "there is no earlier good version to roll back to"
+        stalled = (reason, f"version {requested.version} failed its rollout: {message}; not rolled back "
+                           f"({why}); fix the spec and apply it again")
+        model["failedVersion"] = requested.version
+    elif rolled_back:
+        old = _cond(prev.get("conditions"), st.STALLED)
+        stalled = (Reason.ROLLED_BACK, old.get("message") or "rolled back")
+    elif opt_state == "failed":
+        c = _cond(conds.items, st.OPTIMIZED)
+        serving = f"; version {current.version} keeps serving" if current else ""
+        stalled = (c.get("reason"), f"{c.get('message')}{serving}; change the spec (e.g. the gates or "
+                                    f"spec.model.version) to try again")
+
+    # Rollout bookkeeping for the target the Deployment is set to.
+    complete = matches and dep.rollout_complete
+    ready_target = sum(1 for p in pods if target is not None and is_ready_pod_of(p, target))
+    serving_ok = complete and ready_target >= minimum and not health.failing(target.version) \
+        and obs.model_state in (None, "AVAILABLE")
+    if target is not None and target != _target_from_status(prev) and not plan.rolled_back:
+        plan.events.append((NORMAL, "RolloutStarted", f"rolling out version {target.version} ({target.image})"))
+    if serving_ok and target == requested and failure is None and not rolled_back:
+        if model.get("lastGoodVersion") != target.version or model.get("servingVersion") != target.version:
+            plan.events.append((NORMAL, "RolloutCompleted",
+                                f"version {target.version} serves on {ready_target} ready replicas"))
+        model["lastGoodVersion"] = target.version
+        # Pruned by the API server (and by apply.prune_status) when the installed CRD lacks these fields.
+        model["lastGoodImage"], model["lastGoodUri"] = target.image, target.uri
+    if complete and target is not None:
+        model["servingVersion"] = target.version
+    plan.target = target
+    model["requestedVersion"] = requested.version
+    if target is not None:
+        model["uri"] = target.uri
+    if opt_state == "failed":
+        model["failedVersion"] = requested.version
+
+    # Conditions.
+    scaled_to_zero = spec.autoscaling is None and spec.serving.replicas == 0
+    ready_reason, ready_message = _not_ready(spec, opt_state, conds, target, matches, dep, health, ready_target,
+                                             minimum, stalled)
+    ready = stalled is None or rolled_back
+    # Ready only for the version asked for, or for the rolled-back one (then with Degraded and Stalled).
+    ready = ready and target is not None and (target == requested or bool(rolled_back)) \
+        and (serving_ok or (scaled_to_zero and complete))
+    if ready:
+        if scaled_to_zero:
+            conds.set(st.READY, True, Reason.SCALED_TO_ZERO,
+                      f"version {target.version} is deployed with spec.serving.replicas 0")
+        else:
+            extra = f" (rolled back from version {requested.version})" if rolled_back else ""
+            conds.set(st.READY, True, health.reason if health.reason in (Reason.MODEL_AVAILABLE,) else
+                      Reason.REPLICAS_READY, f"version {target.version} serves on {ready_target} ready "
+                                             f"replicas{extra}: {health.message}")
+    else:
+        conds.set(st.READY, False, ready_reason, ready_message)
+    if stalled is not None:
+        conds.set(st.STALLED, True, stalled[0], stalled[1])
+        conds.set(st.RECONCILING, False, stalled[0], "stalled: nothing more happens until the spec changes")
+    else:
+        conds.set(st.STALLED, False, Reason.AS_EXPECTED, "progressing normally")
+        if ready:
+            conds.set(st.RECONCILING, False, Reason.RECONCILED, "nothing in progress")
+        else:
+            conds.set(st.RECONCILING, True, ready_reason, ready_message)
+
+    available = target is not None and dep.exists and health.ready >= minimum and minimum > 0 \
+        and obs.model_state in (None, "AVAILABLE")
+    if available:
+        conds.set(st.AVAILABLE, True, Reason.REPLICAS_READY, health.message)
+    elif scaled_to_zero and dep.exists:
+        conds.set(st.AVAILABLE, False, Reason.SCALED_TO_ZERO, "spec.serving.replicas is 0: nothing serves")
+    elif target is None or not dep.exists:
+        conds.set(st.AVAILABLE, False, ready_reason, f"no serving Deployment yet: {ready_message}")
+    else:
+        conds.set(st.AVAILABLE, False, health.reason if health.reason != Reason.REPLICAS_READY
+                  else Reason.REPLICAS_NOT_READY, health.message)
+
+    failing_pods = health.failing()
+    lost = model.get("lastGoodVersion") is not None and matches and complete and health.ready < minimum
+    if stalled is not None:
+        conds.set(st.DEGRADED, True, stalled[0], stalled[1])
+    elif failing_pods:
+        conds.set(st.DEGRADED, True, failing_pods[0].reason, health.message)
+    elif lost:
+        conds.set(st.DEGRADED, True, health.reason if health.reason != Reason.REPLICAS_READY
+                  else Reason.MINIMUM_REPLICAS_UNAVAILABLE, health.message)
+    else:
+        conds.set(st.DEGRADED, False, Reason.AS_EXPECTED, "no problems found")
+
+    # Health summary (lastCheckTime moves only when the state changes: no writes while nothing changes).
+    state = UNKNOWN if not dep.exists else UNHEALTHY if (failing_pods or lost or (complete and not available
+                                                                                   and minimum > 0)) else HEALTHY
+    new_health = {"state": state, "consecutiveFailures": failures, "message": health.message if dep.exists else
+                  "no serving Deployment yet", "restarts": health.restarts}
+    if obs.model_state is not None:
+        new_health["modelState"] = obs.model_state
+    if prev_health.get("state") != state:
+        new_health["lastCheckTime"] = new_health["lastTransitionTime"] = st.timestamp(obs.now)
+        if prev_health.get("state") is not None:
+            plan.events.append((NORMAL if state == HEALTHY else WARNING, f"Health{state}", new_health["message"]))
+    else:
+        for key in ("lastCheckTime", "lastTransitionTime"):
+            if prev_health.get(key):
+                new_health[key] = prev_health[key]
+
+    status = {"observedGeneration": obs.generation, "phase": st.phase(conds.items), "conditions": conds.items,
+              "selector": names.selector_string(spec.name), "model": model}
+    if optimization:
+        status["optimization"] = optimization
+    if target is not None:
+        status["serving"] = {
+            "deployment": names.serving_name(spec.name), "service": names.serving_name(spec.name),
+            "image": target.image, "version": target.version, "replicas": dep.status_replicas,
+            "readyReplicas": dep.ready, "updatedReplicas": dep.updated, "availableReplicas": dep.available,
+            "restUrl": names.rest_url(spec.name, spec.namespace, spec.model.name),
+            "grpcAddress": names.grpc_address(spec.name, spec.namespace)}
+    if rollback:
+        status["rollback"] = rollback
+    status["health"] = new_health
+    plan.status = status
+    return plan
+
+
+def _not_ready(spec, opt_state, conds, target, matches, dep, health, ready_target, minimum, stalled):
+    """Reason and message of Ready=False (also Reconciling's while in progress): the most useful one."""
+    version = spec.model.version
+    if stalled is not None:
+        return stalled
+    if opt_state == "wait":
+        c = _cond(conds.items, st.OPTIMIZED)
+        serving = f"; version {target.version} keeps serving" if target is not None else ""
+        return c.get("reason") or Reason.OPTIMIZATION_PENDING, f"{c.get('message')}{serving}"
+    if target is None:
+        return Reason.OPTIMIZATION_PENDING, f"version {version} is not available yet"
+    if not matches:
+        return Reason.ROLLOUT_IN_PROGRESS, f"rolling out version {target.version} ({target.image})"
+    if not dep.rollout_complete:
+        return (Reason.ROLLOUT_IN_PROGRESS if health.reason in (Reason.REPLICAS_READY, Reason.MODEL_AVAILABLE)
+                else health.reason,
+                f"rolling out version {target.version}: {dep.updated} updated, {dep.available} available of "
+                f"{dep.replicas}; {health.message}")
+    if ready_target < minimum:
+        return (health.reason if health.reason not in (Reason.REPLICAS_READY, Reason.MODEL_AVAILABLE)
+                else Reason.REPLICAS_NOT_READY, f"version {target.version}: {health.message}")
+    if health.failing(target.version):
+        return health.reason, health.message
+    if dep.exists and health.model_state not in (None, "AVAILABLE"):
+        return Reason.MODEL_NOT_AVAILABLE, health.message
+    return Reason.ROLLOUT_IN_PROGRESS, f"waiting for version {target.version}: {health.message}"
+
+
+def invalid_spec_status(prev: dict, generation: int, error: Exception, now: str) -> dict:
+    """Status for a spec that cannot be parsed: Stalled=True InvalidSpec; children and figures left alone."""
+    conds = _Conditions((prev or {}).get("conditions"), generation, now)
+    message = f"{error}; fix the spec and apply it again (the children are left as they are)"
+    conds.set(st.READY, False, Reason.INVALID_SPEC, message)
+    conds.set(st.STALLED, True, Reason.INVALID_SPEC, message)
+    conds.set(st.RECONCILING, False, Reason.INVALID_SPEC, "stalled: nothing more happens until the spec changes")
+    conds.set(st.DEGRADED, True, Reason.INVALID_SPEC, message)
+    status = {k: v for k, v in (prev or {}).items() if k not in ("kopf",)}
+    status.update(observedGeneration=generation, conditions=conds.items, phase=st.phase(conds.items))
+    return status

@@ -1,0 +1,223 @@
+"""Kopf handlers: thin. Settings in one startup handler; create/update/resume call the one `reconcile()`.
+
+Registered on import (Kopf's default registry). Besides the ModelDeployment handlers:
+- indexes of our children (Deployments, Jobs, Pods, Services, ConfigMaps, HPAs, PDBs), watched with a
+  server-side label selector `app.kubernetes.io/managed-by=modeldeploy`: the reconciler's read cache, so an idle
+  reconcile sends no request at all;
+- event handlers on Deployments and Jobs that wake their ModelDeployment's monitor entry (rollouts and Jobs are
+  followed as they happen, not by polling);
+- an event handler on ModelDeployments that keeps the monitor's registry current (no finalizer, no writes).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import kopf
+
+from modeldeploy.api import names
+from modeldeploy.api.spec import API_GROUP, API_VERSION, PLURAL, SpecError, parse
+from modeldeploy.controller import apply
+from modeldeploy.controller.monitor import Monitor
+from modeldeploy.controller.reconcile import Context, reconcile
+
+try:
+    from modeldeploy.controller import metrics
+except ImportError:  # pragma: no cover
+    metrics = None
+
+log = logging.getLogger(__name__)
+
+MD = (API_GROUP, API_VERSION, PLURAL)
+OURS = f"{names.LABEL_MANAGED_BY}={names.APP_NAME}"
+LABELS = {names.LABEL_MANAGED_BY: names.APP_NAME}
+# kind -> Kopf resource selector of the children we cache.
+CHILDREN = {
+    "Deployment": ("apps", "v1", "deployments"),
+    "Job": ("batch", "v1", "jobs"),
+    "Pod": ("v1", "pods"),
+    "Service": ("v1", "services"),
+    "ConfigMap": ("v1", "configmaps"),
+    "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
+}
+ANNOTATION_PREFIX = "kopf.modeldeploy.io"
+
+
+class State:
+    """Process-wide objects built by the startup handler."""
+    ctx: Context | None = None
+    monitor: Monitor | None = None
+    indices: dict = {}
+    task: asyncio.Task | None = None
+
+
+STATE = State()
+
+
+class _QuietWatchHandlers(logging.Filter):
+    """Kopf logs "Handler 'x' succeeded" at INFO for every watch event: noise for our event handlers."""
+    QUIET = ("'md_event'", "'deployment-event'", "'job-event'")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage() if record.levelno <= logging.INFO else ""
+        return not (msg.startswith("Handler ") and msg.endswith(" succeeded.") and any(q in msg for q in self.QUIET))
+
+
+logging.getLogger("kopf.objects").addFilter(_QuietWatchHandlers())
+
+
+def plain(body) -> dict:
+    """A kopf.Body as a plain dict (top level copied; nested values are Kopf's raw, never-mutated dicts)."""
+    return {k: v for k, v in dict(body).items()}
+
+
+def _slim_pod(body) -> dict:
+    """What the health checks and Job reports need of a pod (pods are many: keep the cache small)."""
+    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    return {"metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "labels", "creationTimestamp",
+                                                 "deletionTimestamp", "resourceVersion", "ownerReferences")},
+            "spec": {"nodeName": spec.get("nodeName"),
+                     "containers": [{"name": c.get("name"), "image": c.get("image")}
+                                    for c in spec.get("containers") or ()]},
+            "status": dict(body.get("status") or {})}
+
+
+def _index_key(namespace, labels):
+    return namespace, (labels or {}).get(names.LABEL_INSTANCE, "")
+
+
+# ---------------------------------------------------------------------------------------------- indexes
+
+@kopf.index(*CHILDREN["Deployment"], labels=LABELS)
+def md_deployments(namespace, labels, body, **_):
+    return {_index_key(namespace, labels): apply.slim(plain(body))}
+
+
+@kopf.index(*CHILDREN["Job"], labels=LABELS)
+def md_jobs(namespace, labels, body, **_):
+    return {_index_key(namespace, labels): apply.slim(plain(body))}
+
+
+@kopf.index(*CHILDREN["Pod"], labels=LABELS)
+def md_pods(namespace, labels, body, **_):
+    return {_index_key(namespace, labels): _slim_pod(body)}
+
+
+@kopf.index(*CHILDREN["Service"], labels=LABELS)
+def md_services(namespace, labels, body, **_):
+    return {_index_key(namespace, labels): apply.slim(plain(body))}
+
+
+@kopf.index(*CHILDREN["ConfigMap"], labels=LABELS)
+def md_configmaps(namespace, labels, body, **_):
+    return {_index_key(namespace, labels): apply.slim(plain(body))}
+
+
+@kopf.index(*CHILDREN["HorizontalPodAutoscaler"], labels=LABELS)
+def md_hpas(namespace, labels, body, **_):
+    return {_index_key(namespace, labels): apply.slim(plain(body))}
+
+
+@kopf.index(*CHILDREN["PodDisruptionBudget"], labels=LABELS)
+def md_pdbs(namespace, labels, body, **_):
+    return {_index_key(namespace, labels): apply.slim(plain(body))}
+
+
+INDEX_OF = {"Deployment": "md_deployments", "Job": "md_jobs", "Pod": "md_pods", "Service": "md_services",
+            "ConfigMap": "md_configmaps", "HorizontalPodAutoscaler": "md_hpas", "PodDisruptionBudget": "md_pdbs"}
+
+
+def cache(kind: str, namespace: str, md_name: str) -> list[dict] | None:
+    """The reconciler's read cache: the index of `kind` for one ModelDeployment (None: not cached)."""
+    index = STATE.indices.get(INDEX_OF.get(kind, ""))
+    if index is None:
+        return None
+    store = index.get((namespace, md_name))
+    return [dict(item) for item in store] if store else []
+
+
+# ---------------------------------------------------------------------------------------------- startup
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, logger, **kwargs):
+    """Every Kopf setting we change, each with its reason; then the reconcile context and the monitor."""
+    # Kopf state in annotations, not in status: status is ours and its schema is strict (API.md).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    # Kopf's own "Handler succeeded" Events would be a write per spec change; we post one Event per transition.
+    settings.posting.level = logging.WARNING
+    # Reconnect watch streams every few minutes: a silently dropped connection must not freeze the operator.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    # Watch (and cache) only our children, never every Pod and ConfigMap of the cluster.
+    for selector in CHILDREN.values():
+        settings.watching.label_selectors[selector] = OURS
+    # Sync reconciles mostly wait on the API: more threads than Kopf's default (CPUs + 4) keeps objects moving.
+    workers = int(os.environ.get("MODELDEPLOY_WORKERS", "16"))
+    settings.execution.max_workers = workers
+
+    STATE.indices = {name: kwargs[name] for name in INDEX_OF.values() if name in kwargs}
+    from kubernetes import client as k8s_client
+    kube = apply.Kube(k8s_client.ApiClient(), cache=cache)
+    ctx = Context(kube=kube)
+    await asyncio.get_running_loop().run_in_executor(None, ctx.load_schema)
+    STATE.ctx = ctx
+    STATE.monitor = Monitor(_monitor_reconcile, _interval, workers=max(2, workers // 2))
+    STATE.task = asyncio.create_task(STATE.monitor.run(), name="modeldeploy monitor")
+    logger.info("modeldeploy: %d workers, model probes %s, interval override %s", workers,
+                "on" if ctx.probe_models else "off", ctx.interval_override)
+
+
+@kopf.on.cleanup()
+async def stop(**_):
+    """Stop the monitor loop."""
+    if STATE.task is not None:
+        STATE.task.cancel()
+
+
+def _interval(body: dict) -> float:
+    try:
+        spec = parse(body, STATE.ctx.serving_images)
+    except SpecError:
+        spec = None
+    return STATE.ctx.interval(spec)
+
+
+def _monitor_reconcile(body: dict, interval_check: bool) -> dict | None:
+    return reconcile(body, STATE.ctx, interval_check=interval_check).body
+
+
+# ---------------------------------------------------------------------------------------------- handlers
+
+@kopf.on.resume(*MD)
+@kopf.on.create(*MD)
+@kopf.on.update(*MD)
+def reconcile_handler(body, **_):
+    """Create, update and resume: one level-based reconcile (the monitor takes over from here)."""
+    try:
+        STATE.monitor.reconcile_now(plain(body))
+    except apply.ApiError as exc:
+        raise kopf.TemporaryError(str(exc), delay=10) from None
+
+
+@kopf.on.event(*MD)
+def md_event(type, body, **_):
+    """Keep the monitor's registry current (every watch event, our own status writes included)."""
+    if STATE.monitor is None:
+        return
+    deleted = type == "DELETED"
+    STATE.monitor.observe(plain(body), deleted=deleted)
+    if deleted and metrics is not None:
+        meta = body.get("metadata") or {}
+        metrics.forget_model(meta.get("namespace") or "", meta.get("name") or "")
+
+
+@kopf.on.event(*CHILDREN["Deployment"], labels=LABELS, id="deployment-event")
+@kopf.on.event(*CHILDREN["Job"], labels=LABELS, id="job-event")
+def child_event(namespace, labels, **_):
+    """A Deployment's rollout or a Job moved: reconcile its ModelDeployment soon."""
+    if STATE.monitor is not None:
+        STATE.monitor.touch(namespace, (labels or {}).get(names.LABEL_INSTANCE, ""))

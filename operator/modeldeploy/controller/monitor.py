@@ -1,0 +1,192 @@
+"""The monitor: one scheduler that re-runs `reconcile()` for every ModelDeployment on its health-check interval.
+
+Why not a Kopf timer or daemon per object: Kopf puts a finalizer on every object that has one, so deleting a
+ModelDeployment (or its namespace) would hang whenever the operator is not running, and each object would cost
+a task or a thread. Here one asyncio task keeps a registry of the objects (fed by a Kopf event handler, so no
+writes and no finalizers), runs at most `workers` reconciles at a time in a thread pool, and:
+
+- checks each object every `spec.monitoring.intervalSeconds` (an "interval check": the only kind that counts
+  towards `failureThreshold`);
+- reconciles an object within about a second when one of its children changes (`touch`, from watch events of
+  Deployments and Jobs): rollouts and Jobs are followed without polling;
+- starts an object only after a Kopf handler (create/update/resume) reconciled it once, because Kopf runs
+  those only when its caches (indexes) are filled;
+- serializes reconciles of one object (a per-object lock shared with the handlers).
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+DEBOUNCE_SECONDS = 0.5       # a child's burst of watch events becomes one reconcile
+MAX_BACKOFF_SECONDS = 60.0
+
+
+@dataclass
+class Entry:
+    """One ModelDeployment known to the monitor."""
+    body: dict
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    active: bool = False             # a Kopf handler has reconciled it at least once
+    running: bool = False
+    due: float = 0.0                 # next reconcile (monotonic)
+    next_check: float = 0.0          # next interval check (monotonic)
+    failures: int = 0
+    touched: float = 0.0             # when a child event last asked for a reconcile (monotonic)
+
+
+def _rv(body: dict) -> int:
+    rv = (body.get("metadata") or {}).get("resourceVersion") or ""
+    return int(rv) if rv.isdigit() else -1
+
+
+class Monitor:
+    """Registry + scheduler. `reconcile_fn(body, interval_check) -> body | None` (the newest body, if known)."""
+
+    def __init__(self, reconcile_fn: Callable[[dict, bool], dict | None], interval_fn: Callable[[dict], float],
+                 workers: int = 8):
+        self.reconcile_fn = reconcile_fn
+        self.interval_fn = interval_fn
+        self.entries: dict[tuple[str, str], Entry] = {}
+        self.lock = threading.RLock()     # re-entered by observe() inside locked sections
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="monitor")
+        self.workers = workers
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- registry (called from Kopf handlers, any thread) --
+    @staticmethod
+    def key(body: dict) -> tuple[str, str]:
+        meta = body.get("metadata") or {}
+        return meta.get("namespace") or "", meta.get("name") or ""
+
+    def observe(self, body: dict, deleted: bool = False) -> None:
+        """A watch event of a ModelDeployment: keep the newest body (or forget a deleted object)."""
+        key = self.key(body)
+        with self.lock:
+            if deleted:
+                self.entries.pop(key, None)
+                return
+            entry = self.entries.get(key)
+            if entry is None:
+                self.entries[key] = Entry(body=dict(body))
+            elif _rv(body) >= _rv(entry.body) or (body.get("metadata") or {}).get("uid") != \
+                    (entry.body.get("metadata") or {}).get("uid"):
+                entry.body = dict(body)
+
+    def touch(self, namespace: str, name: str, delay: float = DEBOUNCE_SECONDS) -> None:
+        """Something about this object changed (a child's event): reconcile it soon."""
+        with self.lock:
+            entry = self.entries.get((namespace, name))
+            if entry is None:
+                return
+            now = time.monotonic()
+            entry.touched = now
+            entry.due = min(entry.due, now + delay)
+        self._poke()
+
+    def _poke(self) -> None:
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _entry(self, body: dict) -> Entry:
+        self.observe(body)
+        with self.lock:
+            return self.entries[self.key(body)]
+
+    # -- reconciles --
+    def reconcile_now(self, body: dict) -> None:
+        """Reconcile from a Kopf handler (blocking; errors propagate so Kopf retries with backoff)."""
+        entry = self._entry(body)
+        with entry.lock:
+            started = time.monotonic()
+            newest = entry.body if _rv(entry.body) > _rv(body) else body
+            updated = self.reconcile_fn(newest, False)
+            with self.lock:
+                if updated is not None:
+                    self.observe(updated)
+                interval = self._interval(newest)
+                entry.active, entry.failures = True, 0
+                if entry.next_check <= started:
+                    entry.next_check = started + interval
+                self._reschedule(entry, started)
+        self._poke()
+
+    @staticmethod
+    def _reschedule(entry: Entry, started: float) -> None:
+        """Next run: the next interval check, or sooner when a child changed while we were reconciling."""
+        entry.due = entry.next_check
+        if entry.touched >= started:
+            entry.due = min(entry.due, entry.touched + DEBOUNCE_SECONDS)
+
+    def _interval(self, body: dict) -> float:
+        try:
+            return max(1.0, float(self.interval_fn(body)))
+        except Exception:  # noqa: BLE001 - an unparsable spec still gets checked, at the default pace
+            return 30.0
+
+    def _run_one(self, key: tuple[str, str]) -> None:
+        with self.lock:
+            entry = self.entries.get(key)
+        if entry is None:
+            return
+        try:
+            with entry.lock:
+                now = time.monotonic()
+                interval_check = now >= entry.next_check
+                with self.lock:
+                    body = entry.body
+                log.debug("monitor: reconciling %s/%s (interval check: %s)", key[0], key[1], interval_check)
+                updated = self.reconcile_fn(body, interval_check)
+                with self.lock:
+                    if updated is not None:
+                        self.observe(updated)
+                    interval = self._interval(entry.body)
+                    if interval_check:
+                        entry.next_check = now + interval
+                    entry.failures = 0
+                    self._reschedule(entry, now)
+        except Exception as exc:  # noqa: BLE001 - keep monitoring; retry with backoff
+            with self.lock:
+                entry.failures += 1
+                entry.due = time.monotonic() + min(MAX_BACKOFF_SECONDS, 2.0 ** entry.failures)
+            log.warning("monitor: reconcile of %s/%s failed (%s); retrying in %.0fs", key[0], key[1], exc,
+                        entry.due - time.monotonic(), extra={"namespace": key[0], "md_name": key[1]})
+        finally:
+            with self.lock:
+                entry.running = False
+            self._poke()
+
+    async def run(self, stopped: Callable[[], bool] | None = None) -> None:
+        """The scheduling loop (until cancelled): start due reconciles, at most `workers` at a time."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        try:
+            while not (stopped and stopped()):
+                self._wake.clear()
+                now = time.monotonic()
+                with self.lock:
+                    busy = sum(1 for e in self.entries.values() if e.running)
+                    due = sorted(((e.due, k) for k, e in self.entries.items()
+                                  if e.active and not e.running and e.due <= now))
+                    launch = [k for _, k in due[:max(0, self.workers - busy)]]
+                    for k in launch:
+                        self.entries[k].running = True
+                for k in launch:
+                    self._loop.run_in_executor(self.executor, self._run_one, k)
+                with self.lock:
+                    upcoming = [e.due for e in self.entries.values() if e.active and not e.running]
+                timeout = max(0.05, min(upcoming, default=now + 5.0) - time.monotonic())
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=min(timeout, 5.0))
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self.executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,200 @@
+"""Pure views of the live children: what the optimizer Job did, what the Deployment runs and how its rollout goes.
+
+The reconciler reads objects through `apply` and hands the plain dicts to these functions; nothing here talks to
+the API, so every decision can be tested with dicts.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from modeldeploy.api.names import LABEL_VERSION
+from modeldeploy.api.status import Reason
+from modeldeploy.resources import deployment as dep_builder
+from modeldeploy.resources import job as job_builder
+from modeldeploy.resources.deployment import ServingTarget
+
+RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+# Report keys copied into status.optimization as they are (the CRD lists them).
+REPORT_FIELDS = ("originalBytes", "optimizedBytes", "originalCompressedBytes", "compressedBytes",
+                 "compressionRatio", "sparsity", "metric", "baselineAccuracy", "optimizedAccuracy", "accuracyDrop",
+                 "baselineLatencyMs", "optimizedLatencyMs", "uri")
+INT_FIELDS = ("originalBytes", "optimizedBytes", "originalCompressedBytes", "compressedBytes")
+
+
+@dataclass(frozen=True)
+class JobView:
+    """The optimizer Job of one (version, hash): its state and what its pod reported."""
+    name: str
+    state: str                       # running | succeeded | failed
+    report: dict | None = None       # the optimizer's JSON (termination message), success or failure
+    reason: str = ""                 # failure: the optimizer's error reason or the Job's condition reason
+    message: str = ""                # failure: what went wrong, for the Optimized/Stalled conditions
+    start_time: str | None = None
+    completion_time: str | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    """The live serving Deployment, reduced to what the decisions need."""
+    exists: bool = False
+    target: ServingTarget | None = None
+    generation: int = 0
+    observed_generation: int = 0
+    replicas: int = 0                # spec.replicas (the HPA's choice while autoscaling)
+    status_replicas: int = 0
+    updated: int = 0
+    ready: int = 0
+    available: int = 0
+    progressing: dict = field(default_factory=dict)   # the Progressing condition
+
+    @property
+    def rollout_complete(self) -> bool:
+        """What `kubectl rollout status` waits for: every replica on the new template and available."""
+        return (self.exists and self.observed_generation >= self.generation
+                and self.updated >= self.replicas and self.status_replicas == self.updated
+                and self.available >= self.updated)
+
+    @property
+    def deadline_exceeded(self) -> bool:
+        return (self.observed_generation >= self.generation and self.progressing.get("status") == "False"
+                and self.progressing.get("reason") == "ProgressDeadlineExceeded")
+
+
+def _conditions(obj: dict) -> dict[str, dict]:
+    return {c.get("type"): c for c in ((obj.get("status") or {}).get("conditions") or ())}
+
+
+def parse_message(text: str | None) -> dict | None:
+    """The optimizer's compact JSON from a termination message; None when it is not JSON (a log tail)."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text.strip())
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _terminated(pod: dict) -> dict:
+    for c in (pod.get("status") or {}).get("containerStatuses") or ():
+        if c.get("name") == job_builder.CONTAINER:
+            return ((c.get("state") or {}).get("terminated")) or ((c.get("lastState") or {}).get("terminated")) or {}
+    return {}
+
+
+def _newest(pods: list[dict]) -> list[dict]:
+    return sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "", reverse=True)
+
+
+def job_view(job: dict, pods: list[dict]) -> JobView:
+    """Interpret a Job and its pods (any order) into a `JobView`."""
+    meta, status = job.get("metadata") or {}, job.get("status") or {}
+    conds = _conditions(job)
+    name = meta.get("name", "")
+    times = {"start_time": status.get("startTime"), "completion_time": status.get("completionTime")}
+    if conds.get("Complete", {}).get("status") == "True" or conds.get("SuccessCriteriaMet", {}).get("status") == "True":
+        report = None
+        for pod in _newest(pods):
+            if (pod.get("status") or {}).get("phase") == "Succeeded":
+                report = parse_message(_terminated(pod).get("message"))
+                if report is not None:
+                    break
+        return JobView(name=name, state=SUCCEEDED, report=report, **times)
+    failed = conds.get("Failed") or conds.get("FailureTarget") or {}
+    if failed.get("status") == "True":
+        report, reason, message = None, failed.get("reason") or "JobFailed", failed.get("message") or ""
+        for pod in _newest(pods):
+            term = _terminated(pod)
+            if not term:
+                continue
+            parsed = parse_message(term.get("message"))
+            error = (parsed or {}).get("error") or {}
+            if error:
+                report, reason, message = parsed, error.get("reason") or reason, error.get("message") or message
+            else:
+                tail = (term.get("message") or "").strip().splitlines()[-5:]
+                message = f"exit code {term.get('exitCode')}" + (": " + " | ".join(tail) if tail else "")
+            break
+        return JobView(name=name, state=FAILED, report=report, reason=reason, message=message[:2000],
+                       start_time=times["start_time"], completion_time=times["completion_time"])
+    return JobView(name=name, state=RUNNING, **times)
+
+
+def failure_reason(view: JobView) -> str:
+    """Condition reason for a failed optimization: which gate failed, else JobFailed."""
+    if view.reason == "GateFailed":
+        if "maxAccuracyDrop" in view.message:
+            return Reason.ACCURACY_GATE_FAILED
+        if "minCompression" in view.message:
+            return Reason.COMPRESSION_GATE_FAILED
+    return Reason.JOB_FAILED
+
+
+def optimization_record(report: dict | None) -> dict:
+    """The report's figures in the shape of status.optimization (missing figures are left out)."""
+    report = report or {}
+    out = {}
+    for key in REPORT_FIELDS:
+        value = report.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        if key in INT_FIELDS:
+            out[key] = int(value)
+        elif key in ("metric", "uri"):
+            out[key] = str(value)
+        else:
+            out[key] = float(value)
+    latency = report.get("latency") or {}
+    if latency.get("baselineB32") is not None:
+        out["baselineLatencyB32Ms"] = float(latency["baselineB32"])
+    if latency.get("savedModelB32") is not None:
+        out["optimizedLatencyB32Ms"] = float(latency["savedModelB32"])
+    if report.get("quantize"):
+        out["quantization"] = str(report["quantize"])
+    return out
+
+
+def target_of_template(template: dict) -> ServingTarget | None:
+    """The (version, image, uri) a Deployment's pod template serves, or None when it is not ours."""
+    meta, spec = template.get("metadata") or {}, template.get("spec") or {}
+    version = (meta.get("labels") or {}).get(LABEL_VERSION)
+    image = next((c.get("image") for c in spec.get("containers") or () if c.get("name") == dep_builder.CONTAINER),
+                 None)
+    init = next((c for c in spec.get("initContainers") or () if c.get("name") == dep_builder.INIT_CONTAINER), {})
+    args = init.get("args") or []
+    if version is None or not str(version).isdigit() or image is None or not args:
+        return None
+    return ServingTarget(version=int(version), image=image, uri=args[0])
+
+
+def deployment_view(dep: dict | None) -> DeploymentView:
+    """Interpret the live Deployment (None when it does not exist)."""
+    if not dep:
+        return DeploymentView()
+    meta, spec, status = dep.get("metadata") or {}, dep.get("spec") or {}, dep.get("status") or {}
+    return DeploymentView(
+        exists=True,
+        target=target_of_template(spec.get("template") or {}),
+        generation=int(meta.get("generation") or 0),
+        observed_generation=int(status.get("observedGeneration") or 0),
+        replicas=int(spec.get("replicas") if spec.get("replicas") is not None else 1),
+        status_replicas=int(status.get("replicas") or 0),
+        updated=int(status.get("updatedReplicas") or 0),
+        ready=int(status.get("readyReplicas") or 0),
+        available=int(status.get("availableReplicas") or 0),
+        progressing=_conditions(dep).get("Progressing") or {},
+    )
+
+
+def is_ready_pod_of(pod: dict, target: ServingTarget) -> bool:
+    """True when the pod runs `target` (version label and TF Serving image) and is Ready."""
+    meta = pod.get("metadata") or {}
+    if meta.get("deletionTimestamp") or (meta.get("labels") or {}).get(LABEL_VERSION) != str(target.version):
+        return False
+    images = [c.get("image") for c in (pod.get("spec") or {}).get("containers") or ()
+              if c.get("name") == dep_builder.CONTAINER]
+    if images and images[0] != target.image:
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or ())

@@ -1,0 +1,236 @@
+"""`reconcile()`: the one level-based, idempotent pass every handler and the monitor call.
+
+read (children from the watch cache, storage only when the Job cannot tell) -> `decide()` (pure) -> act (create
+the Job, apply the serving children for the chosen target, delete what must not exist) -> write status only
+when it changed -> post the Events of this transition. Running it twice in a row writes nothing the second time.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from modeldeploy.api import names
+from modeldeploy.api import spec as specmod
+from modeldeploy.api.crd import status_schema as bundled_status_schema
+from modeldeploy.controller import apply, decide, health, observe, published
+from modeldeploy.resources import job as job_builder
+from modeldeploy.resources.common import OperatorImages, operator_images_from_env
+from modeldeploy.resources.render import build_serving
+
+try:  # the observability helper's modules; the reconciler works without them
+    from modeldeploy.controller import metrics
+except ImportError:  # pragma: no cover
+    metrics = None
+try:
+    from modeldeploy.resources import servicemonitor
+except ImportError:  # pragma: no cover
+    servicemonitor = None
+
+log = logging.getLogger(__name__)
+
+
+def _env_float(name: str, default: float | None) -> float | None:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+@dataclass
+class Context:
+    """Process-wide settings and clients for reconciles (built once at startup)."""
+    kube: apply.Kube
+    serving_images: specmod.ServingImages = field(default_factory=specmod.images_from_env)
+    tool_images: OperatorImages = field(default_factory=operator_images_from_env)
+    # MODELDEPLOY_RECONCILE_INTERVAL: overrides spec.monitoring.intervalSeconds (tests use a few seconds).
+    interval_override: float | None = field(default_factory=lambda: _env_float("MODELDEPLOY_RECONCILE_INTERVAL", None))
+    # TF Serving's model endpoint is probed only from inside the cluster network (pod IPs are not routable
+    # elsewhere); MODELDEPLOY_PROBE_MODELS=1/0 forces it on/off.
+    probe_models: bool = field(default_factory=lambda: os.environ.get(
+        "MODELDEPLOY_PROBE_MODELS", "1" if os.environ.get("KUBERNETES_SERVICE_HOST") else "0") == "1")
+    probe_timeout: float = field(default_factory=lambda: _env_float("MODELDEPLOY_PROBE_TIMEOUT", 1.0))
+    instance: str = field(default_factory=lambda: os.environ.get("POD_NAME", "") or os.uname().nodename)
+    status_schema: dict | None = None
+    _published: dict = field(default_factory=dict)
+
+    def load_schema(self) -> None:
+        """The status schema of the installed CRD (else the bundled one): computed status is pruned to it."""
+        self.status_schema = self.kube.status_schema() or bundled_status_schema()
+
+    def interval(self, spec: specmod.ModelDeploymentSpec | None) -> float:
+        """Seconds between health checks of one ModelDeployment."""
+        if self.interval_override:
+            return self.interval_override
+        return float(spec.monitoring.interval_seconds if spec is not None else 30)
+
+
+@dataclass
+class Result:
+    """What one reconcile did (for logs, tests and the monitor's scheduling)."""
+    status_written: bool = False
+    actions: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+    error: str | None = None
+    body: dict | None = None          # the ModelDeployment as returned by the status patch
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _job_pods(pods: list[dict], job: str) -> list[dict]:
+    return [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get("job-name") == job
+            or ((p.get("metadata") or {}).get("labels") or {}).get("batch.kubernetes.io/job-name") == job]
+
+
+def _component(obj: dict) -> str | None:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(names.LABEL_COMPONENT)
+
+
+def _needs_storage(spec: specmod.ModelDeploymentSpec, status: dict, job: observe.JobView | None) -> bool:
+    """Only when the Job cannot tell: no Job yet and no record, or a finished Job without a report."""
+    if spec.optimization is None:
+        return False
+    record = status.get("optimization") or {}
+    if record.get("version") == spec.model.version and record.get("hash") == specmod.optimization_hash(spec) \
+            and (record.get("uri") or record.get("message")):
+        return False
+    if job is None:
+        return True
+    return (job.state == observe.SUCCEEDED and not job.report) or \
+        (job.state == observe.FAILED and job.reason == "AlreadyPublished")
+
+
+def _storage_check(ctx: Context, spec: specmod.ModelDeploymentSpec) -> tuple[bool | None, dict | None]:
+    uri = specmod.source_uri(spec, spec.model.version)
+    key = (spec.namespace, uri)
+    if key in ctx._published:          # a published version stays published: ask storage once
+        return ctx._published[key]
+    creds = ctx.kube.secret_data(spec.namespace, spec.model.storage_secret) if spec.model.storage_secret else {}
+    answer = published.check(uri, creds)
+    if answer[0]:
+        ctx._published[key] = answer
+    return answer
+
+
+def _model_state(ctx: Context, spec, pods: list[dict], target) -> str | None:
+    if not ctx.probe_models or target is None:
+        return None
+    for pod in pods:
+        ip = (pod.get("status") or {}).get("podIP")
+        if ip and observe.is_ready_pod_of(pod, target):
+            return health.probe_model(f"http://{ip}:{names.REST_PORT}/v1/models/{spec.model.name}",
+                                      target.version, ctx.probe_timeout)
+    return None
+
+
+def reconcile(body: dict, ctx: Context, *, interval_check: bool = False, now: str | None = None) -> Result:
+    """Bring one ModelDeployment's children and status to what its spec asks for. Raises apply.ApiError."""
+    started = time.monotonic()
+    error = True
+    try:
+        result = _reconcile(body, ctx, interval_check=interval_check, now=now or _now())
+        error = False
+        return result
+    finally:
+        if metrics is not None:
+            metrics.observe_reconcile(time.monotonic() - started, error)
+
+
+def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> Result:
+    kube = ctx.kube
+    meta = body["metadata"]
+    ns, name, generation = meta["namespace"], meta["name"], int(meta.get("generation") or 1)
+    old_status = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
+    result = Result()
+    try:
+        spec = specmod.parse(body, ctx.serving_images)
+    except specmod.SpecError as exc:
+        new = apply.prune(decide.invalid_spec_status(old_status, generation, exc, now), ctx.status_schema)
+        _write_status(ctx, body, old_status, new, result)
+        return result
+
+    owner = apply.owner_reference(body)
+    kids = {kind: kube.children(kind, ns, name) for kind in apply.CHILD_KINDS}
+    pods = kids["Pod"]
+    job_name = job_builder.job_name(spec) if spec.optimization is not None else None
+    job = apply.first(kids["Job"], job_name) if job_name else None
+    job_view = observe.job_view(job, _job_pods(pods, job_name)) if job is not None else None
+    is_published, report = (None, None)
+    if _needs_storage(spec, old_status, job_view):
+        is_published, report = _storage_check(ctx, spec)
+    dep = apply.first(kids["Deployment"], names.serving_name(name))
+    dep_view = observe.deployment_view(dep)
+    serving_pods = [p for p in pods if _component(p) == names.COMPONENT_SERVING]
+    obs = decide.Observed(generation=generation, status=old_status, now=now, job=job_view, published=is_published,
+                          published_report=report, deployment=dep_view, pods=tuple(serving_pods),
+                          model_state=_model_state(ctx, spec, serving_pods, dep_view.target),
+                          interval_check=interval_check)
+    plan = decide.decide(spec, obs)
+
+    if plan.create_job:
+        action, _ = kube.create(job_builder.build_job(spec, images=ctx.tool_images), owner)
+        result.actions.append(f"job {action}")
+    if plan.target is not None:
+        for kind, desired in build_serving(spec, plan.target, ctx.tool_images).items():
+            live = apply.first(kids[kind], names.config_map_name(name) if kind == "ConfigMap" else
+                               names.serving_name(name))
+            if desired is None:
+                if live is not None and apply.owned_by(live, owner["uid"]):
+                    kube.delete(kind, live)
+                    result.actions.append(f"{kind} deleted")
+                continue
+            action, _ = kube.ensure(desired, owner, live)
+            if action != "unchanged":
+                result.actions.append(f"{kind} {action}")
+        _service_monitor(ctx, spec, owner, result)
+
+    new_status = apply.prune(plan.status, ctx.status_schema)
+    _write_status(ctx, body, old_status, new_status, result)
+    for type_, reason, message in plan.events:
+        kube.post_event(body, type_, reason, message, ctx.instance)
+        result.events.append((type_, reason, message))
+        _observe_event(spec, reason, old_status, new_status)
+    if metrics is not None:
+        metrics.observe_model(dict(body, status=new_status))
+    if result.actions or result.events:
+        log.info("reconciled %s/%s: %s", ns, name, "; ".join(result.actions + [e[1] for e in result.events]),
+                 extra={"namespace": ns, "md_name": name})
+    return result
+
+
+def _write_status(ctx: Context, body: dict, old: dict, new: dict, result: Result) -> None:
+    obj = ctx.kube.patch_status(body, old, new)
+    if obj is not None:
+        result.status_written = True
+        result.body = obj
+
+
+def _service_monitor(ctx: Context, spec, owner: dict, result: Result) -> None:
+    """Apply the ServiceMonitor when the Prometheus Operator's CRD is installed (checked every few minutes)."""
+    if servicemonitor is None or not ctx.kube.crd_exists(f"{servicemonitor.GROUP}/v1", servicemonitor.PLURAL):
+        return
+    desired = servicemonitor.build_servicemonitor(spec)
+    live = ctx.kube.get("ServiceMonitor", spec.namespace, names.serving_name(spec.name))
+    if desired is None:
+        if live is not None and apply.owned_by(live, owner["uid"]):
+            ctx.kube.delete("ServiceMonitor", live)
+            result.actions.append("ServiceMonitor deleted")
+        return
+    action, _ = ctx.kube.ensure(desired, owner, live)
+    if action != "unchanged":
+        result.actions.append(f"ServiceMonitor {action}")
+
+
+def _observe_event(spec, reason: str, old: dict, new: dict) -> None:
+    if metrics is None:
+        return
+    if reason == "RolledBack":
+        metrics.inc_rollback(spec.namespace, spec.name)
+    opt = new.get("optimization") or {}
+    if reason in ("JobSucceeded", "JobFailed", "AccuracyGateFailed", "CompressionGateFailed") \
+            and opt.get("startTime") and opt.get("completionTime"):
+        fmt = "%Y-%m-%dT%H:%M:%SZ"
+        seconds = (datetime.strptime(opt["completionTime"], fmt) - datetime.strptime(opt["startTime"], fmt))
+        metrics.observe_optimization(seconds.total_seconds())

@@ -1,0 +1,332 @@
+"""The reconciler's pure decisions: optimization, rollout, health, rollback and kstatus-exact status.
+
+Scenarios feed `decide()` plain dicts (a Deployment, pods, a Job view) and check the plan; every status it
+produces also passes the kstatus checker the end-to-end tests use, and feeding a status back with the same
+observation changes nothing (zero writes when idle).
+"""
+from __future__ import annotations
+
+import pytest
+
+from modeldeploy.api import spec as specmod
+from modeldeploy.api.status import get_condition
+from modeldeploy.controller import decide as dc
+from modeldeploy.controller.observe import JobView, deployment_view, job_view
+from modeldeploy.resources.deployment import ServingTarget, build_deployment
+from tests.kstatus import check_kstatus
+
+NOW = "2025-01-01T00:00:00Z"
+LATER = "2025-01-01T00:05:00Z"
+OPT = {"pruning": {"sparsity": 0.5}, "quantization": {"mode": "dynamic"},
+       "outputUri": "s3://models/digits/optimized"}
+REPORT = {"ok": True, "version": 2, "quantize": "dynamic", "sparsity": 0.5, "compressionRatio": 3.2,
+          "accuracyDrop": 0.004, "baselineAccuracy": 0.97, "optimizedAccuracy": 0.966, "originalBytes": 1000,
+          "optimizedBytes": 500, "originalCompressedBytes": 900, "compressedBytes": 281,
+          "uri": "s3://models/digits/optimized/2", "metric": "accuracy", "latency": {"baselineB32": 1.5}}
+
+
+def md(version=1, generation=1, **spec):
+    body = {"model": {"uri": "s3://models/digits/base", "version": version, "storageSecret": "model-store"},
+            "monitoring": {"failureThreshold": 2}}
+    body.update(spec)
+    return specmod.parse({"metadata": {"name": "digits", "namespace": "ml"}, "spec": body})
+
+
+def deployment(spec, target=None, *, ready=None, replicas=None, updated=None, available=None, old=0,
+               progressing=("True", "NewReplicaSetAvailable", "ok"), observed=True):
+    """A live Deployment built from our own builder, with a status."""
+    dep = build_deployment(spec, target)
+    n = replicas if replicas is not None else dep["spec"].get("replicas", 1)
+    dep["spec"]["replicas"] = n
+    dep["metadata"]["generation"] = 2
+    ready = n if ready is None else ready
+    updated = n if updated is None else updated
+    dep["status"] = {"observedGeneration": 2 if observed else 1, "replicas": updated + old,
+                     "updatedReplicas": updated, "readyReplicas": ready,
+                     "availableReplicas": ready if available is None else available,
+                     "conditions": [{"type": "Progressing", "status": progressing[0], "reason": progressing[1],
+                                     "message": progressing[2]}]}
+    return dep
+
+
+def pod(name, version, *, image="tensorflow/serving:2.21.0", ready=True, waiting=None, last=None, restarts=0,
+        unschedulable=None):
+    status = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+              "containerStatuses": [{"name": "tf-serving", "restartCount": restarts,
+                                     "state": {"waiting": {"reason": waiting, "message": "back-off"}} if waiting
+                                     else {"running": {}},
+                                     **({"lastState": {"terminated": last}} if last else {})}]}
+    if unschedulable:
+        status = {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable}]}
+    return {"metadata": {"name": name, "labels": {"modeldeploy.io/version": str(version)}},
+            "spec": {"containers": [{"name": "tf-serving", "image": image}]}, "status": status}
+
+
+def observe(status=None, generation=1, **kw):
+    return dc.Observed(generation=generation, status=status or {}, now=kw.pop("now", NOW), **kw)
+
+
+def checked(spec, obs, generation=1):
+    """decide(), then the kstatus checker on the result, then idempotence: same inputs again change nothing."""
+    plan = dc.decide(spec, obs)
+    body = {"kind": "ModelDeployment", "metadata": {"name": "digits", "generation": generation},
+            "status": plan.status}
+    assert check_kstatus(body, settled=True) == []
+    again = dc.decide(spec, dc.Observed(**{**obs.__dict__, "status": plan.status, "now": LATER,
+                                           "interval_check": False}))
+    if not plan.rolled_back:
+        assert again.status == plan.status, "a second identical reconcile must not change status"
+        assert again.events == [] and again.create_job == plan.create_job and again.target == plan.target
+    return plan
+
+
+def cond(plan, type_):
+    c = get_condition(plan.status["conditions"], type_)
+    return c["status"], c["reason"], c["message"]
+
+
+def serving(spec, version=None):
+    version = version or spec.model.version
+    return ServingTarget(version, spec.serving.image, specmod.source_uri(spec, version))
+
+
+# ------------------------------------------------------------------------------------------------ as is
+
+def test_first_reconcile_no_optimization_starts_rollout():
+    spec = md()
+    plan = checked(spec, observe())
+    assert plan.target == serving(spec) and not plan.create_job
+    assert cond(plan, "Ready")[:2] == ("False", "RolloutInProgress")
+    assert cond(plan, "Reconciling")[0] == "True" and cond(plan, "Stalled")[0] == "False"
+    assert cond(plan, "Optimized")[:2] == ("True", "NotRequested")
+    assert plan.events == [("Normal", "RolloutStarted", "rolling out version 1 (tensorflow/serving:2.21.0)")]
+    assert plan.status["model"] == {"requestedVersion": 1, "uri": "s3://models/digits/base"}
+    assert "servingVersion" not in plan.status["model"]
+
+
+def test_rollout_complete_is_ready_and_records_last_good():
+    spec = md()
+    first = dc.decide(spec, observe())
+    plan = checked(spec, observe(first.status, deployment=deployment_view(deployment(spec)),
+                                 pods=(pod("digits-a", 1),)))
+    assert cond(plan, "Ready") == ("True", "ReplicasReady", "version 1 serves on 1 ready replicas: 1/1 replicas ready")
+    assert cond(plan, "Available")[0] == "True" and cond(plan, "Degraded")[0] == "False"
+    assert cond(plan, "Reconciling")[0] == "False"
+    assert plan.status["model"]["servingVersion"] == 1 and plan.status["model"]["lastGoodVersion"] == 1
+    assert plan.status["model"]["lastGoodImage"] == "tensorflow/serving:2.21.0"
+    assert plan.status["phase"] == "Ready" and plan.status["health"]["state"] == "Healthy"
+    assert ("Normal", "RolloutCompleted", "version 1 serves on 1 ready replicas") in plan.events
+    assert plan.status["serving"]["restUrl"] == "http://digits.ml.svc:8501/v1/models/digits"
+
+
+def test_ready_needs_minimum_replicas_of_the_target_version():
+    spec = md(autoscaling={"minReplicas": 2, "maxReplicas": 4})
+    dep = deployment_view(deployment(spec, replicas=2, ready=1, available=1))
+    plan = checked(spec, observe(deployment=dep, pods=(pod("a", 1), pod("b", 1, ready=False))))
+    assert cond(plan, "Ready")[0] == "False" and cond(plan, "Reconciling")[0] == "True"
+    assert cond(plan, "Available") == ("False", "ReplicasNotReady", "1/2 replicas ready: pod b ReplicasNotReady: "
+                                                                    "not ready (Running)")
+
+
+def test_scaled_to_zero_is_ready_with_reason():
+    spec = md(serving={"replicas": 0})
+    plan = checked(spec, observe(deployment=deployment_view(deployment(spec))))
+    assert cond(plan, "Ready")[:2] == ("True", "ScaledToZero")
+    assert cond(plan, "Available")[:2] == ("False", "ScaledToZero")
+
+
+def test_unschedulable_gpu_message_reaches_conditions():
+    spec = md(serving={"gpus": 16})
+    msg = "0/4 nodes are available: 2 Insufficient nvidia.com/gpu, 2 node(s) didn't match Pod's node affinity/selector."
+    dep = deployment_view(deployment(spec, ready=0, available=0, updated=1,
+                                     progressing=("True", "ReplicaSetUpdated", "progressing")))
+    plan = checked(spec, observe(deployment=dep, pods=(pod("digits-7f9c", 1, unschedulable=msg),)))
+    assert cond(plan, "Available") == ("False", "Unschedulable", f"0/1 replicas ready: pod digits-7f9c Unschedulable: {msg}")
+    assert cond(plan, "Ready")[1] == "Unschedulable" and cond(plan, "Reconciling")[0] == "True"
+    # The progress deadline then says the rollout failed: with no earlier version there is nothing to roll back to.
+    dep = deployment_view(deployment(spec, ready=0, available=0, updated=1,
+                                     progressing=("False", "ProgressDeadlineExceeded", 'ReplicaSet "x" has timed out progressing.')))
+    plan = checked(spec, observe(plan.status, deployment=dep, pods=(pod("digits-7f9c", 1, unschedulable=msg),)))
+    status, reason, message = cond(plan, "Stalled")
+    assert (status, reason) == ("True", "ProgressDeadlineExceeded") and "no earlier good version" in message
+    assert "Insufficient nvidia.com/gpu" in message and cond(plan, "Reconciling")[0] == "False"
+    assert plan.target == serving(spec) and not plan.rolled_back
+
+
+# ------------------------------------------------------------------------------------------------ optimization
+
+def test_optimization_creates_job_once_and_serves_nothing_yet():
+    spec = md(version=2, optimization=OPT)
+    plan = checked(spec, observe())
+    assert plan.create_job and plan.target is None
+    assert cond(plan, "Optimized")[:2] == ("False", "JobRunning")
+    assert cond(plan, "Ready")[:2] == ("False", "JobRunning") and plan.status["phase"] == "Optimizing"
+    assert plan.events[0][:2] == ("Normal", "JobStarted")
+    assert plan.status["optimization"] == {"job": f"digits-opt-2-{specmod.optimization_hash(spec)}", "version": 2,
+                                           "hash": specmod.optimization_hash(spec)}
+
+
+def test_job_running_waits_and_old_version_keeps_serving():
+    spec1, spec = md(version=1, optimization=OPT), md(version=2, generation=2, optimization=OPT)
+    old = serving(spec1, 1)
+    dep = deployment_view(deployment(spec1, old))
+    prev = dc.decide(spec1, observe(deployment=dep, pods=(pod("a", 1),),
+                                    published=True, published_report=dict(REPORT, version=1))).status
+    name = f"digits-opt-2-{specmod.optimization_hash(spec)}"
+    plan = checked(spec, observe(prev, generation=2, job=JobView(name=name, state="running",
+                                                                 start_time=NOW), deployment=dep,
+                                 pods=(pod("a", 1),)), generation=2)
+    assert plan.target == old and not plan.create_job
+    assert cond(plan, "Ready") == ("False", "JobRunning", f"Job {name} is optimizing version 2; version 1 keeps serving")
+    assert plan.status["model"]["servingVersion"] == 1
+
+
+def test_job_success_records_report_and_rolls_out():
+    spec = md(version=2, optimization=OPT)
+    name = f"digits-opt-2-{specmod.optimization_hash(spec)}"
+    job = {"metadata": {"name": name}, "status": {"startTime": NOW, "completionTime": LATER,
+                                                 "conditions": [{"type": "Complete", "status": "True"}]}}
+    jpod = {"metadata": {"name": name + "-x", "creationTimestamp": NOW},
+            "status": {"phase": "Succeeded", "containerStatuses": [{"name": "optimizer", "state": {"terminated": {
+                "exitCode": 0, "message": __import__("json").dumps(REPORT)}}}]}}
+    plan = checked(spec, observe(job=job_view(job, [jpod])))
+    opt = plan.status["optimization"]
+    assert opt["compressionRatio"] == 3.2 and opt["accuracyDrop"] == 0.004 and opt["quantization"] == "dynamic"
+    assert opt["uri"] == "s3://models/digits/optimized/2" and opt["completionTime"] == LATER
+    assert opt["baselineLatencyB32Ms"] == 1.5 and opt["originalBytes"] == 1000
+    assert cond(plan, "Optimized")[:2] == ("True", "JobSucceeded")
+    assert plan.target == serving(spec) and plan.target.uri == "s3://models/digits/optimized/2"
+
+
+@pytest.mark.parametrize("message,reason", [
+    ("accuracy drop 0.0500 exceeds maxAccuracyDrop 0.0100 (baseline 0.97, optimized 0.92); nothing was published",
+     "AccuracyGateFailed"),
+    ("compression 1.20x is below minCompression 2.00x (gzip 1 -> 1 bytes); nothing was published",
+     "CompressionGateFailed"),
+])
+def test_gate_failure_stalls_and_leaves_old_version_serving(message, reason):
+    spec1, spec = md(version=1), md(version=2, generation=2, optimization=OPT)
+    old = serving(spec1, 1)
+    dep = deployment_view(deployment(spec1, old))
+    prev = dc.decide(spec1, observe(deployment=dep, pods=(pod("a", 1),))).status
+    name = f"digits-opt-2-{specmod.optimization_hash(spec)}"
+    term = {"ok": False, "error": {"reason": "GateFailed", "exitCode": 8, "message": message}}
+    job = {"metadata": {"name": name}, "status": {"conditions": [{"type": "Failed", "status": "True",
+                                                                  "reason": "PodFailurePolicy"}]}}
+    jpod = {"metadata": {"name": "p"}, "status": {"phase": "Failed", "containerStatuses": [
+        {"name": "optimizer", "state": {"terminated": {"exitCode": 8, "message": __import__("json").dumps(term)}}}]}}
+    plan = checked(spec, observe(prev, generation=2, job=job_view(job, [jpod]), deployment=dep, pods=(pod("a", 1),)),
+                   generation=2)
+    assert plan.target == old and not plan.create_job
+    assert cond(plan, "Optimized")[:2] == ("False", reason) and message in cond(plan, "Optimized")[2]
+    stalled = cond(plan, "Stalled")
+    assert stalled[:2] == ("True", reason) and "version 1 keeps serving" in stalled[2]
+    assert cond(plan, "Ready")[0] == "False" and cond(plan, "Available")[0] == "True"
+    assert cond(plan, "Reconciling")[0] == "False" and plan.status["model"]["failedVersion"] == 2
+    assert plan.events == [("Warning", reason, cond(plan, "Optimized")[2])]
+    # Latched: even without the Job (deleted by its TTL), this generation does not retry.
+    again = dc.decide(spec, observe(plan.status, generation=2, deployment=dep, pods=(pod("a", 1),)))
+    assert not again.create_job and again.status == plan.status
+
+
+def test_already_published_version_is_served_without_a_job():
+    spec = md(version=2, optimization=OPT)
+    plan = checked(spec, observe(published=True, published_report=REPORT))
+    assert not plan.create_job and plan.target == serving(spec)
+    assert cond(plan, "Optimized")[:2] == ("True", "AlreadyPublished")
+    assert plan.status["optimization"]["compressionRatio"] == 3.2
+
+
+# ------------------------------------------------------------------------------------------------ rollback
+
+def _serving_v1_then_v2(failure_threshold=2, rollback=True, image2=None):
+    serving_spec = {"image": image2} if image2 else {}
+    spec1 = md(version=1, monitoring={"failureThreshold": failure_threshold, "rollback": rollback})
+    spec2 = md(version=2, generation=2, serving=serving_spec,
+               monitoring={"failureThreshold": failure_threshold, "rollback": rollback})
+    dep1 = deployment_view(deployment(spec1))
+    good = dc.decide(spec1, observe(dc.decide(spec1, observe()).status, deployment=dep1, pods=(pod("a", 1),))).status
+    assert good["model"]["lastGoodVersion"] == 1
+    return spec1, spec2, good
+
+
+CRASH = dict(waiting="CrashLoopBackOff", last={"exitCode": 1, "reason": "Error"}, restarts=3, ready=False)
+
+
+def test_crash_loop_of_new_version_rolls_back_after_threshold():
+    spec1, spec2, good = _serving_v1_then_v2()
+    plan = checked(spec2, observe(good, generation=2, deployment=deployment_view(deployment(spec1)),
+                                  pods=(pod("a", 1),)), generation=2)
+    assert plan.target == serving(spec2) and ("Normal", "RolloutStarted",
+                                              "rolling out version 2 (tensorflow/serving:2.21.0)") in plan.events
+    rolling = deployment_view(deployment(spec2, ready=1, updated=1, available=1, old=1,
+                                         progressing=("True", "ReplicaSetUpdated", "")))
+    pods = (pod("a", 1), pod("b", 2, **CRASH))
+    status = plan.status
+    for check in (1, 2):
+        plan = dc.decide(spec2, observe(status, generation=2, deployment=rolling, pods=pods, interval_check=True))
+        status = plan.status
+        if check == 1:
+            assert not plan.rolled_back and status["health"]["consecutiveFailures"] == 1
+            assert cond(plan, "Degraded")[:2] == ("True", "CrashLoopBackOff")
+            assert cond(plan, "Reconciling")[:2] == ("True", "CrashLoopBackOff")
+    assert plan.rolled_back and plan.target == serving(spec1, 1)
+    stalled = cond(plan, "Stalled")
+    assert stalled[:2] == ("True", "RolledBack") and "rolled back to version 1" in stalled[2]
+    assert "CrashLoopBackOff" in stalled[2] and cond(plan, "Degraded")[:2] == ("True", "RolledBack")
+    assert status["rollback"]["count"] == 1 and status["rollback"]["fromVersion"] == 2
+    assert status["model"]["failedVersion"] == 2 and status["model"]["lastGoodVersion"] == 1
+    assert [e[:2] for e in plan.events] == [("Warning", "RolledBack")]
+    # The rollback completes: Ready=True on version 1 with Degraded and Stalled (kstatus: rolled back).
+    back = deployment_view(deployment(spec2, serving(spec1, 1)))
+    done = checked(spec2, observe(status, generation=2, deployment=back, pods=(pod("a", 1),)), generation=2)
+    assert done.target == serving(spec1, 1) and not done.rolled_back
+    assert cond(done, "Ready")[0] == "True" and "rolled back from version 2" in cond(done, "Ready")[2]
+    assert cond(done, "Stalled")[:2] == ("True", "RolledBack") and cond(done, "Degraded")[0] == "True"
+    assert done.status["rollback"]["count"] == 1 and done.status["phase"] == "Failed"
+    # A spec change (generation 3) retries version 2.
+    retry = dc.decide(spec2, observe(done.status, generation=3, deployment=back, pods=(pod("a", 1),)))
+    assert retry.target == serving(spec2) and cond(retry, "Stalled")[0] == "False"
+
+
+def test_progress_deadline_rolls_back_at_once_with_image_of_last_good():
+    spec1, spec2, good = _serving_v1_then_v2(image2="tensorflow/serving:crashloop")
+    stuck = deployment_view(deployment(spec2, ready=1, updated=1, available=1, old=1,
+                                       progressing=("False", "ProgressDeadlineExceeded", "timed out")))
+    plan = dc.decide(spec2, observe(good, generation=2, deployment=stuck, pods=(pod("a", 1),)))
+    assert plan.rolled_back and plan.target == ServingTarget(1, "tensorflow/serving:2.21.0", "s3://models/digits/base")
+    assert plan.status["rollback"]["lastReason"] == "ProgressDeadlineExceeded"
+
+
+def test_rollback_disabled_keeps_new_version_and_stalls():
+    spec1, spec2, good = _serving_v1_then_v2(rollback=False)
+    stuck = deployment_view(deployment(spec2, ready=1, updated=1, available=1, old=1,
+                                       progressing=("False", "ProgressDeadlineExceeded", "timed out")))
+    plan = checked(spec2, observe(good, generation=2, deployment=stuck, pods=(pod("a", 1),)), generation=2)
+    assert not plan.rolled_back and plan.target == serving(spec2)
+    assert cond(plan, "Stalled")[:2] == ("True", "ProgressDeadlineExceeded")
+    assert "monitoring.rollback is false" in cond(plan, "Stalled")[2]
+    assert cond(plan, "Degraded")[0] == "True" and cond(plan, "Ready")[0] == "False"
+
+
+def test_established_version_crashing_is_degraded_not_rolled_back():
+    spec1, _, good = _serving_v1_then_v2()
+    dep = deployment_view(deployment(spec1, replicas=2, ready=1, available=1))
+    pods = (pod("a", 1), pod("b", 1, waiting="CrashLoopBackOff", last={"exitCode": 137, "reason": "OOMKilled"},
+                                  ready=False))
+    status = good
+    for _ in range(4):
+        plan = dc.decide(spec1, observe(status, deployment=dep, pods=pods, interval_check=True))
+        status = plan.status
+    assert not plan.rolled_back and cond(plan, "Stalled")[0] == "False"
+    assert cond(plan, "Degraded")[:2] == ("True", "OOMKilled") and "raise its memory limit" in cond(plan, "Degraded")[2]
+    assert status["health"]["state"] == "Unhealthy"
+
+
+def test_invalid_spec_status():
+    status = dc.invalid_spec_status({}, 3, specmod.SpecError("spec.autoscaling.maxReplicas", "must be >= 2"), NOW)
+    body = {"metadata": {"generation": 3}, "status": status}
+    assert check_kstatus(body, settled=True) == []
+    c = get_condition(status["conditions"], "Stalled")
+    assert (c["status"], c["reason"]) == ("True", "InvalidSpec") and "spec.autoscaling.maxReplicas" in c["message"]
