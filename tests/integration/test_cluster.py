@@ -154,7 +154,9 @@ def test_job_pod_runs_locally_writes_s3_and_termination_message(kubectl, namespa
         with open("/dev/termination-log", "w") as f:
             f.write('{{"uploaded": "' + os.environ["KEY"] + '"}}')
     """
-    job = optimizer_job("writer", script, container={"env": [{"name": "KEY", "value": key}]})
+    # FallbackToLogsOnError: if the script dies, its traceback becomes the message the assertion shows.
+    job = optimizer_job("writer", script, container={"env": [{"name": "KEY", "value": key}],
+                                                     "terminationMessagePolicy": "FallbackToLogsOnError"})
     apply(kubectl, job, namespace)
     cond = wait_for(lambda: job_condition(kubectl, "writer", namespace), 120, "Job writer to finish")
     pods = job_pods(kubectl, "writer", namespace)
