@@ -39,7 +39,11 @@ fi
 hack/cluster-up.sh "${mode[@]}" || { echo "test: hack/cluster-up.sh failed" >&2; exit 1; }
 mark "cluster-up"
 
-.venv/bin/python -m pytest tests "$@"
+# Arguments that name test paths replace the default `tests` (make test PYTEST_ARGS=tests/unit); other
+# arguments are options added to it (PYTEST_ARGS="-k gpu -x").
+targets=(tests)
+for arg in "$@"; do [[ $arg != -* && -e ${arg%%::*} ]] && targets=(); done
+"${MD_VENV:-.venv}/bin/python" -m pytest "${targets[@]}" "$@"
 code=$?
 mark "pytest"
 
