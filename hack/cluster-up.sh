@@ -228,7 +228,8 @@ start_kwok() {
   } >"$cfg.new"
   if is_running kwok "$BIN/kwok" && ! cmp -s "$cfg.new" "$cfg"; then
     log "kwok configuration changed: restarting kwok"
-    kill "$(pid_of kwok)"; sleep 1
+    kill "$(pid_of kwok)"
+    for _ in {1..40}; do kill -0 "$(pid_of kwok)" 2>/dev/null || break; sleep 0.25; done
   fi
   mv "$cfg.new" "$cfg"
   is_running kwok "$BIN/kwok" || check_port kwok $KWOK_PORT
@@ -238,6 +239,15 @@ start_kwok() {
 }
 
 start_jobrunner() {
+  # Restart a runner that is older than hack/jobrunner.py or uses another virtualenv (it then fails the pods
+  # it was running, as a crashed kubelet's pods would be).
+  if is_running jobrunner "hack/jobrunner.py"; then
+    if [[ $ROOT/hack/jobrunner.py -nt $STATE/pids/jobrunner.pid ]] || ! is_running jobrunner "$VENV/bin/python"; then
+      log "hack/jobrunner.py or the virtualenv changed: restarting the Job runner"
+      kill "$(pid_of jobrunner)"
+      for _ in {1..40}; do kill -0 "$(pid_of jobrunner)" 2>/dev/null || break; sleep 0.25; done
+    fi
+  fi
   # The runner writes jobrunner.ready once its first pod list succeeded.
   is_running jobrunner "hack/jobrunner.py" || rm -f "$STATE/jobrunner.ready"
   start jobrunner "hack/jobrunner.py" env PYTHONUNBUFFERED=1 "$VENV/bin/python" "$ROOT/hack/jobrunner.py" \
