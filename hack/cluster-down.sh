@@ -13,14 +13,21 @@ for arg in "$@"; do [[ $arg == --keep ]] && KEEP=1; done
 
 log() { printf '[cluster-down] %s\n' "$*"; }
 
+# A process that exited but was not reaped yet (a zombie, our daemons' parent is init) counts as gone.
+alive() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z && $state != X ]]
+}
+
 # stop PID LABEL: SIGTERM, wait up to 10s, then SIGKILL.
 stop() {
   local pid=$1 label=$2 i
-  kill -0 "$pid" 2>/dev/null || return 0
+  alive "$pid" || return 0
   kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 40; i++)); do
-    kill -0 "$pid" 2>/dev/null || { log "stopped $label (pid $pid)"; return 0; }
-    sleep 0.25
+  for ((i = 0; i < 100; i++)); do
+    alive "$pid" || { log "stopped $label (pid $pid)"; return 0; }
+    sleep 0.1
   done
   kill -KILL "$pid" 2>/dev/null || true
   log "killed $label (pid $pid) after 10s"
@@ -31,7 +38,7 @@ stop_component() {
   local name=$1 match=$2 file=$STATE/pids/$1.pid pid
   [[ -f $file ]] || return 0
   pid=$(cat "$file")
-  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$match"; then
+  if alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$match"; then
     stop "$pid" "$name"
   fi
   rm -f "$file"

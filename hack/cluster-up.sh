@@ -81,7 +81,8 @@ wait_for() {
   local name=$1 timeout=$2; shift 2
   local deadline=$(( $(date +%s) + timeout ))
   until "$@" >/dev/null 2>&1; do
-    if [[ -n $(pid_of "$name") ]] && ! kill -0 "$(pid_of "$name")" 2>/dev/null; then
+    # An exited process stays a zombie until init reaps it: look at its state, not just its PID.
+    if [[ -n $(pid_of "$name") && $(awk '{print $3}' "/proc/$(pid_of "$name")/stat" 2>/dev/null || echo X) == [ZX] ]]; then
       tail -n 30 "$STATE/logs/$name.log" >&2 || true
       die "$name exited; log above (.cluster/logs/$name.log)"
     fi
