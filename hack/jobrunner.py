@@ -523,6 +523,16 @@ class Runner:
         self.seen: set[str] = set()
         self.active: dict[str, PodRun] = {}
         self.lock = threading.Lock()
+        self.fake_nodes: set[str] = set()
+
+    def on_fake_node(self, node: str) -> bool:
+        """Whether `node` is one of kwok's fake nodes. On a cluster with real nodes too (kind), a pod bound to a
+        real node belongs to its kubelet, not to us."""
+        if node not in self.fake_nodes:
+            nodes = self.api.list_node(label_selector="type=kwok").items
+            self.fake_nodes = {n.metadata.name for n in nodes
+                               if (n.metadata.annotations or {}).get("kwok.x-k8s.io/node") == "fake"}
+        return node in self.fake_nodes
 
     def handle(self, kind: str, pod: dict):
         """React to one watch event."""
@@ -536,6 +546,8 @@ class Runner:
             return
         phase = (pod.get("status") or {}).get("phase")
         if not pod["spec"].get("nodeName") or phase in ("Succeeded", "Failed"):
+            return
+        if not self.on_fake_node(pod["spec"]["nodeName"]):
             return
         with self.lock:
             if uid in self.seen:
