@@ -118,6 +118,7 @@ def test_rollout_complete_is_ready_and_records_last_good():
     assert plan.status["phase"] == "Ready" and plan.status["health"]["state"] == "Healthy"
     assert ("Normal", "RolloutCompleted", "version 1 serves on 1 ready replicas") in plan.events
     assert plan.status["serving"]["restUrl"] == "http://digits.ml.svc:8501/v1/models/digits"
+    assert plan.last_good == serving(spec)          # recorded on the Deployment as the rollback target
 
 
 def test_ready_needs_minimum_replicas_of_the_target_version():
@@ -297,6 +298,21 @@ def test_progress_deadline_rolls_back_at_once_with_image_of_last_good():
     plan = dc.decide(spec2, observe(good, generation=2, deployment=stuck, pods=(pod("a", 1),)))
     assert plan.rolled_back and plan.target == ServingTarget(1, "tensorflow/serving:2.21.0", "s3://models/digits/base")
     assert plan.status["rollback"]["lastReason"] == "ProgressDeadlineExceeded"
+
+
+def test_rollback_target_image_from_the_deployment_annotation_when_status_cannot_hold_it():
+    spec1, spec2, good = _serving_v1_then_v2(image2="tensorflow/serving:crashloop")
+    good = dict(good, model={k: v for k, v in good["model"].items() if k not in ("lastGoodImage", "lastGoodUri")})
+    live = deployment(spec2, ready=1, updated=1, available=1, old=1,
+                      progressing=("False", "ProgressDeadlineExceeded", "timed out"))
+    plan = dc.decide(spec2, observe(good, generation=2, deployment=deployment_view(live), pods=(pod("a", 1),)))
+    assert plan.rolled_back and plan.target.image == "tensorflow/serving:crashloop"   # nothing recorded: spec's
+    recorded = build_deployment(spec2, None, last_good=serving(spec1, 1))
+    assert recorded["metadata"]["annotations"]["modeldeploy.io/last-good"] == \
+        '{"image":"tensorflow/serving:2.21.0","uri":"s3://models/digits/base","version":1}'
+    live["metadata"]["annotations"] = recorded["metadata"]["annotations"]
+    plan = dc.decide(spec2, observe(good, generation=2, deployment=deployment_view(live), pods=(pod("a", 1),)))
+    assert plan.rolled_back and plan.target == serving(spec1, 1) and plan.last_good == serving(spec1, 1)
 
 
 def test_rollback_disabled_keeps_new_version_and_stalls():

@@ -53,6 +53,7 @@ class Plan:
     status: dict
     create_job: bool = False
     target: ServingTarget | None = None
+    last_good: ServingTarget | None = None          # to record on the Deployment (rollback target)
     rolled_back: bool = False
     events: list = field(default_factory=list)      # (type, reason, message)
 
@@ -81,14 +82,23 @@ def _target_from_status(status: dict) -> ServingTarget | None:
     return None
 
 
-def last_good_target(spec: ModelDeploymentSpec, status: dict) -> ServingTarget | None:
-    """The rollback target: lastGoodVersion with the image and URI that served it (spec's when not recorded)."""
+def last_good_target(spec: ModelDeploymentSpec, status: dict, recorded: ServingTarget | None = None) \
+        -> ServingTarget | None:
+    """The rollback target: lastGoodVersion with the image and URI that served it.
+
+    From status.model.lastGood{Image,Uri} when the CRD has them, else from the Deployment's last-good annotation
+    (`recorded`), else the spec's image and URI for that version.
+    """
     model = status.get("model") or {}
     version = model.get("lastGoodVersion")
     if not version:
         return None
-    return ServingTarget(int(version), model.get("lastGoodImage") or spec.serving.image,
-                         model.get("lastGoodUri") or source_uri(spec, int(version)))
+    version = int(version)
+    if recorded is not None and recorded.version == version:
+        image, uri = recorded.image, recorded.uri
+    else:
+        image, uri = spec.serving.image, source_uri(spec, version)
+    return ServingTarget(version, model.get("lastGoodImage") or image, model.get("lastGoodUri") or uri)
 
 
 class _Conditions:
@@ -200,8 +210,8 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
     rollback = dict(prev.get("rollback") or {})
     prev_health = dict(prev.get("health") or {})
     requested = target_from_spec(spec)
-    last_good = last_good_target(spec, prev)
     dep = obs.deployment
+    last_good = last_good_target(spec, prev, dep.last_good)
 
     opt_state, optimization = _optimization(spec, obs, plan, conds)
 
@@ -272,12 +282,14 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
     if target is not None and target != _target_from_status(prev) and not plan.rolled_back:
         plan.events.append((NORMAL, "RolloutStarted", f"rolling out version {target.version} ({target.image})"))
     if serving_ok and target == requested and failure is None and not rolled_back:
-        if model.get("lastGoodVersion") != target.version or model.get("servingVersion") != target.version:
+        if last_good != target or model.get("servingVersion") != target.version:
             plan.events.append((NORMAL, "RolloutCompleted",
                                 f"version {target.version} serves on {ready_target} ready replicas"))
         model["lastGoodVersion"] = target.version
         # Pruned by the API server (and by apply.prune_status) when the installed CRD lacks these fields.
         model["lastGoodImage"], model["lastGoodUri"] = target.image, target.uri
+        last_good = target
+    plan.last_good = last_good
     if complete and target is not None:
         model["servingVersion"] = target.version
     plan.target = target

@@ -47,6 +47,7 @@ class DeploymentView:
     ready: int = 0
     available: int = 0
     progressing: dict = field(default_factory=dict)   # the Progressing condition
+    last_good: ServingTarget | None = None             # recorded in the Deployment's annotation
 
     @property
     def rollout_complete(self) -> bool:
@@ -184,6 +185,7 @@ def deployment_view(dep: dict | None) -> DeploymentView:
         ready=int(status.get("readyReplicas") or 0),
         available=int(status.get("availableReplicas") or 0),
         progressing=_conditions(dep).get("Progressing") or {},
+        last_good=dep_builder.parse_last_good((meta.get("annotations") or {}).get(dep_builder.ANNOTATION_LAST_GOOD)),
     )
 
 

@@ -173,7 +173,7 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
         action, _ = kube.create(job_builder.build_job(spec, images=ctx.tool_images), owner)
         result.actions.append(f"job {action}")
     if plan.target is not None:
-        for kind, desired in build_serving(spec, plan.target, ctx.tool_images).items():
+        for kind, desired in build_serving(spec, plan.target, ctx.tool_images, plan.last_good).items():
             live = apply.first(kids[kind], names.config_map_name(name) if kind == "ConfigMap" else
                                names.serving_name(name))
             if desired is None:

@@ -24,12 +24,13 @@ KINDS = ("ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDi
 
 
 def build_serving(spec: specmod.ModelDeploymentSpec, target: ServingTarget | None = None,
-                  images: OperatorImages = DEFAULT_OPERATOR_IMAGES) -> dict[str, dict | None]:
+                  images: OperatorImages = DEFAULT_OPERATOR_IMAGES,
+                  last_good: ServingTarget | None = None) -> dict[str, dict | None]:
     """The serving children by kind; None means "must not exist" (e.g. no HPA without autoscaling)."""
     return {
         "ConfigMap": build_config_map(spec),
         "Service": build_service(spec),
-        "Deployment": build_deployment(spec, target, images),
+        "Deployment": build_deployment(spec, target, images, last_good),
         "HorizontalPodAutoscaler": build_hpa(spec),
         "PodDisruptionBudget": build_pdb(spec),
     }

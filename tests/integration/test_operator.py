@@ -1,0 +1,224 @@
+"""The operator against the local cluster: children, zero writes when idle, drift repair next to the HPA,
+rollback of a failed rollout, health reasons, restarts, and garbage collection.
+
+Serving pods are played by kwok (Running and Ready at once, or crash-looping when the image name says so), so
+these tests need no model in storage: nothing here optimizes (see tests/e2e for the real optimizer Job).
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+import yaml
+
+from tests.fixtures.cluster import wait_for
+from tests.fixtures.operator import (apply_md, condition, events, get, get_md, is_ready, md_body, wait_md)
+
+pytestmark = pytest.mark.cluster
+
+FAST = {"monitoring": {"intervalSeconds": 5, "failureThreshold": 2}, "rollout": {"progressDeadlineSeconds": 30}}
+
+
+KOPF_WRITES = ("Merge-patching the resource", "JSON-patching the resource")
+
+
+def kopf_writes(operator) -> int:
+    """Patches Kopf itself sent (it logs each one at DEBUG, the level the fixture runs the operator at)."""
+    log = operator.logs()
+    return sum(log.count(marker) for marker in KOPF_WRITES)
+
+
+def deployment_image(kubectl, ns, name) -> str:
+    dep = get(kubectl, ns, "deployment", name)
+    return next(c["image"] for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "tf-serving")
+
+
+def test_render_passes_server_dry_run_under_restricted_pod_security(kubectl, namespace):
+    """Every child `modeldeploy render` prints is valid for this API server and passes PodSecurity restricted."""
+    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted", "--overwrite")
+    from modeldeploy.api import spec as specmod
+    from modeldeploy.resources import render
+    docs = []
+    for path in ("examples/gpu-pruned-int8-autoscaling.yaml", "examples/cpu-as-is.yaml"):
+        body = yaml.safe_load(open(path))
+        body["metadata"]["namespace"] = namespace
+        docs += render.build_all(specmod.parse(body))
+    proc = kubectl("apply", "--dry-run=server", "-f", "-", input=render.dump(docs), namespace=namespace, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr, proc.stderr          # PodSecurity warnings would be printed here
+    kinds = re.findall(r"^(\S+)/", proc.stdout, re.M)
+    assert sorted(set(kinds)) == sorted({"job.batch", "configmap", "service", "deployment.apps",
+                                         "horizontalpodautoscaler.autoscaling", "poddisruptionbudget.policy"})
+
+
+@pytest.mark.timeout(240)
+def test_serves_as_is_ready_children_owned_and_zero_writes_when_idle(kubectl, namespace, operator):
+    apply_md(kubectl, namespace, md_body("iris", serving={"replicas": 2}, **FAST))
+    md = wait_md(kubectl, namespace, "iris", is_ready, 60, "Ready")
+    st = md["status"]
+    assert st["model"]["servingVersion"] == 1 and st["model"]["lastGoodVersion"] == 1
+    assert st["serving"]["readyReplicas"] == 2 and st["phase"] == "Ready"
+    assert condition(md, "Optimized")["reason"] == "NotRequested"
+    uid = md["metadata"]["uid"]
+    for kind, name in (("deployment", "iris"), ("service", "iris"), ("configmap", "iris-config"),
+                       ("poddisruptionbudget", "iris")):
+        obj = get(kubectl, namespace, kind, name)
+        refs = obj["metadata"]["ownerReferences"]
+        assert refs == [{"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "iris",
+                         "uid": uid, "controller": True, "blockOwnerDeletion": True}], (kind, refs)
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "modeldeploy"
+    assert get(kubectl, namespace, "hpa", "iris") is None
+    dep = json.loads(kubectl("get", "deployment", "iris", "-o", "json", "--show-managed-fields",
+                             namespace=namespace).stdout)
+    assert dep["spec"]["replicas"] == 2
+    assert {m["manager"] for m in dep["metadata"]["managedFields"] if m["operation"] == "Apply"} == {"modeldeploy"}
+    reasons = [e["reason"] for e in events(kubectl, namespace, "iris")]
+    assert reasons.count("RolloutStarted") == 1 and reasons.count("RolloutCompleted") == 1, reasons
+
+    # Idle: several health checks (every 2 s) and not one write, from our apply module or from Kopf.
+    # (Counted on the operator's side: the API server's own counters have no namespace, and other tests may
+    # share the cluster. bench/operator.py measures the API server's counters on a dedicated run.)
+    time.sleep(3)
+    before_ops, before_kopf = len(operator.writes()), kopf_writes(operator)
+    assert before_ops > 0 and before_kopf > 0, "both counters must have seen the creation's writes"
+    checks_before = operator.logs().count("monitor: reconciling")
+    time.sleep(12)
+    assert operator.logs().count("monitor: reconciling") - checks_before >= 4, "the monitor did not run"
+    assert operator.writes()[before_ops:] == []
+    assert kopf_writes(operator) == before_kopf
+    # A restart (resume handlers) finds nothing to change either.
+    operator.restart(hard=False)
+    time.sleep(6)
+    assert operator.writes()[before_ops:] == []
+    assert kopf_writes(operator) == before_kopf
+    assert get_md(kubectl, namespace, "iris")["metadata"]["resourceVersion"] == md["metadata"]["resourceVersion"]
+
+
+@pytest.mark.timeout(240)
+def test_user_edit_is_reverted_and_hpa_replicas_are_left_alone(kubectl, namespace, operator):
+    apply_md(kubectl, namespace, md_body("edit", autoscaling={"minReplicas": 1, "maxReplicas": 4}, **FAST))
+    wait_md(kubectl, namespace, "edit", is_ready, 60, "Ready")
+    dep = get(kubectl, namespace, "deployment", "edit")
+    assert dep["spec"]["replicas"] == 1
+    hpa = get(kubectl, namespace, "hpa", "edit")
+    assert hpa["spec"]["minReplicas"] == 1 and hpa["spec"]["maxReplicas"] == 4
+    assert get(kubectl, namespace, "pdb", "edit") is not None      # maxReplicas > 1
+    # What the HPA does: scale through the scale subresource. Then a user edits a field the operator owns.
+    kubectl("scale", "deployment/edit", "--replicas=3", namespace=namespace)
+    kubectl("set", "image", "deployment/edit", "tf-serving=registry.local/evil:1", namespace=namespace)
+    wait_for(lambda: deployment_image(kubectl, namespace, "edit") == "tensorflow/serving:2.21.0", 30,
+             "the operator to revert the image")
+    dep = get(kubectl, namespace, "deployment", "edit")
+    assert dep["spec"]["replicas"] == 3, "the operator must leave replicas to the HPA"
+    wait_md(kubectl, namespace, "edit", lambda o: is_ready(o) and o["status"]["serving"]["readyReplicas"] == 3, 60,
+            "Ready on 3 replicas")
+    # Turning autoscaling off deletes the HPA and the operator owns replicas again.
+    apply_md(kubectl, namespace, md_body("edit", serving={"replicas": 1}, **FAST))
+    wait_for(lambda: get(kubectl, namespace, "hpa", "edit") is None, 30, "the HPA to be deleted")
+    wait_for(lambda: get(kubectl, namespace, "pdb", "edit") is None, 30, "the PDB to be deleted")
+    wait_for(lambda: get(kubectl, namespace, "deployment", "edit")["spec"]["replicas"] == 1, 30, "replicas 1")
+
+
+@pytest.mark.timeout(300)
+def test_crash_looping_new_version_is_rolled_back(kubectl, namespace, operator):
+    apply_md(kubectl, namespace, md_body("roll", **FAST))
+    wait_md(kubectl, namespace, "roll", is_ready, 60, "version 1 Ready")
+    bad = "tensorflow/serving:2.21.0-crashloop"
+    apply_md(kubectl, namespace, md_body("roll", version=2, serving={"image": bad}, **FAST))
+    # While version 2 crash-loops, version 1 keeps serving; the conditions say why.
+    md = wait_md(kubectl, namespace, "roll", lambda o: condition(o, "Degraded").get("reason") == "CrashLoopBackOff"
+                 or condition(o, "Stalled").get("status") == "True", 60, "CrashLoopBackOff to be reported")
+    if condition(md, "Stalled").get("status") != "True":
+        assert condition(md, "Reconciling")["status"] == "True" and condition(md, "Available")["status"] == "True"
+        assert "CrashLoopBackOff" in condition(md, "Degraded")["message"]
+    md = wait_md(kubectl, namespace, "roll", lambda o: condition(o, "Stalled").get("reason") == "RolledBack"
+                 and is_ready(o), 90, "the rollback to complete")
+    stalled = condition(md, "Stalled")["message"]
+    assert "version 2" in stalled and "rolled back to version 1" in stalled and "CrashLoopBackOff" in stalled
+    assert condition(md, "Degraded")["reason"] == "RolledBack" and md["status"]["phase"] == "Failed"
+    assert md["status"]["model"]["servingVersion"] == 1 and md["status"]["model"]["failedVersion"] == 2
+    assert md["status"]["rollback"]["count"] == 1 and md["status"]["rollback"]["toVersion"] == 1
+    assert deployment_image(kubectl, namespace, "roll") == "tensorflow/serving:2.21.0"
+    dep = get(kubectl, namespace, "deployment", "roll")
+    assert dep["spec"]["template"]["metadata"]["labels"]["modeldeploy.io/version"] == "1"
+    reasons = [e["reason"] for e in events(kubectl, namespace, "roll")]
+    assert reasons.count("RolledBack") == 1, reasons
+    assert 'modeldeploy_rollbacks_total{name="roll",namespace="%s"} 1.0' % namespace in operator.metrics()
+    # Not retried while the spec stays the same: two more checks, still on version 1, one rollback.
+    time.sleep(5)
+    md = get_md(kubectl, namespace, "roll")
+    assert md["status"]["rollback"]["count"] == 1 and deployment_image(kubectl, namespace, "roll").endswith("2.21.0")
+    # A new spec (a fixed image) is tried again and becomes the last good version.
+    apply_md(kubectl, namespace, md_body("roll", version=2, **FAST))
+    md = wait_md(kubectl, namespace, "roll", lambda o: is_ready(o) and o["status"]["model"].get("servingVersion") == 2,
+                 60, "version 2 Ready")
+    assert condition(md, "Stalled")["status"] == "False" and md["status"]["model"]["lastGoodVersion"] == 2
+
+
+@pytest.mark.timeout(240)
+def test_unschedulable_gpu_request_reports_the_scheduler_message_then_stalls(kubectl, namespace, operator):
+    apply_md(kubectl, namespace, md_body("huge", serving={"gpus": 16}, **FAST))   # nodes have 8 GPUs each
+    md = wait_md(kubectl, namespace, "huge", lambda o: condition(o, "Available").get("reason") == "Unschedulable",
+                 60, "Unschedulable")
+    msg = condition(md, "Available")["message"]
+    assert re.match(r"0/1 replicas ready: pod huge-\S+ Unschedulable: 0/\d+ nodes are available", msg), msg
+    assert "nvidia.com/gpu" in msg
+    assert condition(md, "Reconciling")["status"] == "True" and condition(md, "Ready")["status"] == "False"
+    # After progressDeadlineSeconds (30 s) the rollout failed; there is no earlier version to roll back to.
+    md = wait_md(kubectl, namespace, "huge", lambda o: condition(o, "Stalled").get("status") == "True", 90,
+                 "Stalled after the progress deadline")
+    assert condition(md, "Stalled")["reason"] == "ProgressDeadlineExceeded"
+    assert "no earlier good version" in condition(md, "Stalled")["message"]
+    assert condition(md, "Reconciling")["status"] == "False" and condition(md, "Degraded")["status"] == "True"
+    pods = json.loads(kubectl("get", "pods", "-o", "json", namespace=namespace).stdout)["items"]
+    assert pods and all(p["spec"].get("nodeName") is None for p in pods)
+
+
+@pytest.mark.timeout(300)
+def test_failed_optimization_leaves_the_old_version_serving(kubectl, namespace, operator, s3, s3_prefix):
+    apply_md(kubectl, namespace, md_body("opt", **FAST))
+    wait_md(kubectl, namespace, "opt", is_ready, 60, "version 1 Ready")
+    missing = f"s3://models/{s3_prefix}/does-not-exist"
+    apply_md(kubectl, namespace, md_body("opt", version=2, model={"uri": missing},
+                                         optimization={"quantization": {"mode": "dynamic"},
+                                                       "outputUri": f"s3://models/{s3_prefix}/out"}, **FAST))
+    md = wait_md(kubectl, namespace, "opt", lambda o: condition(o, "Stalled").get("status") == "True"
+                 and o["status"]["observedGeneration"] == o["metadata"]["generation"], 180,
+                 "the optimization Job to fail")
+    opt = condition(md, "Optimized")
+    assert (opt["status"], opt["reason"]) == ("False", "JobFailed") and "NotFound" in opt["message"]
+    assert "version 1 keeps serving" in condition(md, "Stalled")["message"]
+    assert condition(md, "Available")["status"] == "True" and md["status"]["model"]["servingVersion"] == 1
+    dep = get(kubectl, namespace, "deployment", "opt")
+    assert dep["spec"]["template"]["metadata"]["labels"]["modeldeploy.io/version"] == "1"
+    jobs = json.loads(kubectl("get", "jobs", "-o", "json", namespace=namespace).stdout)["items"]
+    assert len(jobs) == 1 and jobs[0]["metadata"]["labels"]["modeldeploy.io/version"] == "2"
+    text = json.dumps(jobs[0]) + json.dumps(md["status"])
+    assert s3.secret_key not in text       # credentials only via envFrom (the access key "modeldeploy" is our name)
+    assert [e["reason"] for e in events(kubectl, namespace, "opt")].count("JobFailed") == 1
+
+
+@pytest.mark.timeout(300)
+def test_sigkill_mid_rollout_then_restart_completes_and_gc_leaves_no_orphans(kubectl, namespace, operator):
+    apply_md(kubectl, namespace, md_body("kill", serving={"replicas": 2}, **FAST))
+    wait_md(kubectl, namespace, "kill", is_ready, 60, "version 1 Ready")
+    apply_md(kubectl, namespace, md_body("kill", version=2, serving={"replicas": 2}, **FAST))
+    wait_for(lambda: get(kubectl, namespace, "deployment", "kill")["spec"]["template"]["metadata"]["labels"]
+             ["modeldeploy.io/version"] == "2", 30, "the rollout of version 2 to start")
+    operator.kill()
+    operator.start()
+    md = wait_md(kubectl, namespace, "kill", lambda o: is_ready(o) and o["status"]["model"].get("servingVersion") == 2,
+                 90, "version 2 Ready after the restart")
+    assert md["status"]["model"]["lastGoodVersion"] == 2
+    assert [d["metadata"]["name"] for d in json.loads(kubectl("get", "deployments", "-o", "json",
+                                                              namespace=namespace).stdout)["items"]] == ["kill"]
+    # Deleting the ModelDeployment lets the garbage collector remove every child.
+    kubectl("delete", "modeldeployment", "kill", "--wait=true", "--timeout=60s", namespace=namespace)
+
+    def leftovers():
+        out = kubectl("get", "deployments,replicasets,services,configmaps,poddisruptionbudgets,hpa,jobs", "-o",
+                      "name", "-l", "app.kubernetes.io/instance=kill", namespace=namespace).stdout.split()
+        return out or None
+    wait_for(lambda: leftovers() is None, 60, "garbage collection of the children")
