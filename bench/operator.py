@@ -1,0 +1,317 @@
+"""Benchmark the operator at scale on the local cluster: N ModelDeployments created at once.
+
+    .venv/bin/python bench/operator.py                 # N=200 (make bench-operator)
+    BENCH_N=1000 .venv/bin/python bench/operator.py    # the issue's scale target
+
+Two phases in one run, each in its own fresh namespace:
+1. baseline: a plain client script creates the same children (ConfigMap, Service, Deployment, and a
+   ServiceMonitor when its CRD exists) directly with POSTs from WORKERS threads: the floor this API server allows;
+2. operator: `modeldeploy run` watches a namespace; N ModelDeployments (served as they are, 1 replica, no
+   optimization) are POSTed from WORKERS threads; watches record when each child appears and when each
+   ModelDeployment turns Ready.
+Then 60 s (BENCH_IDLE) of idleness after convergence, counting writes.
+
+Figures (bench/results/operator.json): n, children_seconds (first create -> every child of every object
+exists), baseline_seconds, ratio (children over baseline), ready_seconds, p50_ms/p99_ms (per object: its create
+-> all its children), operator_peak_rss_mib (VmHWM), requests_per_object (API requests the operator sent per
+object, counted by the API server: everything on our kinds minus this script's own requests, plus the Events
+the operator posted), idle_writes (writes the operator sent in the idle window, from its own write log) and
+idle_writes_apiserver (writes the API server saw on our kinds in that window, from any client; other users of
+a shared cluster would show up here). Nothing is asserted: the targets are printed beside the figures.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "operator"))
+
+from kubernetes import client, config, watch  # noqa: E402
+
+from modeldeploy.api import spec as specmod  # noqa: E402
+from modeldeploy.resources import render  # noqa: E402
+from modeldeploy.resources import servicemonitor  # noqa: E402
+
+N = int(os.environ.get("BENCH_N", "200"))
+WORKERS = int(os.environ.get("BENCH_WORKERS", "16"))
+IDLE_SECONDS = float(os.environ.get("BENCH_IDLE", "60"))
+TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", str(max(600, N * 2))))
+OUT = REPO / "bench" / "results" / "operator.json"
+KUBECONFIG = os.environ.get("KUBECONFIG") or str(REPO / ".cluster" / "kubeconfig")
+OUR_RESOURCES = {"configmaps", "services", "deployments", "servicemonitors", "poddisruptionbudgets",
+                 "horizontalpodautoscalers", "jobs", "modeldeployments"}
+WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
+PATHS = {"ConfigMap": "/api/v1/namespaces/{ns}/configmaps", "Service": "/api/v1/namespaces/{ns}/services",
+         "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
+         "ServiceMonitor": "/apis/monitoring.coreos.com/v1/namespaces/{ns}/servicemonitors",
+         "ModelDeployment": "/apis/modeldeploy.io/v1alpha1/namespaces/{ns}/modeldeployments"}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def md(name: str) -> dict:
+    return {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
+            "spec": {"model": {"uri": f"s3://models/bench/{name}", "version": 1, "storageSecret": "model-store"},
+                     "serving": {"replicas": 1}}}
+
+
+class Api:
+    """Raw JSON requests (no model classes: as cheap as a client can be), counted."""
+
+    def __init__(self):
+        self.api = config.new_client_from_config(config_file=KUBECONFIG)
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def call(self, method: str, path: str, body=None, query=None):
+        with self.lock:
+            self.count += 1
+        resp = self.api.call_api(path, method, body=body, query_params=query or [], auth_settings=["BearerToken"],
+                                 header_params={"Accept": "application/json", "Content-Type": "application/json"},
+                                 _preload_content=False, _return_http_data_only=True)
+        return json.loads(resp.data) if resp.data else None
+
+
+def apiserver_counts(api: Api) -> tuple[int, int]:
+    """(all requests, write requests) the API server served on our kinds (status subresources of built-in
+    kinds and Events excluded: controllers write those)."""
+    text = api.api.call_api("/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False,
+                            _return_http_data_only=True).data.decode()
+    total = writes = 0
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        if labels.get("resource") not in OUR_RESOURCES:
+            continue
+        if labels.get("subresource") and labels["resource"] != "modeldeployments":
+            continue
+        value = int(float(line.rsplit(" ", 1)[1]))
+        total += value
+        if labels.get("verb") in WRITE_VERBS:
+            writes += value
+    return total, writes
+
+
+def namespace(api: Api, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    api.call("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:       # pods need the default ServiceAccount
+        try:
+            api.call("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")
+            return name
+        except client.ApiException:
+            time.sleep(0.5)
+    raise SystemExit(f"namespace {name} has no default ServiceAccount after 60 s")
+
+
+def children_of(ns: str, name: str, with_sm: bool) -> list[dict]:
+    spec = specmod.parse(dict(md(name), metadata={"name": name, "namespace": ns}))
+    out = render.build_all(spec, include_job=False)
+    if with_sm:
+        out.append(servicemonitor.build_servicemonitor(spec))
+    return out
+
+
+def run_pool(fn, items) -> None:
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+        for f in concurrent.futures.as_completed([pool.submit(fn, i) for i in items]):
+            f.result()
+
+
+def baseline(api: Api, with_sm: bool) -> dict:
+    ns = namespace(api, "bench-base")
+    objs = [o for i in range(N) for o in children_of(ns, f"m{i}", with_sm)]
+    before = api.count
+    start = time.monotonic()
+    run_pool(lambda o: api.call("POST", PATHS[o["kind"]].format(ns=ns), o), objs)
+    seconds = time.monotonic() - start
+    log(f"baseline: {len(objs)} children for {N} objects in {seconds:.1f}s")
+    return {"ns": ns, "seconds": seconds, "requests": api.count - before, "objects": len(objs)}
+
+
+class Watcher:
+    """First time each (kind, name) appears, and when each ModelDeployment turns Ready."""
+
+    def __init__(self, api: Api, ns: str, kinds: list[str]):
+        self.api, self.ns = api, ns
+        self.seen: dict[tuple[str, str], float] = {}
+        self.ready: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._watch, args=(k,), daemon=True) for k in kinds]
+        self.requests = 0
+        for t in self.threads:
+            t.start()
+
+    def _watch(self, kind: str) -> None:
+        path = PATHS[kind].format(ns=self.ns)
+        while not self.stop.is_set():
+            self.requests += 1
+            try:
+                resp = self.api.api.call_api(path, "GET", query_params=[("watch", "true"), ("timeoutSeconds", "60")],
+                                             auth_settings=["BearerToken"], _preload_content=False,
+                                             _return_http_data_only=True, header_params={"Accept": "application/json"})
+                for line in resp:
+                    if self.stop.is_set():
+                        break
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    name = (obj.get("metadata") or {}).get("name")
+                    now = time.monotonic()
+                    with self.lock:
+                        self.seen.setdefault((kind, name), now)
+                        if kind == "ModelDeployment" and name not in self.ready and any(
+                                c.get("type") == "Ready" and c.get("status") == "True"
+                                for c in (obj.get("status") or {}).get("conditions") or ()):
+                            self.ready[name] = now
+            except Exception as exc:  # noqa: BLE001 - reconnect; the figures only need first sightings
+                if not self.stop.is_set():
+                    log(f"watch {kind}: {type(exc).__name__}; reconnecting")
+                    time.sleep(0.5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> int:
+    config.load_kube_config(config_file=KUBECONFIG)
+    api = Api()
+    try:
+        api.call("GET", "/apis/monitoring.coreos.com/v1")
+        with_sm = True
+    except client.ApiException:
+        with_sm = False
+    kinds = ["ConfigMap", "Service", "Deployment"] + (["ServiceMonitor"] if with_sm else [])
+    log(f"N={N}, workers={WORKERS}, children per object: {', '.join(kinds)}")
+    base = baseline(api, with_sm)
+
+    ns = namespace(api, "bench-op")
+    write_log = REPO / ".cluster" / "logs" / f"bench-operator-{ns}.writes.jsonl"
+    op_log = open(REPO / ".cluster" / "logs" / f"bench-operator-{ns}.log", "w")
+    liveness = free_port()
+    env = dict(os.environ, KUBECONFIG=KUBECONFIG, MODELDEPLOY_WRITE_LOG=str(write_log),
+               MODELDEPLOY_WORKERS=str(WORKERS), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "modeldeploy"), "run", "--standalone", "--namespace", ns,
+                             "--liveness", f"http://127.0.0.1:{liveness}/healthz", "--metrics-port", "-1"],
+                            stdout=op_log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the operator did not start; see .cluster/logs/bench-operator-*.log")
+                time.sleep(0.3)
+        watcher = Watcher(api, ns, kinds + ["ModelDeployment"])
+        time.sleep(1)
+        own_before = api.count
+        requests_before, _ = apiserver_counts(api)
+        created: dict[str, float] = {}
+        start = time.monotonic()
+
+        def create(i: int) -> None:
+            api.call("POST", PATHS["ModelDeployment"].format(ns=ns), md(f"m{i}"))
+            created[f"m{i}"] = time.monotonic()
+
+        run_pool(create, range(N))
+        log(f"operator: {N} ModelDeployments created in {time.monotonic() - start:.1f}s")
+        names = [f"m{i}" for i in range(N)]
+        deadline = start + TIMEOUT
+        children_at = ready_at = None
+        while time.monotonic() < deadline and ready_at is None:
+            with watcher.lock:
+                have = sum(1 for n in names if all((k, n) in watcher.seen for k in kinds))
+                ready = len(watcher.ready)
+            if children_at is None and have == N:
+                children_at = max(watcher.seen[(k, n)] for n in names for k in kinds)
+                log(f"operator: every child exists after {children_at - start:.1f}s")
+            if ready == N:
+                ready_at = max(watcher.ready.values())
+                log(f"operator: every ModelDeployment Ready after {ready_at - start:.1f}s")
+            time.sleep(0.5)
+        if ready_at is None:
+            log(f"operator: timed out: {have}/{N} with all children, {ready}/{N} Ready")
+        requests_after, _ = apiserver_counts(api)
+        own = (api.count - own_before) + watcher.requests          # this script's POSTs and watches
+        operator_events = sum(1 for line in open(write_log) if '"event"' in line) if write_log.exists() else 0
+        latencies = sorted((max(watcher.seen[(k, n)] for k in kinds) - created[n]) * 1000
+                           for n in names if n in created and all((k, n) in watcher.seen for k in kinds))
+
+        log(f"idle window: {IDLE_SECONDS:.0f}s")
+        time.sleep(5)
+        writes_before = sum(1 for _ in open(write_log)) if write_log.exists() else 0
+        _, api_writes_before = apiserver_counts(api)
+        time.sleep(IDLE_SECONDS)
+        writes_after = sum(1 for _ in open(write_log)) if write_log.exists() else 0
+        _, api_writes_after = apiserver_counts(api)
+        rss = peak_rss_mib(proc.pid)
+        watcher.stop.set()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        op_log.close()
+        for name in (base["ns"], locals().get("ns")):
+            if name:
+                try:
+                    api.call("DELETE", f"/api/v1/namespaces/{name}")
+                except client.ApiException:
+                    pass
+
+    children_seconds = (children_at - start) if children_at else None
+    result = {
+        "n": N, "workers": WORKERS, "children_per_object": len(kinds),
+        "children_seconds": round(children_seconds, 2) if children_seconds else None,
+        "baseline_seconds": round(base["seconds"], 2),
+        "ratio": round(children_seconds / base["seconds"], 2) if children_seconds else None,
+        "ready_seconds": round(ready_at - start, 2) if ready_at else None,
+        "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1) if latencies else None,
+        "operator_peak_rss_mib": round(rss, 1),
+        "requests_per_object": round((requests_after - requests_before - own + operator_events) / N, 2),
+        "baseline_requests_per_object": round(base["requests"] / N, 2),
+        "idle_writes": writes_after - writes_before,
+        "idle_writes_apiserver": api_writes_after - api_writes_before,
+        "idle_seconds": IDLE_SECONDS,
+        "targets": {"ratio_at_n1000": "<= 1.5", "operator_peak_rss_mib_at_n1000": "<= 200", "idle_writes": 0},
+        "machine": {"cpus": os.cpu_count(), "shared": "other processes may run on the same cores"},
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

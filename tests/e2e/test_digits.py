@@ -1,0 +1,141 @@
+"""End to end: a real digits model, the real optimizer Job (run by the Job runner), GPU serving, autoscaling.
+
+S3 holds a small Keras CNN trained here on scikit-learn's bundled digits (nothing is downloaded). One
+ModelDeployment asks for pruning 0.5 + int8 on 1 GPU with autoscaling 1..4. Along the way: the operator is
+SIGKILLed while the Job runs (exactly one Job per version afterwards), `kubectl wait --for=condition=Ready`
+returns, a raised version is optimized and rolled out, an impossible gate leaves the previous version serving,
+and deleting the ModelDeployment leaves the published versions in storage. Every status read is checked
+against the kstatus rules (tests/kstatus.py) and recorded for the Argo CD health test.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import time
+
+import pytest
+
+from tests.fixtures.cluster import wait_for
+from tests.fixtures.operator import apply_md, condition, events, get, get_md, is_ready, wait_md
+
+pytestmark = [pytest.mark.cluster, pytest.mark.tf, pytest.mark.s3]
+REPO = pathlib.Path(__file__).resolve().parents[2]
+JOB_TIMEOUT = 420          # one optimizer run on 2 shared cores, with margin
+
+
+@pytest.fixture(scope="module")
+def digits_model(s3, tmp_path_factory):
+    """Train the digits CNN (a few epochs, in a subprocess: TensorFlow stays out of pytest) and upload it."""
+    prefix = f"e2e/digits-{os.getpid()}-{int(time.time())}"
+    model_uri, dataset_uri = f"s3://models/{prefix}/base", f"s3://models/{prefix}/digits.npz"
+    env = dict(os.environ, **s3.env, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(REPO / "hack" / "train_digits.py"),
+                           "--model-uri", model_uri, "--dataset-uri", dataset_uri, "--epochs", "4",
+                           "--work-dir", str(tmp_path_factory.mktemp("digits"))],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {"prefix": prefix, "model": model_uri, "dataset": dataset_uri}
+
+
+def digits(model: dict, version: int, gates: dict | None = None) -> dict:
+    return {
+        "apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "digits"},
+        "spec": {
+            "model": {"uri": model["model"], "version": version, "storageSecret": "model-store"},
+            "optimization": {
+                "pruning": {"sparsity": 0.5, "fineTuneEpochs": 1},
+                "quantization": {"mode": "int8"},
+                "dataset": {"uri": model["dataset"]},
+                "gates": gates or {"maxAccuracyDrop": 0.1, "minCompression": 1.5},
+                "outputUri": f"s3://models/{model['prefix']}/optimized",
+                "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
+                "backoffLimit": 0,
+                "activeDeadlineSeconds": 900,
+            },
+            "serving": {"gpus": 1},
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 4},
+            "monitoring": {"intervalSeconds": 5, "failureThreshold": 2},
+            "rollout": {"progressDeadlineSeconds": 60},
+        },
+    }
+
+
+def jobs(kubectl, namespace) -> list[dict]:
+    return json.loads(kubectl("get", "jobs", "-o", "json", namespace=namespace).stdout)["items"]
+
+
+def published(s3, prefix: str, version: int) -> bool:
+    found = s3.client.list_objects_v2(Bucket="models", Prefix=f"{prefix}/optimized/{version}/_COMPLETE")
+    return bool(found.get("Contents"))
+
+
+@pytest.mark.timeout(1500)
+def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, namespace, operator, s3, digits_model):
+    apply_md(kubectl, namespace, digits(digits_model, 1))
+    md = wait_md(kubectl, namespace, "digits", lambda o: condition(o, "Optimized").get("reason") == "JobRunning",
+                 60, "the optimizer Job to start")
+    assert condition(md, "Reconciling")["status"] == "True" and md["status"]["phase"] == "Optimizing"
+    job1 = md["status"]["optimization"]["job"]
+    assert job1.startswith("digits-opt-1-")
+
+    # SIGKILL the operator while the Job runs; after the restart there is still exactly one Job for version 1.
+    wait_for(lambda: any(p["status"].get("phase") == "Running" for p in json.loads(kubectl(
+        "get", "pods", "-l", f"job-name={job1}", "-o", "json", namespace=namespace).stdout)["items"]),
+        120, "the optimizer pod to run")
+    operator.kill()
+    time.sleep(2)
+    operator.start()
+
+    proc = kubectl("wait", "--for=condition=Ready", "modeldeployment/digits", f"--timeout={JOB_TIMEOUT}s",
+                   namespace=namespace, check=False, timeout=JOB_TIMEOUT + 30)
+    md = get_md(kubectl, namespace, "digits")
+    assert proc.returncode == 0, f"{proc.stderr}\n{json.dumps(md.get('status'), indent=1)}\n{operator.logs()[-3000:]}"
+    assert [j["metadata"]["name"] for j in jobs(kubectl, namespace)] == [job1]
+    st = md["status"]
+    assert is_ready(md) and st["model"]["servingVersion"] == 1 and st["model"]["lastGoodVersion"] == 1
+    opt = st["optimization"]
+    # accuracyDrop may be negative: fine-tuning while pruning can beat a briefly trained baseline.
+    assert opt["compressionRatio"] > 1.5 and -1.0 < opt["accuracyDrop"] <= 0.1 and opt["sparsity"] >= 0.45
+    assert opt["uri"] == f"s3://models/{digits_model['prefix']}/optimized/1" and opt["quantization"] == "int8"
+    assert condition(md, "Optimized")["reason"] == "JobSucceeded" and published(s3, digits_model["prefix"], 1)
+
+    # Serving: GPU pods on GPU nodes only, pulling the published version; HPA, Service and PDB exist.
+    pods = json.loads(kubectl("get", "pods", "-l", "app.kubernetes.io/component=serving", "-o", "json",
+                              namespace=namespace).stdout)["items"]
+    assert pods and all(p["spec"]["nodeName"].startswith("kwok-gpu-") for p in pods)
+    tpl = get(kubectl, namespace, "deployment", "digits")["spec"]["template"]["spec"]
+    assert tpl["containers"][0]["image"].endswith("-gpu")
+    assert tpl["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert tpl["initContainers"][0]["args"] == [opt["uri"], "/models/digits/1"]
+    hpa = get(kubectl, namespace, "hpa", "digits")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
+    assert get(kubectl, namespace, "service", "digits") and get(kubectl, namespace, "pdb", "digits")
+
+    # Raise the version: a second Job, a rollout, servingVersion 2.
+    apply_md(kubectl, namespace, digits(digits_model, 2))
+    md = wait_md(kubectl, namespace, "digits", lambda o: is_ready(o) and o["status"]["model"].get("servingVersion") == 2,
+                 JOB_TIMEOUT, "version 2 Ready")
+    names = sorted(j["metadata"]["name"] for j in jobs(kubectl, namespace))
+    assert len(names) == 2 and names[0] == job1 and names[1].startswith("digits-opt-2-")
+    assert md["status"]["model"]["lastGoodVersion"] == 2 and published(s3, digits_model["prefix"], 2)
+    dep = get(kubectl, namespace, "deployment", "digits")
+    assert dep["spec"]["template"]["metadata"]["labels"]["modeldeploy.io/version"] == "2"
+
+    # An impossible gate: nothing is published, version 2 keeps serving, and the status says why.
+    apply_md(kubectl, namespace, digits(digits_model, 3, gates={"minCompression": 1000.0}))
+    md = wait_md(kubectl, namespace, "digits", lambda o: condition(o, "Stalled").get("status") == "True"
+                 and o["status"]["observedGeneration"] == o["metadata"]["generation"], JOB_TIMEOUT, "the gate to fail")
+    assert condition(md, "Optimized")["reason"] == "CompressionGateFailed"
+    assert "minCompression" in condition(md, "Optimized")["message"]
+    assert "version 2 keeps serving" in condition(md, "Stalled")["message"]
+    assert condition(md, "Available")["status"] == "True" and md["status"]["model"]["servingVersion"] == 2
+    assert not published(s3, digits_model["prefix"], 3)
+    reasons = [e["reason"] for e in events(kubectl, namespace, "digits")]
+    assert reasons.count("JobStarted") == 3 and reasons.count("JobSucceeded") == 2, reasons
+    assert reasons.count("CompressionGateFailed") == 1 and reasons.count("RolloutCompleted") == 2, reasons
+
+    # Deleting the ModelDeployment never deletes published versions.
+    kubectl("delete", "modeldeployment", "digits", "--wait=true", "--timeout=60s", namespace=namespace)
+    assert published(s3, digits_model["prefix"], 1) and published(s3, digits_model["prefix"], 2)
