@@ -60,3 +60,32 @@ def test_crd_rejects_a_bad_interval(servicemonitor_crd, kubectl, namespace):
     built["spec"]["endpoints"][0]["interval"] = "often"
     proc = kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(built), check=False)
     assert proc.returncode != 0 and "interval" in proc.stderr
+
+
+@pytest.mark.timeout(180)
+def test_operator_creates_and_removes_the_servicemonitor(servicemonitor_crd, kubectl, namespace, operator):
+    from tests.fixtures.operator import apply_md, get, get_md, is_ready, md_body, wait_md
+
+    apply_md(kubectl, namespace, md_body("scraped", monitoring={"intervalSeconds": 10}))
+    wait_md(kubectl, namespace, "scraped", is_ready, 60, "Ready")
+    md = get_md(kubectl, namespace, "scraped")
+    sm = wait_for(lambda: get(kubectl, namespace, "servicemonitor", "scraped"), 60, "the ServiceMonitor")
+    expected = smon.build_servicemonitor(specmod.parse(md))
+    assert sm["spec"] == expected["spec"] and sm["metadata"]["labels"] == expected["metadata"]["labels"]
+    owners = sm["metadata"].get("ownerReferences") or []
+    assert [(o["kind"], o["name"], o["uid"]) for o in owners] == [("ModelDeployment", "scraped",
+                                                                    md["metadata"]["uid"])]
+    # It selects the Service the operator made, on a port that exists there.
+    svc = get(kubectl, namespace, "service", "scraped")
+    assert all(svc["metadata"]["labels"].get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
+    assert sm["spec"]["endpoints"][0]["port"] in [p["name"] for p in svc["spec"]["ports"]]
+    # The pods say the same to annotation-based scrapers, and TF Serving is configured to answer on that path.
+    pod_annotations = get(kubectl, namespace, "deployment", "scraped")["spec"]["template"]["metadata"]["annotations"]
+    assert pod_annotations["prometheus.io/scrape"] == "true"
+    assert pod_annotations["prometheus.io/path"] == sm["spec"]["endpoints"][0]["path"]
+    config = get(kubectl, namespace, "configmap", "scraped-config")
+    assert any(sm["spec"]["endpoints"][0]["path"] in v for v in config["data"].values())
+
+    apply_md(kubectl, namespace, md_body("scraped", monitoring={"intervalSeconds": 10, "prometheus": False}))
+    wait_for(lambda: get(kubectl, namespace, "servicemonitor", "scraped") is None, 60,
+             "the ServiceMonitor to be deleted when monitoring.prometheus is false")
