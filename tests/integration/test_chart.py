@@ -373,6 +373,46 @@ def test_install_upgrade_uninstall_keeps_crds_and_models(kubectl, cluster, names
     assert md["spec"]["model"]["uri"] == "s3://models/never/read"
 
 
+# What the operator reads and writes cluster-wide with the default (cluster-wide) install, asked of the API
+# server as the chart's ServiceAccount.
+CLUSTER_WIDE_ACCESS = [
+    ("list", "modeldeployments.modeldeploy.io"), ("watch", "modeldeployments.modeldeploy.io"),
+    ("patch", "modeldeployments.modeldeploy.io"), ("patch", "modeldeployments.modeldeploy.io/status"),
+    *[(verb, kind) for kind in ("jobs.batch", "deployments.apps", "services", "configmaps",
+                                "horizontalpodautoscalers.autoscaling", "poddisruptionbudgets.policy",
+                                "servicemonitors.monitoring.coreos.com")
+      for verb in ("list", "watch", "create", "patch", "delete")],
+    ("list", "pods"), ("watch", "pods"), ("create", "events"), ("get", "secrets"),
+    ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+]
+CLUSTER_WIDE_DENIED = [("list", "secrets"), ("watch", "secrets"), ("delete", "pods"), ("create", "pods"),
+                       ("update", "modeldeployments.modeldeploy.io"), ("create", "clusterroles.rbac.authorization.k8s.io"),
+                       ("list", "namespaces"), ("patch", "nodes")]
+
+
+@pytest.mark.cluster
+def test_default_install_grants_cluster_wide_reads(kubectl, cluster, namespace, tmp_path):
+    """The default install's ServiceAccount may do what the operator does in any namespace, and no more."""
+    release = _release_name(namespace)
+    kube = _helm_kube(cluster)
+    helm("install", release, str(CHART), "-n", namespace, *kube)
+    try:
+        sa_config = _load_hack("sa_kubeconfig").write(cluster.kubeconfig, namespace, f"{release}-modeldeploy",
+                                                     str(tmp_path / "sa.kubeconfig"), 600)
+
+        def can_i(verb: str, resource: str) -> bool:
+            proc = subprocess.run([kubectl_binary(), "--kubeconfig", sa_config, "auth", "can-i", verb, resource,
+                                   "--all-namespaces"], capture_output=True, text=True, timeout=30)
+            return proc.stdout.strip() == "yes"
+
+        missing = [a for a in CLUSTER_WIDE_ACCESS if not can_i(*a)]
+        assert not missing, f"the chart's ServiceAccount may not: {missing}"
+        excess = [a for a in CLUSTER_WIDE_DENIED if can_i(*a)]
+        assert not excess, f"the chart's ServiceAccount may do more than it needs: {excess}"
+    finally:
+        helm("uninstall", release, "-n", namespace, *kube, "--wait", "--timeout", "2m", check=False)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The operator with the chart's credentials
 
@@ -400,7 +440,10 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
                                                                  tmp_path):
     release = _release_name(namespace)
     kube = _helm_kube(cluster)
-    values = {"logLevel": "INFO"}
+    # Watching this namespace only (Roles, not the ClusterRole): the operator then runs with exactly the
+    # rendered arguments and never touches other tests' objects on a shared cluster. The cluster-wide rules are
+    # the same rules at cluster scope (test_default_install_grants_cluster_wide_reads checks them with can-i).
+    values = {"watchNamespaces": [namespace]}
     health_port, metrics_port = _free_port(), _free_port()
 
     # 1. The model and its dataset in S3 (the same trainer as `make demo`).
@@ -426,11 +469,11 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
         assert whoami.stdout == f"system:serviceaccount:{namespace}:{sa}", whoami.stderr
 
         def start_operator(deploy: dict):
-            # The chart's command, args and env; only the scope narrows to this namespace (RBAC stays
-            # cluster-wide) and the endpoints move to free ports on 127.0.0.1.
+            # The chart's command, args and env; only the endpoints move to free ports on 127.0.0.1.
             cmd, env = _load_hack("run_as_chart").operator_command(
-                deploy, pod_name=f"{release}-modeldeploy-{uuid.uuid4().hex[:5]}", watch_namespaces=[namespace],
+                deploy, pod_name=f"{release}-modeldeploy-{uuid.uuid4().hex[:5]}",
                 health_port=health_port, metrics_port=metrics_port)
+            assert f"--namespace={namespace}" in cmd
             full_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
                         "KUBECONFIG": sa_kubeconfig, **env}
             log = open(log_path, "a")
@@ -457,6 +500,7 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
                         namespace=namespace, check=False, timeout=960)
         status = json.loads(kubectl("get", "modeldeployment", "digits", "-o", "json", namespace=namespace).stdout)
         assert ready.returncode == 0, (f"not Ready: {json.dumps(status.get('status'), indent=1)}\n"
+                                       f"{_children_report(kubectl, namespace)}\n"
                                        f"operator log tail:\n{log_path.read_text()[-4000:]}")
         st = status["status"]
         assert st["observedGeneration"] == status["metadata"]["generation"]
@@ -474,7 +518,7 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
         #    the same) and leaves the serving model alone: no new generation, still Ready.
         generation = status["metadata"]["generation"]
         helm("upgrade", release, str(CHART), "-n", namespace, *kube,
-             *sets({"logLevel": "DEBUG", "resources": {"requests": {"cpu": "200m"}}}))
+             *sets({**values, "logLevel": "DEBUG", "resources": {"requests": {"cpu": "200m"}}}))
         deploy = json.loads(kubectl("get", "deployment", f"{release}-modeldeploy", "-o", "json",
                                     namespace=namespace).stdout)
         assert env_of(deploy["spec"]["template"]["spec"]["containers"][0])["MODELDEPLOY_LOG_LEVEL"]["value"] == \
@@ -496,6 +540,19 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
     kept = json.loads(kubectl("get", "modeldeployment", "digits", "-o", "json", namespace=namespace).stdout)
     assert kept["status"]["model"]["servingVersion"] == 1
     kubectl("get", "deployment", "digits", namespace=namespace)
+
+
+def _children_report(kubectl, namespace: str) -> str:
+    """Jobs and pods with their container states: why a ModelDeployment is not Ready."""
+    out = []
+    for kind in ("jobs", "pods"):
+        items = json.loads(kubectl("get", kind, "-o", "json", namespace=namespace, check=False).stdout or "{}")
+        for item in items.get("items", []):
+            st = item.get("status", {})
+            states = [(c["name"], c.get("state"), c.get("lastState")) for c in st.get("containerStatuses", [])]
+            out.append(f"{kind[:-1]} {item['metadata']['name']}: conditions={st.get('conditions')} "
+                       f"phase={st.get('phase')} containers={states}")
+    return "\n".join(out)
 
 
 def kubectl_binary() -> str:
