@@ -570,3 +570,110 @@ def _stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Two replicas: Kopf peering keeps one active
+
+class LocalOperator:
+    """One operator process started from the chart's Deployment (as run_as_chart does), with its own log and
+    write log."""
+
+    def __init__(self, deploy: dict, kubeconfig: str, workdir: Path, name: str):
+        self.name, self.health_port = name, _free_port()
+        self.log, self.writes = workdir / f"{name}.log", workdir / f"{name}.writes.jsonl"
+        cmd, env = _load_hack("run_as_chart").operator_command(deploy, pod_name=name, health_port=self.health_port,
+                                                               metrics_port=_free_port())
+        full_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "KUBECONFIG": kubeconfig,
+                    "MODELDEPLOY_WRITE_LOG": str(self.writes), **env}
+        with open(self.log, "a") as out:
+            self.proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
+                                         start_new_session=True)
+
+    def healthy(self) -> bool:
+        import urllib.request
+        assert self.proc.poll() is None, f"{self.name} exited {self.proc.returncode}:\n{self.text()[-3000:]}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def peering_state(self, since: int = 0) -> str:
+        """"active" or "paused" from Kopf's last peering message (paused before any: Kopf starts paused)."""
+        text = self.text()[since:]
+        resumed, paused = text.rfind("Resuming operations"), text.rfind("Pausing operations")
+        return "active" if resumed > paused else "paused"
+
+    def wrote(self, name: str) -> list[dict]:
+        if not self.writes.exists():
+            return []
+        rows = [json.loads(line) for line in self.writes.read_text().splitlines() if line.strip()]
+        return [r for r in rows if r.get("name") == name or str(r.get("name", "")).startswith(name)]
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(600)
+def test_two_replicas_one_active_and_failover(kubectl, cluster, namespace, tmp_path):
+    """replicaCount=2: both replicas run, exactly one handles ModelDeployments; killing it hands over."""
+    release = _release_name(namespace)
+    kube = _helm_kube(cluster)
+    helm("install", release, str(CHART), "-n", namespace, *kube,
+         *sets({"replicaCount": 2, "watchNamespaces": [namespace]}))
+    replicas: list[LocalOperator] = []
+    try:
+        deploy = json.loads(kubectl("get", "deployment", f"{release}-modeldeploy", "-o", "json",
+                                    namespace=namespace).stdout)
+        assert f"--peering={release}-modeldeploy" in deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+        kubectl("get", "kopfpeering", f"{release}-modeldeploy", namespace=namespace)
+        sa = deploy["spec"]["template"]["spec"]["serviceAccountName"]
+        sa_config = _load_hack("sa_kubeconfig").write(cluster.kubeconfig, namespace, sa,
+                                                     str(tmp_path / "sa.kubeconfig"), 1800)
+        replicas = [LocalOperator(deploy, sa_config, tmp_path, f"{release}-replica-{i}") for i in (0, 1)]
+        for r in replicas:
+            wait_for(r.healthy, 120, f"{r.name}'s health endpoint")
+        # Both keep-alives land in the peering object, each with its own random priority. With mandatory
+        # peering Kopf starts paused and resumes only the replica that sees no live peer above it.
+        peers = wait_for(lambda: (json.loads(kubectl("get", "kopfpeering", f"{release}-modeldeploy", "-o", "json",
+                                                     namespace=namespace).stdout).get("status") or {}), 60,
+                         "keep-alives in the KopfPeering status")
+        wait_for(lambda: len(json.loads(kubectl("get", "kopfpeering", f"{release}-modeldeploy", "-o", "json",
+                                                namespace=namespace).stdout).get("status") or {}) == 2,
+                 60, f"two peers in the KopfPeering status (have {list(peers)})")
+        # Kopf starts a peered operator paused and logs only transitions: the replica that sees no live peer
+        # above it logs "Resuming"; one that started first may resume, then log "Pausing" in favour of a newer,
+        # higher one. A replica that never resumed stays silent. The last word in each log counts.
+        def working() -> list[LocalOperator]:
+            return [r for r in replicas if r.peering_state() == "active"]
+
+        wait_for(lambda: len(working()) == 1, 60, "exactly one active replica")
+        time.sleep(5)   # stable: still exactly one
+        assert len(working()) == 1, [(r.name, r.peering_state()) for r in replicas]
+        active = working()[0]
+        standby = next(r for r in replicas if r is not active)
+        standby_lines = len(standby.text())
+
+        kubectl("apply", "-f", "-", input=_md_manifest(namespace, "peered"))
+        wait_for(lambda: kubectl("get", "deployment", "peered", namespace=namespace, check=False).returncode == 0,
+                 60, "the serving Deployment of the ModelDeployment")
+        time.sleep(3)
+        assert active.wrote("peered"), "the active replica wrote nothing"
+        assert not standby.wrote("peered"), f"the standby wrote: {standby.wrote('peered')}"
+
+        # Kill the active replica without a goodbye: its keep-alive expires, then the standby takes over.
+        os.killpg(active.proc.pid, signal.SIGKILL)
+        active.proc.wait(timeout=10)
+        kubectl("patch", "modeldeployment", "peered", "--type", "merge", "-p",
+                json.dumps({"spec": {"serving": {"replicas": 3}}}), namespace=namespace)
+        wait_for(lambda: json.loads(kubectl("get", "deployment", "peered", "-o", "json",
+                                            namespace=namespace).stdout)["spec"].get("replicas") == 3,
+                 180, "the standby to resume and scale the Deployment to 3")
+        assert standby.peering_state(since=standby_lines) == "active"
+        assert standby.wrote("peered")
+    finally:
+        for r in replicas:
+            _stop(r.proc)
+        helm("uninstall", release, "-n", namespace, *kube, "--wait", "--timeout", "2m", check=False)
