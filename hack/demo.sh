@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo` (after `make cluster-up`, a Make prerequisite): the whole flow on this machine.
-#   1. install the chart (CRDs from crds/, ServiceAccount, RBAC, Deployment) into modeldeploy-system
+#   1. install the chart (CRDs from crds/, ServiceAccount, RBAC, Deployment) into modeldeploy-system, watching
+#      the demo's namespace only (a Role there: the demo never touches other objects of a shared cluster)
 #   2. run the operator in the background as the chart's pod would, with its ServiceAccount's token
 #      (the pod itself lands on a kwok node, which runs nothing) -- PID/log in .cluster/
 #   3. train the digits CNN (scikit-learn's bundled digits) and upload it and its dataset to S3
@@ -11,8 +12,8 @@
 #   hack/demo.sh          run (idempotent: a second run reuses what is there)
 #   hack/demo.sh down     stop the demo's operator (make demo-down also stops the cluster)
 #
-# Knobs: DEMO_NAMESPACE (ml), DEMO_TIMEOUT (seconds to wait for Ready, 900), DEMO_HEALTH_PORT (18081),
-# DEMO_METRICS_PORT (18080).
+# Knobs: DEMO_NAMESPACE (ml), DEMO_TIMEOUT (seconds to wait for Ready, 900), DEMO_HEALTH_PORT (17081),
+# DEMO_METRICS_PORT (17080).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -26,8 +27,8 @@ NS=${DEMO_NAMESPACE:-ml}
 RELEASE=modeldeploy
 RELEASE_NS=modeldeploy-system
 TIMEOUT=${DEMO_TIMEOUT:-900}
-HEALTH_PORT=${DEMO_HEALTH_PORT:-18081}
-METRICS_PORT=${DEMO_METRICS_PORT:-18080}
+HEALTH_PORT=${DEMO_HEALTH_PORT:-17081}
+METRICS_PORT=${DEMO_METRICS_PORT:-17080}
 PY=$ROOT/.venv/bin/python
 KUBECTL=$ROOT/.bin/kubectl
 HELM=$ROOT/.bin/helm
@@ -42,7 +43,7 @@ operator_pid() {
   local pid
   pid=$(cat "$PID_FILE" 2>/dev/null || true)
   if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null \
-     && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "modeldeploy.* run"; then
+     && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE "modeldeploy.* run|run_as_chart.py"; then
     echo "$pid"
   fi
 }
@@ -80,10 +81,12 @@ k get --raw /readyz >/dev/null 2>&1 || die "the cluster does not answer ($KUBECO
 mkdir -p "$STATE/pids" "$STATE/logs" "$STATE/demo"
 
 # --- 1. the chart ------------------------------------------------------------------------------------------
-say "1/5 helm upgrade --install $RELEASE charts/modeldeploy -n $RELEASE_NS (CRDs, ServiceAccount, RBAC, Deployment)"
+say "1/5 helm upgrade --install $RELEASE charts/modeldeploy -n $RELEASE_NS --set watchNamespaces={$NS}"
+k get namespace "$NS" >/dev/null 2>&1 || k create namespace "$NS"
 # Helm installs crds/ only on first install; apply them too so a re-run after a CRD change is current.
 k apply --server-side --force-conflicts -f charts/modeldeploy/crds/ >/dev/null
-"$HELM" upgrade --install "$RELEASE" charts/modeldeploy -n "$RELEASE_NS" --create-namespace --wait --timeout 3m
+"$HELM" upgrade --install "$RELEASE" charts/modeldeploy -n "$RELEASE_NS" --create-namespace \
+  --set "watchNamespaces={$NS}" --wait --timeout 3m >/dev/null
 k get crd modeldeployments.modeldeploy.io
 k -n "$RELEASE_NS" get deployment,serviceaccount,service -l app.kubernetes.io/instance="$RELEASE"
 
@@ -92,6 +95,11 @@ say "2/5 the operator: the chart's command, args and env, as system:serviceaccou
 if [[ -n $(operator_pid) ]]; then
   echo "demo: the operator is already running (pid $(operator_pid)); log: $LOG_FILE"
 else
+  for port in "$HEALTH_PORT" "$METRICS_PORT"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      die "port $port on 127.0.0.1 is in use; choose others with DEMO_HEALTH_PORT / DEMO_METRICS_PORT"
+    fi
+  done
   "$PY" hack/run_as_chart.py --release "$RELEASE" --namespace "$RELEASE_NS" --print
   nohup "$PY" hack/run_as_chart.py --release "$RELEASE" --namespace "$RELEASE_NS" \
     --health-port "$HEALTH_PORT" --metrics-port "$METRICS_PORT" \
@@ -119,7 +127,6 @@ say "3/5 train the digits CNN and upload it to s3://models/digits/base, its data
 
 # --- 4. the ModelDeployment --------------------------------------------------------------------------------
 say "4/5 kubectl apply -n $NS -f examples/gpu-pruned-int8-autoscaling.yaml"
-k get namespace "$NS" >/dev/null 2>&1 || k create namespace "$NS"
 # The storage credentials the Job and the serving pods get (the operator itself never reads them).
 set -a; . "$STATE/s3.env"; set +a
 k -n "$NS" create secret generic model-store \
