@@ -62,13 +62,33 @@ is_running() {
 
 port_in_use() { ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
 
+# stop_pid NAME: SIGTERM the component, SIGKILL after 10s.
+stop_pid() {
+  local pid; pid=$(pid_of "$1")
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in {1..100}; do
+    [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || echo X) == [ZX] ]] && return 0
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
 # start NAME MATCH COMMAND...: run COMMAND detached (own session: it outlives this script and ignores the
-# caller's Ctrl-C), log to logs/NAME.log, PID to pids/NAME.pid. Returns 1 when it was already running.
+# caller's Ctrl-C), log to logs/NAME.log, PID to pids/NAME.pid. Returns 1 when it was already running with
+# the same command line and binary; one started with other flags or an older binary is restarted, so a
+# changed script or pin takes effect on the next `make cluster-up`.
 start() {
   local name=$1 match=$2; shift 2
   if is_running "$name" "$match"; then
-    log "$name already running (pid $(pid_of "$name"))"
-    return 1
+    local pid; pid=$(pid_of "$name")
+    # setsid execs the command, so the process's own argv and executable are what we would start now.
+    if [[ $(tr '\0' ' ' <"/proc/$pid/cmdline") == "$* " \
+          && $(readlink "/proc/$pid/exe") == "$(readlink -f "$(command -v "$1")")" ]]; then
+      log "$name already running (pid $(pid_of "$name"))"
+      return 1
+    fi
+    log "$name runs with other flags or another binary: restarting it"
+    stop_pid "$name"
   fi
   setsid "$@" </dev/null >>"$STATE/logs/$name.log" 2>&1 &
   echo $! >"$STATE/pids/$name.pid"
@@ -204,17 +224,21 @@ start_controllers() {
   is_running kube-controller-manager "$BIN/kube-controller-manager" || check_port kube-controller-manager $KCM_PORT
   # --use-service-account-credentials: each controller acts as its own service account, so RBAC applies to the
   #   controllers as on a real cluster. --leader-elect=false: a single replica; saves a Lease write every 2s.
+  # --kube-api-qps/burst (both components): the defaults (20-50 QPS) throttle the operator benchmark's
+  #   hundreds of Deployments; a local API server takes far more.
   start kube-controller-manager "$BIN/kube-controller-manager" "$BIN/kube-controller-manager" \
     --kubeconfig="$kc" --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc" \
     --bind-address=127.0.0.1 --secure-port=$KCM_PORT \
     --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
     --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
     --use-service-account-credentials=true --controllers='*' --service-cluster-ip-range=$SERVICE_CIDR \
+    --kube-api-qps=200 --kube-api-burst=400 \
     --leader-elect=false --profiling=false --v=1 || true
   is_running kube-scheduler "$BIN/kube-scheduler" || check_port kube-scheduler $SCHEDULER_PORT
   start kube-scheduler "$BIN/kube-scheduler" "$BIN/kube-scheduler" \
     --kubeconfig="$ks" --authentication-kubeconfig="$ks" --authorization-kubeconfig="$ks" \
-    --bind-address=127.0.0.1 --secure-port=$SCHEDULER_PORT --leader-elect=false --profiling=false --v=1 || true
+    --bind-address=127.0.0.1 --secure-port=$SCHEDULER_PORT --kube-api-qps=200 --kube-api-burst=400 \
+    --leader-elect=false --profiling=false --v=1 || true
   # -k: both serve /healthz with a self-signed certificate they make at start; it is loopback only.
   wait_for kube-controller-manager 60 curl -sfk "https://127.0.0.1:$KCM_PORT/healthz"
   wait_for kube-scheduler 60 curl -sfk "https://127.0.0.1:$SCHEDULER_PORT/healthz"
@@ -229,8 +253,7 @@ start_kwok() {
   } >"$cfg.new"
   if is_running kwok "$BIN/kwok" && ! cmp -s "$cfg.new" "$cfg"; then
     log "kwok configuration changed: restarting kwok"
-    kill "$(pid_of kwok)"
-    for _ in {1..40}; do kill -0 "$(pid_of kwok)" 2>/dev/null || break; sleep 0.25; done
+    stop_pid kwok
   fi
   mv "$cfg.new" "$cfg"
   is_running kwok "$BIN/kwok" || check_port kwok $KWOK_PORT
@@ -239,22 +262,22 @@ start_kwok() {
   wait_for kwok 60 curl -sf "http://127.0.0.1:$KWOK_PORT/healthz"
 }
 
+runner_ready() { [[ $(cat "$STATE/jobrunner.ready" 2>/dev/null) == "$(pid_of jobrunner)" ]]; }
+
 start_jobrunner() {
   # Restart a runner that is older than hack/jobrunner.py or uses another virtualenv (it then fails the pods
   # it was running, as a crashed kubelet's pods would be).
   if is_running jobrunner "hack/jobrunner.py"; then
     if [[ $ROOT/hack/jobrunner.py -nt $STATE/pids/jobrunner.pid ]] || ! is_running jobrunner "$VENV/bin/python"; then
       log "hack/jobrunner.py or the virtualenv changed: restarting the Job runner"
-      kill "$(pid_of jobrunner)"
-      for _ in {1..40}; do kill -0 "$(pid_of jobrunner)" 2>/dev/null || break; sleep 0.25; done
+      stop_pid jobrunner
     fi
   fi
-  # The runner writes jobrunner.ready once its first pod list succeeded.
-  is_running jobrunner "hack/jobrunner.py" || rm -f "$STATE/jobrunner.ready"
-  start jobrunner "hack/jobrunner.py" env PYTHONUNBUFFERED=1 "$VENV/bin/python" "$ROOT/hack/jobrunner.py" \
+  start jobrunner "hack/jobrunner.py" "$VENV/bin/python" -u "$ROOT/hack/jobrunner.py" \
     --kubeconfig "$STATE/jobrunner.kubeconfig" --state "$STATE" --venv "$VENV" \
     --parallel "${MD_JOBRUNNER_PARALLEL:-2}" || true
-  wait_for jobrunner 30 test -f "$STATE/jobrunner.ready"
+  # The runner writes its PID to jobrunner.ready once its first pod list succeeded.
+  wait_for jobrunner 30 runner_ready
 }
 
 # --- objects -----------------------------------------------------------------------------------------------

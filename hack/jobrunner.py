@@ -619,7 +619,7 @@ class Runner:
                 listing = json.loads(resp.data)
                 for pod in listing["items"]:
                     self.handle("ADDED", pod)
-                ready_file.write_text(now() + "\n")
+                ready_file.write_text(str(os.getpid()))
                 rv = listing["metadata"]["resourceVersion"]
                 while True:
                     w = watch.Watch()
