@@ -21,25 +21,31 @@ a shared cluster would show up here). Nothing is asserted: the targets are print
 """
 from __future__ import annotations
 
-import concurrent.futures
-import json
-import os
-import pathlib
-import re
-import signal
-import socket
-import statistics
-import subprocess
 import sys
-import threading
-import time
-import urllib.request
-import uuid
+
+# This file is named like the stdlib's `operator` module; Python puts its directory first on sys.path, which
+# would make `import collections` (-> `from operator import ...`) import this script. Drop that entry first.
+if sys.path and sys.path[0].rstrip("/").endswith("bench"):
+    sys.path.pop(0)
+
+import concurrent.futures  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import pathlib  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+import uuid  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
-from kubernetes import client, config, watch  # noqa: E402
+from kubernetes import client, config  # noqa: E402
 
 from modeldeploy.api import spec as specmod  # noqa: E402
 from modeldeploy.resources import render  # noqa: E402
@@ -67,7 +73,8 @@ def log(msg: str) -> None:
 def md(name: str) -> dict:
     return {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
             "spec": {"model": {"uri": f"s3://models/bench/{name}", "version": 1, "storageSecret": "model-store"},
-                     "serving": {"replicas": 1}}}
+                     # Tiny requests: the fake nodes have 2 x 31 CPUs, and N pods must fit.
+                     "serving": {"replicas": 1, "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}}}
 
 
 class Api:
@@ -173,7 +180,9 @@ class Watcher:
                         break
                     event = json.loads(line)
                     obj = event.get("object") or {}
-                    name = (obj.get("metadata") or {}).get("name")
+                    meta = obj.get("metadata") or {}
+                    # Children are named after their ModelDeployment (m7, m7-config): key them by its name.
+                    name = (meta.get("labels") or {}).get("app.kubernetes.io/instance") or meta.get("name")
                     now = time.monotonic()
                     with self.lock:
                         self.seen.setdefault((kind, name), now)
@@ -219,7 +228,8 @@ def main() -> int:
     env = dict(os.environ, KUBECONFIG=KUBECONFIG, MODELDEPLOY_WRITE_LOG=str(write_log),
                MODELDEPLOY_WORKERS=str(WORKERS), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "modeldeploy"), "run", "--standalone", "--namespace", ns,
-                             "--liveness", f"http://127.0.0.1:{liveness}/healthz", "--metrics-port", "-1"],
+                             "--liveness", f"http://127.0.0.1:{liveness}/healthz", "--metrics-port", "-1",
+                             "--log-level", os.environ.get("BENCH_LOG_LEVEL", "INFO")],
                             stdout=op_log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     try:
         deadline = time.monotonic() + 60

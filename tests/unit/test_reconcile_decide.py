@@ -300,18 +300,20 @@ def test_progress_deadline_rolls_back_at_once_with_image_of_last_good():
     assert plan.status["rollback"]["lastReason"] == "ProgressDeadlineExceeded"
 
 
-def test_rollback_target_image_from_the_deployment_annotation_when_status_cannot_hold_it():
+def test_rollback_target_image_from_the_configmap_annotation_when_status_cannot_hold_it():
+    from modeldeploy.controller.observe import recorded_last_good
+    from modeldeploy.resources.config import build_config_map
     spec1, spec2, good = _serving_v1_then_v2(image2="tensorflow/serving:crashloop")
     good = dict(good, model={k: v for k, v in good["model"].items() if k not in ("lastGoodImage", "lastGoodUri")})
-    live = deployment(spec2, ready=1, updated=1, available=1, old=1,
-                      progressing=("False", "ProgressDeadlineExceeded", "timed out"))
-    plan = dc.decide(spec2, observe(good, generation=2, deployment=deployment_view(live), pods=(pod("a", 1),)))
+    live = deployment_view(deployment(spec2, ready=1, updated=1, available=1, old=1,
+                                      progressing=("False", "ProgressDeadlineExceeded", "timed out")))
+    plan = dc.decide(spec2, observe(good, generation=2, deployment=live, pods=(pod("a", 1),)))
     assert plan.rolled_back and plan.target.image == "tensorflow/serving:crashloop"   # nothing recorded: spec's
-    recorded = build_deployment(spec2, None, last_good=serving(spec1, 1))
-    assert recorded["metadata"]["annotations"]["modeldeploy.io/last-good"] == \
+    cm = build_config_map(spec2, serving(spec1, 1))
+    assert cm["metadata"]["annotations"]["modeldeploy.io/last-good"] == \
         '{"image":"tensorflow/serving:2.21.0","uri":"s3://models/digits/base","version":1}'
-    live["metadata"]["annotations"] = recorded["metadata"]["annotations"]
-    plan = dc.decide(spec2, observe(good, generation=2, deployment=deployment_view(live), pods=(pod("a", 1),)))
+    plan = dc.decide(spec2, observe(good, generation=2, deployment=live, pods=(pod("a", 1),),
+                                    recorded_last_good=recorded_last_good(cm)))
     assert plan.rolled_back and plan.target == serving(spec1, 1) and plan.last_good == serving(spec1, 1)
 
 

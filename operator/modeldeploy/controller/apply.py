@@ -129,7 +129,7 @@ def is_subset(desired, live, path: str = "") -> bool:
     if desired == live and type(desired) is type(live):
         return True
     if isinstance(desired, bool) or isinstance(live, bool):
-        return desired == live
+        return False                     # same type was handled above; True is not 1 here
     if ".resources." in path + "." and (".limits." in path + "." or ".requests." in path + "."):
         a, b = quantity(desired), quantity(live)
         return a is not None and a == b
@@ -207,7 +207,8 @@ class Kube:
         self.writes = 0
         self.requests = 0
         self._lock = threading.Lock()
-        self._overlay: dict[tuple, tuple[float, dict | None]] = {}
+        # (kind, namespace, md name) -> {name: (when, object or None for deleted)}: our recent writes
+        self._overlay: dict[tuple[str, str, str], dict[str, tuple[float, dict | None]]] = {}
         self._write_log = os.environ.get(WRITE_LOG_ENV) or None
         self._schema_checked = 0.0
         self._crd_cache: dict[str, tuple[float, bool]] = {}
@@ -228,13 +229,15 @@ class Kube:
         data = resp.data
         return json.loads(data) if data else None
 
-    def _write(self, verb: str, kind: str, namespace: str, name: str) -> None:
+    def _write(self, verb: str, kind: str, namespace: str, name: str, detail=None) -> None:
         with self._lock:
             self.writes += 1
             if self._write_log:
+                row = {"t": time.time(), "verb": verb, "kind": kind, "namespace": namespace, "name": name}
+                if detail is not None:
+                    row["detail"] = detail
                 with open(self._write_log, "a") as fh:
-                    fh.write(json.dumps({"t": time.time(), "verb": verb, "kind": kind, "namespace": namespace,
-                                         "name": name}) + "\n")
+                    fh.write(json.dumps(row) + "\n")
         log.debug("write: %s %s %s/%s", verb, kind, namespace, name)
 
     @staticmethod
@@ -267,16 +270,13 @@ class Kube:
         by_name = {(i.get("metadata") or {}).get("name"): i for i in items}
         now = time.monotonic()
         with self._lock:
-            for (k, ns, name), (when, obj) in list(self._overlay.items()):
+            recent = self._overlay.get((kind, namespace, md_name)) or {}
+            for name, (when, obj) in list(recent.items()):
                 if now - when > OVERLAY_SECONDS:
-                    del self._overlay[(k, ns, name)]
-                    continue
-                if k != kind or ns != namespace:
+                    del recent[name]
                     continue
                 if obj is None:
                     by_name.pop(name, None)
-                    continue
-                if (obj.get("metadata") or {}).get("labels", {}).get(names.LABEL_INSTANCE) != md_name:
                     continue
                 cached = by_name.get(name)
                 if cached is None or _newer(obj, cached):
@@ -323,9 +323,11 @@ class Kube:
         return None
 
     # -- writes --
-    def _remember(self, kind: str, namespace: str, name: str, obj: dict | None) -> None:
+    def _remember(self, kind: str, meta: dict, obj: dict | None) -> None:
+        """Overlay our own write on the cache until the watch delivers it (keyed by owner: cheap lookups)."""
+        md_name = (meta.get("labels") or {}).get(names.LABEL_INSTANCE, "")
         with self._lock:
-            self._overlay[(kind, namespace, name)] = (time.monotonic(), obj)
+            self._overlay.setdefault((kind, meta["namespace"], md_name), {})[meta["name"]] = (time.monotonic(), obj)
 
     def ensure(self, desired: dict, owner: dict, live: dict | None) -> tuple[str, dict | None]:
         """Server-side apply `desired` unless the live object already matches; returns (action, object)."""
@@ -337,7 +339,7 @@ class Kube:
                          query=[("fieldManager", names.FIELD_MANAGER), ("force", "true")],
                          content_type="application/apply-patch+yaml")
         self._write("apply", kind, meta["namespace"], meta["name"])
-        self._remember(kind, meta["namespace"], meta["name"], _slim(obj))
+        self._remember(kind, meta, _slim(obj))
         return ("created" if live is None else "updated"), obj
 
     def create(self, desired: dict, owner: dict) -> tuple[str, dict | None]:
@@ -353,7 +355,7 @@ class Kube:
                 raise
             self._write("create-conflict", kind, meta["namespace"], meta["name"])
             obj, action = self.get(kind, meta["namespace"], meta["name"]), "exists"
-        self._remember(kind, meta["namespace"], meta["name"], _slim(obj) if obj else None)
+        self._remember(kind, meta, _slim(obj) if obj else None)
         return action, obj
 
     def delete(self, kind: str, live: dict) -> None:
@@ -367,7 +369,7 @@ class Kube:
             if exc.status not in (404, 409):
                 raise
         self._write("delete", kind, meta["namespace"], meta["name"])
-        self._remember(kind, meta["namespace"], meta["name"], None)
+        self._remember(kind, meta, None)
 
     def patch_status(self, body: dict, old: dict, new: dict) -> dict | None:
         """Merge-patch the ModelDeployment's status with what changed; returns the object (None: no change)."""
@@ -377,7 +379,8 @@ class Kube:
         meta = body["metadata"]
         obj = self._call("PATCH", self.path(KIND, meta["namespace"], meta["name"], "status"),
                          body={"status": patch}, content_type="application/merge-patch+json")
-        self._write("patch-status", KIND, meta["namespace"], meta["name"])
+        self._write("patch-status", KIND, meta["namespace"], meta["name"], _changed_paths(patch))
+        log.debug("status patch of %s/%s: %s", meta["namespace"], meta["name"], json.dumps(patch)[:2000])
         return obj
 
     def post_event(self, body: dict, type_: str, reason: str, message: str, instance: str = "") -> None:
@@ -400,6 +403,19 @@ class Kube:
             self._write("event", "Event", meta["namespace"], reason)
         except ApiError as exc:
             log.warning("could not post Event %s: %s", reason, exc)
+
+
+def _changed_paths(patch: dict, prefix: str = "") -> list[str]:
+    """Dotted paths a merge patch touches (conditions by type): what the write log says a status write was for."""
+    out = []
+    for key, value in patch.items():
+        if key == "conditions" and isinstance(value, list):
+            out.append("conditions")
+        elif isinstance(value, dict):
+            out += _changed_paths(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}")
+    return out
 
 
 def _newer(a: dict, b: dict) -> bool:

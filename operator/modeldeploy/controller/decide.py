@@ -44,6 +44,7 @@ class Observed:
     deployment: DeploymentView = DeploymentView()
     pods: tuple = ()                           # serving pods (dicts)
     model_state: str | None = None             # TF Serving's model state, None when unreachable
+    recorded_last_good: ServingTarget | None = None   # the rollback target recorded on the ConfigMap
     interval_check: bool = False               # a scheduled health check: counts towards failureThreshold
 
 
@@ -86,8 +87,8 @@ def last_good_target(spec: ModelDeploymentSpec, status: dict, recorded: ServingT
         -> ServingTarget | None:
     """The rollback target: lastGoodVersion with the image and URI that served it.
 
-    From status.model.lastGood{Image,Uri} when the CRD has them, else from the Deployment's last-good annotation
-    (`recorded`), else the spec's image and URI for that version.
+    From status.model.lastGood{Image,Uri} when the CRD has them, else from the last-good annotation
+    (`recorded`, from the ConfigMap's annotation), else the spec's image and URI for that version.
     """
     model = status.get("model") or {}
     version = model.get("lastGoodVersion")
@@ -211,7 +212,7 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
     prev_health = dict(prev.get("health") or {})
     requested = target_from_spec(spec)
     dep = obs.deployment
-    last_good = last_good_target(spec, prev, dep.last_good)
+    last_good = last_good_target(spec, prev, obs.recorded_last_good)
 
     opt_state, optimization = _optimization(spec, obs, plan, conds)
 
@@ -353,15 +354,19 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
         conds.set(st.DEGRADED, False, Reason.AS_EXPECTED, "no problems found")
 
     # Health summary (lastCheckTime moves only when the state changes: no writes while nothing changes).
-    state = UNKNOWN if not dep.exists else UNHEALTHY if (failing_pods or lost or (complete and not available
-                                                                                   and minimum > 0)) else HEALTHY
+    if not dep.exists:
+        state = UNKNOWN
+    elif failing_pods or lost or (complete and not available and minimum > 0):
+        state = UNHEALTHY
+    else:
+        state = HEALTHY if available else UNKNOWN        # still coming up: not known yet
     new_health = {"state": state, "consecutiveFailures": failures, "message": health.message if dep.exists else
                   "no serving Deployment yet", "restarts": health.restarts}
     if obs.model_state is not None:
         new_health["modelState"] = obs.model_state
     if prev_health.get("state") != state:
         new_health["lastCheckTime"] = new_health["lastTransitionTime"] = st.timestamp(obs.now)
-        if prev_health.get("state") is not None:
+        if prev_health.get("state") not in (None, UNKNOWN) and state != UNKNOWN:   # not for first sightings
             plan.events.append((NORMAL if state == HEALTHY else WARNING, f"Health{state}", new_health["message"]))
     else:
         for key in ("lastCheckTime", "lastTransitionTime"):

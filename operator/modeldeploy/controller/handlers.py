@@ -89,39 +89,41 @@ def _index_key(namespace, labels):
 
 
 # ---------------------------------------------------------------------------------------------- indexes
+# Index and event handlers are async: they do no I/O, and running them on the event loop keeps them out of the
+# thread pool the reconciles need (sync handlers each cost a thread hop per watch event).
 
 @kopf.index(*CHILDREN["Deployment"], labels=LABELS)
-def md_deployments(namespace, labels, body, **_):
+async def md_deployments(namespace, labels, body, **_):
     return {_index_key(namespace, labels): apply.slim(plain(body))}
 
 
 @kopf.index(*CHILDREN["Job"], labels=LABELS)
-def md_jobs(namespace, labels, body, **_):
+async def md_jobs(namespace, labels, body, **_):
     return {_index_key(namespace, labels): apply.slim(plain(body))}
 
 
 @kopf.index(*CHILDREN["Pod"], labels=LABELS)
-def md_pods(namespace, labels, body, **_):
+async def md_pods(namespace, labels, body, **_):
     return {_index_key(namespace, labels): _slim_pod(body)}
 
 
 @kopf.index(*CHILDREN["Service"], labels=LABELS)
-def md_services(namespace, labels, body, **_):
+async def md_services(namespace, labels, body, **_):
     return {_index_key(namespace, labels): apply.slim(plain(body))}
 
 
 @kopf.index(*CHILDREN["ConfigMap"], labels=LABELS)
-def md_configmaps(namespace, labels, body, **_):
+async def md_configmaps(namespace, labels, body, **_):
     return {_index_key(namespace, labels): apply.slim(plain(body))}
 
 
 @kopf.index(*CHILDREN["HorizontalPodAutoscaler"], labels=LABELS)
-def md_hpas(namespace, labels, body, **_):
+async def md_hpas(namespace, labels, body, **_):
     return {_index_key(namespace, labels): apply.slim(plain(body))}
 
 
 @kopf.index(*CHILDREN["PodDisruptionBudget"], labels=LABELS)
-def md_pdbs(namespace, labels, body, **_):
+async def md_pdbs(namespace, labels, body, **_):
     return {_index_key(namespace, labels): apply.slim(plain(body))}
 
 
@@ -204,7 +206,7 @@ def reconcile_handler(body, **_):
 
 
 @kopf.on.event(*MD)
-def md_event(type, body, **_):
+async def md_event(type, body, **_):
     """Keep the monitor's registry current (every watch event, our own status writes included)."""
     if STATE.monitor is None:
         return
@@ -217,7 +219,7 @@ def md_event(type, body, **_):
 
 @kopf.on.event(*CHILDREN["Deployment"], labels=LABELS, id="deployment-event")
 @kopf.on.event(*CHILDREN["Job"], labels=LABELS, id="job-event")
-def child_event(namespace, labels, **_):
+async def child_event(namespace, labels, **_):
     """A Deployment's rollout or a Job moved: reconcile its ModelDeployment soon."""
     if STATE.monitor is not None:
         STATE.monitor.touch(namespace, (labels or {}).get(names.LABEL_INSTANCE, ""))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from modeldeploy.api.names import LABEL_VERSION
 from modeldeploy.api.status import Reason
+from modeldeploy.resources import config
 from modeldeploy.resources import deployment as dep_builder
 from modeldeploy.resources import job as job_builder
 from modeldeploy.resources.deployment import ServingTarget
@@ -47,7 +48,6 @@ class DeploymentView:
     ready: int = 0
     available: int = 0
     progressing: dict = field(default_factory=dict)   # the Progressing condition
-    last_good: ServingTarget | None = None             # recorded in the Deployment's annotation
 
     @property
     def rollout_complete(self) -> bool:
@@ -185,8 +185,14 @@ def deployment_view(dep: dict | None) -> DeploymentView:
         ready=int(status.get("readyReplicas") or 0),
         available=int(status.get("availableReplicas") or 0),
         progressing=_conditions(dep).get("Progressing") or {},
-        last_good=dep_builder.parse_last_good((meta.get("annotations") or {}).get(dep_builder.ANNOTATION_LAST_GOOD)),
     )
+
+
+def recorded_last_good(config_map: dict | None) -> ServingTarget | None:
+    """The rollback target recorded on the serving ConfigMap (see resources/config.py)."""
+    value = (((config_map or {}).get("metadata") or {}).get("annotations") or {}).get(config.ANNOTATION_LAST_GOOD)
+    data = config.parse_last_good(value)
+    return ServingTarget(**data) if data else None
 
 
 def is_ready_pod_of(pod: dict, target: ServingTarget) -> bool:

@@ -6,6 +6,7 @@ when it changed -> post the Events of this transition. Running it twice in a row
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -30,6 +31,7 @@ except ImportError:  # pragma: no cover
     servicemonitor = None
 
 log = logging.getLogger(__name__)
+SERVICE_MONITOR_RECHECK_SECONDS = 300
 
 
 def _env_float(name: str, default: float | None) -> float | None:
@@ -53,6 +55,7 @@ class Context:
     instance: str = field(default_factory=lambda: os.environ.get("POD_NAME", "") or os.uname().nodename)
     status_schema: dict | None = None
     _published: dict = field(default_factory=dict)
+    _service_monitors: dict = field(default_factory=dict)
 
     def load_schema(self) -> None:
         """The status schema of the installed CRD (else the bundled one): computed status is pruned to it."""
@@ -163,10 +166,11 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
     dep = apply.first(kids["Deployment"], names.serving_name(name))
     dep_view = observe.deployment_view(dep)
     serving_pods = [p for p in pods if _component(p) == names.COMPONENT_SERVING]
+    recorded = observe.recorded_last_good(apply.first(kids["ConfigMap"], names.config_map_name(name)))
     obs = decide.Observed(generation=generation, status=old_status, now=now, job=job_view, published=is_published,
                           published_report=report, deployment=dep_view, pods=tuple(serving_pods),
                           model_state=_model_state(ctx, spec, serving_pods, dep_view.target),
-                          interval_check=interval_check)
+                          interval_check=interval_check, recorded_last_good=recorded)
     plan = decide.decide(spec, obs)
 
     if plan.create_job:
@@ -212,6 +216,12 @@ def _service_monitor(ctx: Context, spec, owner: dict, result: Result) -> None:
     if servicemonitor is None or not ctx.kube.crd_exists(f"{servicemonitor.GROUP}/v1", servicemonitor.PLURAL):
         return
     desired = servicemonitor.build_servicemonitor(spec)
+    # ServiceMonitors are not in the watch cache (their CRD may come and go): GET one only when what we want
+    # changed, or every few minutes to repair edits, not on every reconcile.
+    key, digest = (spec.namespace, spec.name, owner["uid"]), json.dumps(desired, sort_keys=True)
+    seen = ctx._service_monitors.get(key)
+    if seen is not None and seen[0] == digest and time.monotonic() - seen[1] < SERVICE_MONITOR_RECHECK_SECONDS:
+        return
     live = ctx.kube.get("ServiceMonitor", spec.namespace, names.serving_name(spec.name))
     if desired is None:
         if live is not None and apply.owned_by(live, owner["uid"]):
@@ -219,6 +229,7 @@ def _service_monitor(ctx: Context, spec, owner: dict, result: Result) -> None:
             result.actions.append("ServiceMonitor deleted")
         return
     action, _ = ctx.kube.ensure(desired, owner, live)
+    ctx._service_monitors[key] = (digest, time.monotonic())
     if action != "unchanged":
         result.actions.append(f"ServiceMonitor {action}")
 

@@ -6,6 +6,8 @@ when the version does, and an old pod that restarts mid-rollout still finds its 
 """
 from __future__ import annotations
 
+import json
+
 from modeldeploy.api import names
 from modeldeploy.api.spec import BatchingSpec, ModelDeploymentSpec
 from modeldeploy.resources.common import content_hash
@@ -17,6 +19,25 @@ MONITORING_CONFIG_KEY = "monitoring.config"
 BATCHING_CONFIG_KEY = "batching.config"
 # TF Serving answers 404 on this path unless a monitoring config enables it (the classic "metrics do not work").
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+# The rollback target (version, image, source URI), recorded on the ConfigMap: it survives operator restarts
+# without a status field, and unlike an annotation on the Deployment it does not bump the Deployment's
+# generation (which would look like a new rollout).
+ANNOTATION_LAST_GOOD = "modeldeploy.io/last-good"
+
+
+def last_good_annotation(version: int, image: str, uri: str) -> str:
+    """The annotation value recording the last good serving target (compact JSON)."""
+    return json.dumps({"version": version, "image": image, "uri": uri}, separators=(",", ":"), sort_keys=True)
+
+
+def parse_last_good(value: str | None) -> dict | None:
+    """{version, image, uri} from `last_good_annotation`, or None when absent or unreadable."""
+    try:
+        data = json.loads(value) if value else None
+        return {"version": int(data["version"]), "image": str(data["image"]), "uri": str(data["uri"])} if data \
+            else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def model_base_path(spec: ModelDeploymentSpec) -> str:
@@ -65,12 +86,11 @@ def config_hash(spec: ModelDeploymentSpec) -> str:
     return content_hash(config_data(spec))
 
 
-def build_config_map(spec: ModelDeploymentSpec) -> dict:
-    """The TF Serving ConfigMap `<name>-config`."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": names.config_map_name(spec.name), "namespace": spec.namespace,
-                     "labels": names.labels(spec.name, names.COMPONENT_SERVING)},
-        "data": config_data(spec),
-    }
+def build_config_map(spec: ModelDeploymentSpec, last_good=None) -> dict:
+    """The TF Serving ConfigMap `<name>-config`; `last_good` (a ServingTarget) is recorded when given."""
+    meta = {"name": names.config_map_name(spec.name), "namespace": spec.namespace,
+            "labels": names.labels(spec.name, names.COMPONENT_SERVING)}
+    if last_good is not None:
+        meta["annotations"] = {ANNOTATION_LAST_GOOD: last_good_annotation(last_good.version, last_good.image,
+                                                                         last_good.uri)}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": config_data(spec)}

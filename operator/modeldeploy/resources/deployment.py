@@ -6,7 +6,6 @@ for (`target_from_spec`), during a rollback the last good one the controller pas
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from modeldeploy.api import names
@@ -22,8 +21,6 @@ INIT_CONTAINER = "pull-model"
 MODELS_VOLUME = "models"
 CONFIG_VOLUME = "config"
 ANNOTATION_CONFIG_HASH = "modeldeploy.io/config-hash"
-# The rollback target, kept on the Deployment itself: survives operator restarts without any status field.
-ANNOTATION_LAST_GOOD = "modeldeploy.io/last-good"
 DEFAULT_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}}   # CPU requests: the HPA's CPU target needs them
 PULL_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 # Large models take minutes to load: allow up to 30 min before liveness starts to count.
@@ -146,27 +143,9 @@ def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
             "spec": pod_spec}
 
 
-def last_good_annotation(target: ServingTarget) -> str:
-    """The annotation value recording the last good target (compact JSON)."""
-    return json.dumps({"version": target.version, "image": target.image, "uri": target.uri},
-                      separators=(",", ":"), sort_keys=True)
-
-
-def parse_last_good(value: str | None) -> ServingTarget | None:
-    """The target recorded by `last_good_annotation`, or None when absent or unreadable."""
-    try:
-        data = json.loads(value) if value else None
-        return ServingTarget(int(data["version"]), str(data["image"]), str(data["uri"])) if data else None
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
 def build_deployment(spec: ModelDeploymentSpec, target: ServingTarget | None = None,
-                     images: OperatorImages = DEFAULT_OPERATOR_IMAGES, last_good: ServingTarget | None = None) -> dict:
-    """The serving Deployment. `replicas` is left out while autoscaling is on: the HPA owns it.
-
-    `last_good` (the rollback target) is recorded in an annotation when given.
-    """
+                     images: OperatorImages = DEFAULT_OPERATOR_IMAGES) -> dict:
+    """The serving Deployment. `replicas` is left out while autoscaling is on: the HPA owns it."""
     target = target or target_from_spec(spec)
     dep_spec = {
         "selector": {"matchLabels": names.selector(spec.name)},
@@ -180,6 +159,4 @@ def build_deployment(spec: ModelDeploymentSpec, target: ServingTarget | None = N
         dep_spec = {"replicas": spec.serving.replicas, **dep_spec}
     meta = {"name": names.serving_name(spec.name), "namespace": spec.namespace,
             "labels": names.labels(spec.name, names.COMPONENT_SERVING)}
-    if last_good is not None:
-        meta["annotations"] = {ANNOTATION_LAST_GOOD: last_good_annotation(last_good)}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": dep_spec}

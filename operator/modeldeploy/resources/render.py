@@ -28,9 +28,9 @@ def build_serving(spec: specmod.ModelDeploymentSpec, target: ServingTarget | Non
                   last_good: ServingTarget | None = None) -> dict[str, dict | None]:
     """The serving children by kind; None means "must not exist" (e.g. no HPA without autoscaling)."""
     return {
-        "ConfigMap": build_config_map(spec),
+        "ConfigMap": build_config_map(spec, last_good),
         "Service": build_service(spec),
-        "Deployment": build_deployment(spec, target, images, last_good),
+        "Deployment": build_deployment(spec, target, images),
         "HorizontalPodAutoscaler": build_hpa(spec),
         "PodDisruptionBudget": build_pdb(spec),
     }
