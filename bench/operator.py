@@ -55,7 +55,7 @@ N = int(os.environ.get("BENCH_N", "200"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "16"))
 IDLE_SECONDS = float(os.environ.get("BENCH_IDLE", "60"))
 TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", str(max(600, N * 2))))
-OUT = REPO / "bench" / "results" / "operator.json"
+OUT = pathlib.Path(os.environ.get("BENCH_OUT") or REPO / "bench" / "results" / "operator.json")
 KUBECONFIG = os.environ.get("KUBECONFIG") or str(REPO / ".cluster" / "kubeconfig")
 OUR_RESOURCES = {"configmaps", "services", "deployments", "servicemonitors", "poddisruptionbudgets",
                  "horizontalpodautoscalers", "jobs", "modeldeployments"}
@@ -115,8 +115,12 @@ def apiserver_counts(api: Api) -> tuple[int, int]:
     return total, writes
 
 
+CREATED: list[str] = []          # API paths of namespaces and nodes this run created (deleted at the end)
+
+
 def namespace(api: Api, prefix: str) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    CREATED.append(f"/api/v1/namespaces/{name}")
     api.call("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:       # pods need the default ServiceAccount
@@ -209,9 +213,39 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def add_nodes(api: Api) -> list[str]:
+    """Fake kwok nodes for this run: 2N pods (baseline + operator) need ~0.1 CPU each (the pull init
+    container's request) and the local cluster's CPU pool has 62 CPUs. Deleted at the end."""
+    count = -(-N * 2 // 1000)                  # 1000 pods and 128 CPUs per node
+    names = [f"bench-cpu-{uuid.uuid4().hex[:4]}-{i}" for i in range(count)]
+    for name in names:
+        CREATED.append(f"/api/v1/nodes/{name}")
+        api.call("POST", "/api/v1/nodes", {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                         "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok",
+                                    "kubernetes.io/arch": "amd64", "modeldeploy.io/node-pool": "bench"}},
+            "status": {"capacity": {"cpu": "128", "memory": "1Ti", "pods": "1000"},
+                       "allocatable": {"cpu": "128", "memory": "1Ti", "pods": "1000"}}})
+    return names
+
+
 def main() -> int:
     config.load_kube_config(config_file=KUBECONFIG)
     api = Api()
+    try:
+        return run(api)
+    finally:
+        for path in CREATED:
+            try:
+                api.call("DELETE", path)
+            except client.ApiException:
+                pass
+
+
+def run(api: Api) -> int:
+    """Both phases; main() deletes what they created whatever happens."""
+    add_nodes(api)
     try:
         api.call("GET", "/apis/monitoring.coreos.com/v1")
         with_sm = True
@@ -292,12 +326,6 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
         op_log.close()
-        for name in (base["ns"], locals().get("ns")):
-            if name:
-                try:
-                    api.call("DELETE", f"/api/v1/namespaces/{name}")
-                except client.ApiException:
-                    pass
 
     children_seconds = (children_at - start) if children_at else None
     result = {

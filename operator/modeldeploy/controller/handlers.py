@@ -68,6 +68,29 @@ class _QuietWatchHandlers(logging.Filter):
 logging.getLogger("kopf.objects").addFilter(_QuietWatchHandlers())
 
 
+class _PeeringPause(logging.Handler):
+    """Pauses the monitor while Kopf's peering pauses this replica (another one with a higher priority works).
+
+    Kopf stops calling handlers when paused but offers no public signal for our own loop; its peering engine
+    logs every transition ("Pausing operations ...", "Pausing all operators ...", "Resuming operations ..."),
+    which is that signal. Without peering (--standalone) nothing is ever logged and the monitor always runs.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if STATE.monitor is None:
+            return
+        if message.startswith("Pausing "):
+            STATE.monitor.paused = True
+        elif message.startswith("Resuming operations"):
+            STATE.monitor.paused = False
+
+
+_peering_log = logging.getLogger("kopf._core.engines.peering")
+_peering_log.addHandler(_PeeringPause())
+_peering_log.setLevel(logging.INFO)      # rare messages, and the pause signal must not depend on --log-level
+
+
 def plain(body) -> dict:
     """A kopf.Body as a plain dict (top level copied; nested values are Kopf's raw, never-mutated dicts)."""
     return {k: v for k, v in dict(body).items()}

@@ -59,6 +59,7 @@ class Monitor:
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="monitor")
         self.workers = workers
         self._wake: asyncio.Event | None = None
+        self.paused = False           # Kopf peering paused this replica: another one does the work
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- registry (called from Kopf handlers, any thread) --
@@ -174,8 +175,8 @@ class Monitor:
                 now = time.monotonic()
                 with self.lock:
                     busy = sum(1 for e in self.entries.values() if e.running)
-                    due = sorted(((e.due, k) for k, e in self.entries.items()
-                                  if e.active and not e.running and e.due <= now))
+                    due = [] if self.paused else sorted(((e.due, k) for k, e in self.entries.items()
+                                                         if e.active and not e.running and e.due <= now))
                     launch = [k for _, k in due[:max(0, self.workers - busy)]]
                     for k in launch:
                         self.entries[k].running = True
