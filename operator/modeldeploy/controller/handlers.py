@@ -223,7 +223,7 @@ def _monitor_reconcile(body: dict, interval_check: bool) -> dict | None:
 def reconcile_handler(body, **_):
     """Create, update and resume: one level-based reconcile (the monitor takes over from here)."""
     try:
-        STATE.monitor.reconcile_now(plain(body))
+        STATE.monitor.reconcile_now(apply.slim(plain(body)))
     except apply.ApiError as exc:
         raise kopf.TemporaryError(str(exc), delay=10) from None
 
@@ -234,7 +234,7 @@ async def md_event(type, body, **_):
     if STATE.monitor is None:
         return
     deleted = type == "DELETED"
-    STATE.monitor.observe(plain(body), deleted=deleted)
+    STATE.monitor.observe(apply.slim(plain(body)), deleted=deleted)
     if deleted and metrics is not None:
         meta = body.get("metadata") or {}
         metrics.forget_model(meta.get("namespace") or "", meta.get("name") or "")
