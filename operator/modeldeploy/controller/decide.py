@@ -266,6 +266,8 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
         stalled = (reason, f"version {requested.version} failed its rollout: {message}; not rolled back "
                            f"({why}); fix the spec and apply it again")
         model["failedVersion"] = requested.version
+        if _cond(prev.get("conditions"), st.STALLED).get("status") != "True":    # on the transition only
+            plan.events.append((WARNING, reason, stalled[1]))
     elif rolled_back:
         old = _cond(prev.get("conditions"), st.STALLED)
         stalled = (Reason.ROLLED_BACK, old.get("message") or "rolled back")

@@ -117,8 +117,10 @@ def job_view(job: dict, pods: list[dict]) -> JobView:
                 tail = (term.get("message") or "").strip().splitlines()[-5:]
                 message = f"exit code {term.get('exitCode')}" + (": " + " | ".join(tail) if tail else "")
             break
+        # Kubernetes sets no completionTime on a failed Job; the Failed condition's time is when it ended.
+        ended = times["completion_time"] or failed.get("lastTransitionTime")
         return JobView(name=name, state=FAILED, report=report, reason=reason, message=message[:2000],
-                       start_time=times["start_time"], completion_time=times["completion_time"])
+                       start_time=times["start_time"], completion_time=ended)
     return JobView(name=name, state=RUNNING, **times)
 
 
