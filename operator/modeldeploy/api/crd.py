@@ -360,6 +360,8 @@ def status_schema() -> dict:
         "failedVersion": i64("Last version whose optimization or rollout failed (not retried until the spec "
                              "changes)."),
         "uri": string("Storage location of the serving version."),
+        "lastGoodImage": string("TF Serving image that served lastGoodVersion (restored by a rollback)."),
+        "lastGoodUri": string("Storage location lastGoodVersion was pulled from (restored by a rollback)."),
     })
     optimization = obj("The last optimization: its Job and the report's figures.", {
         "job": string("Name of the optimizer Job."),
