@@ -44,7 +44,7 @@ bench-optimize: venv ## Benchmark the optimizer -> bench/results/optimize.json
 	@$(PY) bench/optimize.py
 
 bench-operator: cluster-up ## Benchmark the operator at scale -> bench/results/operator.json (N=200; N=1000 with BENCH_N=1000)
-	@$(PY) bench/operator.py
+	@$(PY) bench/operator_scale.py
 
 demo: cluster-up ## Local cluster + operator + a real digits model optimized and served; prints kubectl get md
 	@hack/demo.sh

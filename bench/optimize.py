@@ -25,12 +25,14 @@ import time
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "operator"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hack"))
 
 import numpy as np  # noqa: E402
 
 from modeldeploy.optimize import pipeline  # noqa: E402
 from modeldeploy.optimize.options import OptimizeOptions  # noqa: E402
 from modeldeploy.storage.uris import parse_uri  # noqa: E402
+import train_digits  # noqa: E402  (hack/: the digits data and CNN shared with the demo and tests)
 
 DIGITS_RUNS = [(0.0, "none"), (0.0, "float16"), (0.0, "dynamic"), (0.0, "int8"), (0.0, "qat"),
                (0.5, "int8"), (0.8, "int8"), (0.8, "qat")]
@@ -39,29 +41,17 @@ MOBILENET_RUNS = [(0.0, "float16"), (0.0, "dynamic"), (0.0, "int8"), (0.8, "int8
 
 
 def digits_inputs(work: str) -> tuple[str, str]:
-    """Train the digits CNN (the same architecture the tests use, trained longer) and write .keras + .npz."""
+    """Train the digits CNN of hack/train_digits.py (trained longer than the tests do) and write .keras + .npz."""
     import tf_keras as keras
-    from sklearn.datasets import load_digits
 
-    data = load_digits()
-    x = (data.images / 16.0).astype(np.float32)[..., None]
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], data.target[order].astype(np.int64)
+    x_train, y_train, x_val, y_val = train_digits.digits_arrays()
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.layers.Input((8, 8, 1)),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = train_digits.build_model()
     model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(x[:1400], y[:1400], epochs=12, batch_size=32, verbose=0)
+    model.fit(x_train, y_train, epochs=12, batch_size=32, verbose=0)
     model_path, data_path = os.path.join(work, "digits.keras"), os.path.join(work, "digits.npz")
     model.save(model_path)  # with optimizer state, as a user's training job would leave it
-    np.savez(data_path, x_train=x[:1400], y_train=y[:1400], x_val=x[1400:], y_val=y[1400:])
+    np.savez(data_path, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
     return model_path, data_path
 
 

@@ -79,7 +79,7 @@ def test_serves_as_is_ready_children_owned_and_zero_writes_when_idle(kubectl, na
 
     # Idle: several health checks (every 2 s) and not one write, from our apply module or from Kopf.
     # (Counted on the operator's side: the API server's own counters have no namespace, and other tests may
-    # share the cluster. bench/operator.py measures the API server's counters on a dedicated run.)
+    # share the cluster. bench/operator_scale.py measures the API server's counters on a dedicated run.)
     time.sleep(3)
     before_ops, before_kopf = len(operator.writes()), kopf_writes(operator)
     assert before_ops > 0 and before_kopf > 0, "both counters must have seen the creation's writes"

@@ -3,9 +3,11 @@
 One small CNN is trained once per module (seconds) and uploaded to S3 with its dataset; each test runs the CLI
 in-process (TensorFlow is imported once) or, for the crash test, as a subprocess that is killed.
 """
+import importlib.util
 import io
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -16,6 +18,12 @@ from modeldeploy import cli
 from modeldeploy.storage import publish
 from modeldeploy.storage.uris import parse_uri
 
+# hack/ is not a package: load the demo's trainer for the shared digits data and CNN.
+_spec = importlib.util.spec_from_file_location(
+    "train_digits", pathlib.Path(__file__).resolve().parents[2] / "hack" / "train_digits.py")
+train_digits = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(train_digits)
+
 pytestmark = [pytest.mark.tf, pytest.mark.s3]
 CRASH_ENV = publish.CRASH_ENV
 
@@ -23,13 +31,7 @@ CRASH_ENV = publish.CRASH_ENV
 @pytest.fixture(scope="module")
 def digits():
     """(x_train, y_train, x_val, y_val): the 8x8 digits, scaled to [0, 1], with a channel axis."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = (data.images / 16.0).astype(np.float32)[..., None]
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], data.target[order].astype(np.int64)
-    return x[:1400], y[:1400], x[1400:], y[1400:]
+    return train_digits.digits_arrays()
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +41,7 @@ def stored(s3, digits, tmp_path_factory):
 
     x_train, y_train, x_val, y_val = digits
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.layers.Input((8, 8, 1)),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = train_digits.build_model()
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=4, batch_size=32, verbose=0)
     local = tmp_path_factory.mktemp("digits")

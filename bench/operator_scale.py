@@ -1,7 +1,8 @@
 """Benchmark the operator at scale on the local cluster: N ModelDeployments created at once.
+(Not named operator.py: run as a script, its folder comes first on sys.path and would shadow the stdlib.)
 
-    .venv/bin/python bench/operator.py                 # N=200 (make bench-operator)
-    BENCH_N=1000 .venv/bin/python bench/operator.py    # the issue's scale target
+    .venv/bin/python bench/operator_scale.py                 # N=200 (make bench-operator)
+    BENCH_N=1000 .venv/bin/python bench/operator_scale.py    # the issue's scale target
 
 Two phases in one run, each in its own fresh namespace:
 1. baseline: a plain client script creates the same children (ConfigMap, Service, Deployment, and a
