@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
         bench bench-optimize bench-operator demo demo-down run render images lint
 
 help: ## List every target
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}'
 
 venv: ## Create the cached virtualenv (.venv) with the operator, TensorFlow and test tools
 	@hack/venv.sh
@@ -43,7 +43,7 @@ bench: bench-optimize bench-operator ## Run every benchmark (figures in bench/re
 bench-optimize: venv ## Benchmark the optimizer -> bench/results/optimize.json
 	@$(PY) bench/optimize.py
 
-bench-operator: cluster-up ## Benchmark the operator at scale -> bench/results/operator.json (N=200; N=1000 with BENCH_N=1000)
+bench-operator: cluster-up ## Benchmark the operator at scale -> bench/results/operator.json (N=200; BENCH_N=1000 BENCH_OUT=... for more)
 	@$(PY) bench/operator_scale.py
 
 demo: cluster-up ## Local cluster + operator + a real digits model optimized and served; prints kubectl get md
@@ -52,11 +52,11 @@ demo: cluster-up ## Local cluster + operator + a real digits model optimized and
 demo-down: ## Stop the demo's operator and the local cluster
 	@hack/demo.sh down; hack/cluster-down.sh
 
-run: venv ## Run the operator against $$KUBECONFIG in the foreground
+run: venv ## Run the operator against the cluster in KUBECONFIG, in the foreground
 	@.venv/bin/modeldeploy run
 
 images: ## Build the operator and optimizer images (needs a container engine)
 	@hack/images.sh
 
-lint: venv ## Lint the Dockerfile (hadolint) and the Helm chart
+lint: venv ## Lint the Dockerfile (hadolint), the Helm chart and the kustomize manifests
 	@hack/lint.sh
