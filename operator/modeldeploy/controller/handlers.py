@@ -18,14 +18,9 @@ import kopf
 
 from modeldeploy.api import names
 from modeldeploy.api.spec import API_GROUP, API_VERSION, PLURAL, SpecError, parse
-from modeldeploy.controller import apply
+from modeldeploy.controller import apply, metrics
 from modeldeploy.controller.monitor import Monitor
 from modeldeploy.controller.reconcile import Context, reconcile
-
-try:
-    from modeldeploy.controller import metrics
-except ImportError:  # pragma: no cover
-    metrics = None
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +230,7 @@ async def md_event(type, body, **_):
         return
     deleted = type == "DELETED"
     STATE.monitor.observe(apply.slim(plain(body)), deleted=deleted)
-    if deleted and metrics is not None:
+    if deleted:
         meta = body.get("metadata") or {}
         metrics.forget_model(meta.get("namespace") or "", meta.get("name") or "")
 

@@ -16,19 +16,11 @@ from datetime import datetime, timezone
 from modeldeploy.api import names
 from modeldeploy.api import spec as specmod
 from modeldeploy.api.crd import status_schema as bundled_status_schema
-from modeldeploy.controller import apply, decide, health, observe, published
+from modeldeploy.controller import apply, decide, health, metrics, observe, published
 from modeldeploy.resources import job as job_builder
+from modeldeploy.resources import servicemonitor
 from modeldeploy.resources.common import OperatorImages, operator_images_from_env
 from modeldeploy.resources.render import build_serving
-
-try:  # the observability helper's modules; the reconciler works without them
-    from modeldeploy.controller import metrics
-except ImportError:  # pragma: no cover
-    metrics = None
-try:
-    from modeldeploy.resources import servicemonitor
-except ImportError:  # pragma: no cover
-    servicemonitor = None
 
 log = logging.getLogger(__name__)
 SERVICE_MONITOR_RECHECK_SECONDS = 300
@@ -137,8 +129,7 @@ def reconcile(body: dict, ctx: Context, *, interval_check: bool = False, now: st
         error = False
         return result
     finally:
-        if metrics is not None:
-            metrics.observe_reconcile(time.monotonic() - started, error)
+        metrics.observe_reconcile(time.monotonic() - started, error)
 
 
 def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> Result:
@@ -196,8 +187,7 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
         kube.post_event(body, type_, reason, message, ctx.instance)
         result.events.append((type_, reason, message))
         _observe_event(spec, reason, old_status, new_status)
-    if metrics is not None:
-        metrics.observe_model(dict(body, status=new_status))
+    metrics.observe_model(dict(body, status=new_status))
     if result.actions or result.events:
         log.info("reconciled %s/%s: %s", ns, name, "; ".join(result.actions + [e[1] for e in result.events]),
                  extra={"namespace": ns, "md_name": name})
@@ -213,7 +203,7 @@ def _write_status(ctx: Context, body: dict, old: dict, new: dict, result: Result
 
 def _service_monitor(ctx: Context, spec, owner: dict, result: Result) -> None:
     """Apply the ServiceMonitor when the Prometheus Operator's CRD is installed (checked every few minutes)."""
-    if servicemonitor is None or not ctx.kube.crd_exists(f"{servicemonitor.GROUP}/v1", servicemonitor.PLURAL):
+    if not ctx.kube.crd_exists(f"{servicemonitor.GROUP}/v1", servicemonitor.PLURAL):
         return
     desired = servicemonitor.build_servicemonitor(spec)
     # ServiceMonitors are not in the watch cache (their CRD may come and go): GET one only when what we want
@@ -235,8 +225,6 @@ def _service_monitor(ctx: Context, spec, owner: dict, result: Result) -> None:
 
 
 def _observe_event(spec, reason: str, old: dict, new: dict) -> None:
-    if metrics is None:
-        return
     if reason == "RolledBack":
         metrics.inc_rollback(spec.namespace, spec.name)
     opt = new.get("optimization") or {}
