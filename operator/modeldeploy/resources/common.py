@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from modeldeploy import __version__
+from modeldeploy.api import names
 
 # Images `make images` tags; the chart overrides them through the environment.
 DEFAULT_OPTIMIZER_IMAGE = f"ghcr.io/modeldeploy/optimizer:{__version__}"
@@ -74,3 +75,9 @@ def plain(value):
 def content_hash(data) -> str:
     """Short stable hash of JSON-able data (pod template annotations that roll pods when config changes)."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+
+
+def serving_metadata(spec) -> dict:
+    """Metadata shared by the serving children (Service, HPA, PDB, ServiceMonitor): one name, serving labels."""
+    return {"name": names.serving_name(spec.name), "namespace": spec.namespace,
+            "labels": names.labels(spec.name, names.COMPONENT_SERVING)}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from modeldeploy.api import names
 from modeldeploy.api.spec import ModelDeploymentSpec
-from modeldeploy.resources.common import plain
+from modeldeploy.resources.common import plain, serving_metadata
 
 
 def metrics(spec: ModelDeploymentSpec) -> list[dict]:
@@ -22,8 +22,7 @@ def build_hpa(spec: ModelDeploymentSpec) -> dict | None:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": names.serving_name(spec.name), "namespace": spec.namespace,
-                     "labels": names.labels(spec.name, names.COMPONENT_SERVING)},
+        "metadata": serving_metadata(spec),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
                                "name": names.serving_name(spec.name)},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from modeldeploy.api import names
 from modeldeploy.api.spec import ModelDeploymentSpec
+from modeldeploy.resources.common import serving_metadata
 
 
 def wants_pdb(spec: ModelDeploymentSpec) -> bool:
@@ -20,8 +21,7 @@ def build_pdb(spec: ModelDeploymentSpec) -> dict | None:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": {"name": names.serving_name(spec.name), "namespace": spec.namespace,
-                     "labels": names.labels(spec.name, names.COMPONENT_SERVING)},
+        "metadata": serving_metadata(spec),
         # maxUnavailable (not minAvailable) keeps working whatever replica count the HPA picks.
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": names.selector(spec.name)}},
     }

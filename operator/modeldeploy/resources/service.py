@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from modeldeploy.api import names
 from modeldeploy.api.spec import ModelDeploymentSpec
+from modeldeploy.resources.common import serving_metadata
 
 
 def build_service(spec: ModelDeploymentSpec) -> dict:
@@ -10,8 +11,7 @@ def build_service(spec: ModelDeploymentSpec) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": names.serving_name(spec.name), "namespace": spec.namespace,
-                     "labels": names.labels(spec.name, names.COMPONENT_SERVING)},
+        "metadata": serving_metadata(spec),
         "spec": {
             "type": "ClusterIP",
             "selector": names.selector(spec.name),

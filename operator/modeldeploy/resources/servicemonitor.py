@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from modeldeploy.api import names
 from modeldeploy.api.spec import ModelDeploymentSpec
+from modeldeploy.resources.common import serving_metadata
 from modeldeploy.resources.config import PROMETHEUS_PATH
 
 GROUP = "monitoring.coreos.com"
@@ -26,8 +27,7 @@ def build_servicemonitor(spec: ModelDeploymentSpec) -> dict | None:
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": {"name": names.serving_name(spec.name), "namespace": spec.namespace,
-                     "labels": names.labels(spec.name, names.COMPONENT_SERVING)},
+        "metadata": serving_metadata(spec),
         "spec": {
             # The serving Service carries exactly these labels; optimizer objects (component=optimizer) never match.
             "selector": {"matchLabels": names.selector(spec.name)},
