@@ -52,11 +52,13 @@ def _pull(ns) -> int:
     from modeldeploy.storage.uris import parse_uri
 
     try:
-        manifest = publish.pull(parse_uri(ns.uri, "URI"), ns.dest)
+        loc = parse_uri(ns.uri, "URI")
+        manifest = publish.pull_as_is(loc, ns.dest) if ns.as_is else publish.pull(loc, ns.dest)
     except ModelDeployError as exc:
         print(f"modeldeploy pull: {exc.reason}: {exc.message}", file=sys.stderr)
         return exc.exit_code
-    print(f"pulled version {manifest.get('version')} ({len(manifest['files'])} files) from {ns.uri} to {ns.dest}")
+    what = "the SavedModel as it is" if ns.as_is else f"version {manifest.get('version')}"
+    print(f"pulled {what} ({len(manifest['files'])} files) from {ns.uri} to {ns.dest}")
     return 0
 
 
@@ -107,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     pull = sub.add_parser("pull", parents=[common], help="copy one published version (checks its _COMPLETE marker)")
     pull.add_argument("uri", metavar="URI", help="version URI, e.g. s3://models/digits/optimized/3")
     pull.add_argument("dest", metavar="DEST", help="local directory to create, e.g. /models/digits/3")
+    pull.add_argument("--as-is", action="store_true",
+                      help="copy a SavedModel directory that was never published (serving without optimization)")
     pull.set_defaults(func=_pull)
 
     version = sub.add_parser("version", help="print the modeldeploy version")

@@ -26,6 +26,8 @@ from tests.fixtures.operator import Operator, apply_md, condition, events, get_m
 
 pytestmark = pytest.mark.cluster
 
+# One GPU per replica (the most TF Serving uses) but more CPU than any node has: never schedulable.
+HUGE = {"gpus": 1, "resources": {"requests": {"cpu": "100"}}}
 FAST = {"monitoring": {"intervalSeconds": 5, "failureThreshold": 2}, "rollout": {"progressDeadlineSeconds": 30}}
 CRASHLOOP_IMAGE = "tensorflow/serving:2.21.0-crashloop"
 
@@ -158,13 +160,13 @@ def test_crash_loop_then_rollback(kubectl, namespace, op):
 
 @pytest.mark.timeout(240)
 def test_unschedulable_gpu_request(kubectl, namespace, op):
-    apply_md(kubectl, namespace, md_body("gpu", serving={"gpus": 16}, **FAST))     # nodes have 8 GPUs each
+    apply_md(kubectl, namespace, md_body("gpu", serving=HUGE, **FAST))
     # While the rollout may still succeed, it is Progressing, with the scheduler's words in the conditions.
     obj = wait_md(kubectl, namespace, "gpu", lambda o: condition(o, "Available").get("reason") == "Unschedulable",
                   60, "Unschedulable")
     if condition(obj, "Stalled").get("status") != "True":
         assert lua_health(obj)[0] == "Progressing"
-    assert "nvidia.com/gpu" in condition(obj, "Available")["message"]
+    assert "Insufficient cpu" in condition(obj, "Available")["message"]
     # After the progress deadline it needs a spec change: Degraded, in Argo CD and in the metric.
     obj, fams = wait_health(op, kubectl, namespace, "gpu", "Degraded", 120)
     assert condition(obj, "Stalled")["status"] == "True"

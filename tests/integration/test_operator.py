@@ -18,6 +18,8 @@ from tests.fixtures.operator import (apply_md, condition, events, get, get_md, i
 
 pytestmark = pytest.mark.cluster
 
+# One GPU per replica (the most TF Serving uses) but more CPU than any node has: never schedulable.
+HUGE = {"gpus": 1, "resources": {"requests": {"cpu": "100"}}}
 FAST = {"monitoring": {"intervalSeconds": 5, "failureThreshold": 2}, "rollout": {"progressDeadlineSeconds": 30}}
 
 
@@ -159,12 +161,12 @@ def test_crash_looping_new_version_is_rolled_back(kubectl, namespace, operator):
 
 @pytest.mark.timeout(240)
 def test_unschedulable_gpu_request_reports_the_scheduler_message_then_stalls(kubectl, namespace, operator):
-    apply_md(kubectl, namespace, md_body("huge", serving={"gpus": 16}, **FAST))   # nodes have 8 GPUs each
+    apply_md(kubectl, namespace, md_body("huge", serving=HUGE, **FAST))
     md = wait_md(kubectl, namespace, "huge", lambda o: condition(o, "Available").get("reason") == "Unschedulable",
                  60, "Unschedulable")
     msg = condition(md, "Available")["message"]
     assert re.match(r"0/1 replicas ready: pod huge-\S+ Unschedulable: 0/\d+ nodes are available", msg), msg
-    assert "nvidia.com/gpu" in msg
+    assert "Insufficient cpu" in msg
     assert condition(md, "Reconciling")["status"] == "True" and condition(md, "Ready")["status"] == "False"
     # After progressDeadlineSeconds (30 s) the rollout failed; there is no earlier version to roll back to.
     md = wait_md(kubectl, namespace, "huge", lambda o: condition(o, "Stalled").get("status") == "True", 90,

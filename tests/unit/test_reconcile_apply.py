@@ -123,4 +123,24 @@ def test_model_state_and_unreachable_probe():
     payload = {"model_version_status": [{"version": "2", "state": "AVAILABLE"}, {"version": "1", "state": "END"}]}
     assert health.model_state(payload) == "AVAILABLE" and health.model_state(payload, 1) == "END"
     assert health.model_state({}) is None
-    assert health.probe_model("http://127.0.0.1:9/v1/models/x", timeout=0.2) is None      # unknown, not failed
+    assert health.probe_model("http://127.0.0.1:9/v1/models/x", timeout=0.2) == (None, "")   # unknown, not failed
+    failed = {"model_version_status": [{"version": "2", "state": "END", "status": {
+        "error_code": "NOT_FOUND", "error_message": "Could not find SavedModel .pb or .pbtxt at /models/x/2"}}]}
+    assert health.model_status(failed, 2) == ("END", "NOT_FOUND: Could not find SavedModel .pb or .pbtxt at "
+                                                     "/models/x/2")
+    h = health.summarize([], ready=1, desired=1, minimum=1, model_state="END",
+                         model_message=health.model_status(failed)[1])
+    assert h.reason == "ModelNotAvailable" and h.message.endswith("reports the model END: NOT_FOUND: Could not "
+                                                                   "find SavedModel .pb or .pbtxt at /models/x/2")
+
+
+def test_model_probe_stays_within_the_allowed_networks():
+    import ipaddress
+    from types import SimpleNamespace
+
+    from modeldeploy.controller import reconcile
+    local = SimpleNamespace(probe_cidrs=(ipaddress.ip_network("127.0.0.0/8"),))
+    assert reconcile._probe_allowed(local, "127.1.0.7")
+    assert not reconcile._probe_allowed(local, "10.244.0.12")          # kwok's simulated pods: never probed
+    assert not reconcile._probe_allowed(local, "not-an-ip")
+    assert reconcile._probe_allowed(SimpleNamespace(probe_cidrs=()), "10.244.0.12")   # unset: any pod

@@ -138,7 +138,7 @@ def test_scaled_to_zero_is_ready_with_reason():
 
 
 def test_unschedulable_gpu_message_reaches_conditions():
-    spec = md(serving={"gpus": 16})
+    spec = md(serving={"gpus": 1})
     msg = "0/4 nodes are available: 2 Insufficient nvidia.com/gpu, 2 node(s) didn't match Pod's node affinity/selector."
     dep = deployment_view(deployment(spec, ready=0, available=0, updated=1,
                                      progressing=("True", "ReplicaSetUpdated", "progressing")))

@@ -56,12 +56,16 @@ def merge(base: dict, patch: dict) -> dict:
 
 def expected_deployment(version=3, image="tensorflow/serving:2.21.0", uri="s3://models/digits/base",
                         config_hash=None, spec_patch=None, pod_patch=None, container_patch=None,
-                        args_extra=(), annotations=None):
+                        args_extra=(), annotations=None, cpus=1):
+    threads = [f"--tensorflow_intra_op_parallelism={cpus}", f"--tensorflow_inter_op_parallelism={cpus}",
+               f"--rest_api_num_threads={4 * cpus}"]
     container = {
         "name": "tf-serving", "image": image,
         "args": ["--port=8500", "--rest_api_port=8501", "--model_name=digits", "--model_base_path=/models/digits",
                  "--model_config_file=/etc/modeldeploy/models.config",
-                 "--monitoring_config_file=/etc/modeldeploy/monitoring.config", *args_extra],
+                 "--monitoring_config_file=/etc/modeldeploy/monitoring.config",
+                 "--max_num_load_retries=1", "--load_retry_interval_micros=5000000",
+                 "--file_system_poll_wait_seconds=0", "--xla_cpu_compilation_enabled=true", *threads, *args_extra],
         "ports": [{"name": "grpc", "containerPort": 8500, "protocol": "TCP"},
                   {"name": "http", "containerPort": 8501, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
@@ -82,7 +86,7 @@ def expected_deployment(version=3, image="tensorflow/serving:2.21.0", uri="s3://
         "securityContext": POD_SC,
         "initContainers": [{
             "name": "pull-model", "image": "reg.local/operator:1", "command": ["modeldeploy", "pull"],
-            "args": [uri, f"/models/digits/{version}"],
+            "args": [uri, f"/models/digits/{version}"] + (["--as-is"] if uri.endswith("/base") else []),
             "envFrom": [{"secretRef": {"name": "model-store"}}], "env": [{"name": "HOME", "value": "/tmp"}],
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
             "securityContext": dict(CONTAINER_SC, runAsUser=1000),
@@ -120,9 +124,9 @@ DEPLOYMENT_CASES = [
      {"spec_patch": {"replicas": 3, "progressDeadlineSeconds": 120}}),
     ("autoscaling-drops-replicas", {"autoscaling": {"maxReplicas": 4}}, None,
      {"spec_patch": {"replicas": None}}),
-    ("gpu-defaults", {"serving": {"gpus": 2}}, None,
+    ("gpu-defaults", {"serving": {"gpus": 1}}, None,
      {"image": "tensorflow/serving:2.21.0-gpu", "pod_patch": GPU_SCHED,
-      "container_patch": {"resources": {"limits": {"nvidia.com/gpu": "2"}}}}),
+      "container_patch": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}),
     ("gpu-user-scheduling-wins", {"serving": {"gpus": 1, "nodeSelector": {"pool": "a100"},
                                               "tolerations": [{"key": "dedicated", "operator": "Exists"}]}}, None,
      {"image": "tensorflow/serving:2.21.0-gpu",
@@ -131,7 +135,7 @@ DEPLOYMENT_CASES = [
     ("user-resources-and-affinity",
      {"serving": {"resources": {"requests": {"cpu": "2"}, "limits": {"memory": "8Gi"}},
                   "affinity": {"podAntiAffinity": {}}}}, None,
-     {"pod_patch": {"affinity": {"podAntiAffinity": {}}},
+     {"pod_patch": {"affinity": {"podAntiAffinity": {}}}, "cpus": 2,
       "container_patch": {"resources": {"requests": {"cpu": "2", "memory": None}, "limits": {"memory": "8Gi"}}}}),
     ("batching", {"serving": {"batching": {"maxBatchSize": 64}}}, None,
      {"args_extra": ["--enable_batching=true", "--batching_parameters_file=/etc/modeldeploy/batching.config"]}),

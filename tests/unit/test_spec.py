@@ -70,7 +70,7 @@ def test_digits_demo_spec_is_typed_and_defaulted():
     assert got.autoscaling == S.AutoscalingSpec(max_replicas=4, min_replicas=1, target_cpu_utilization=70, metrics=())
 
 
-@pytest.mark.parametrize("gpus, image", [(0, S.DEFAULT_IMAGES.cpu), (2, S.DEFAULT_IMAGES.gpu)])
+@pytest.mark.parametrize("gpus, image", [(0, S.DEFAULT_IMAGES.cpu), (1, S.DEFAULT_IMAGES.gpu)])
 def test_default_image_follows_gpus(gpus, image):
     assert S.parse(md({**MINIMAL, "serving": {"gpus": gpus}})).serving.image == image
 
@@ -105,7 +105,7 @@ def test_pruning_and_qat_share_one_training_run():
     assert S.parse(md({**MINIMAL, "optimization": opt})).optimization.fine_tune_epochs == 3
 
 
-@pytest.mark.parametrize("uri", ["s3://models/a", "gs://bucket/x/y.keras", "pvc://claim/models/m",
+@pytest.mark.parametrize("uri", ["s3://models/a", "gs://bucket/x/y_saved_model", "pvc://claim/models/m",
                                  "file:///models/m"])
 def test_supported_uris(uri):
     assert S.parse(md({"model": {"uri": uri}})).model.uri == uri

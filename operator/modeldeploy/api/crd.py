@@ -252,10 +252,12 @@ def spec_schema() -> dict:
                 "Serving replicas (the scale subresource: kubectl scale changes this). Ignored while "
                 "spec.autoscaling is set: the HorizontalPodAutoscaler owns the replica count then.",
                 default=1, minimum=0, maximum=1000),
-            "gpus": integer(
-                "GPUs per replica (limits nvidia.com/gpu). More than 0 selects the -gpu image, adds a toleration "
-                "for nvidia.com/gpu and the node selector nvidia.com/gpu.present=true unless you give your own.",
-                default=0, minimum=0, maximum=16),
+            "gpus": dict(integer(
+                "GPUs per replica (limits nvidia.com/gpu): 0 or 1. 1 selects the -gpu image, adds a toleration "
+                "for nvidia.com/gpu and the node selector nvidia.com/gpu.present=true unless you give your own. "
+                "TF Serving places a model on one GPU, so scale out with replicas instead.",
+                default=0, minimum=0), **{"x-kubernetes-validations": [rule(
+                    f"self <= {S.MAX_GPUS}", f"spec.serving.gpus {S.GPUS_MESSAGE}")]}),
             "nodeSelector": string_map("Node labels the serving pods must match (replaces the GPU default)."),
             "tolerations": tolerations("Tolerations of the serving pods (replace the GPU default)."),
             "affinity": raw_object("A Kubernetes Affinity for the serving pods (node, pod and anti-affinity)."),
@@ -328,7 +330,9 @@ def spec_schema() -> dict:
         }, required=["model"], rules=[rule(
             "!has(self.optimization) || self.optimization.outputUri != self.model.uri",
             "spec.optimization.outputUri must differ from spec.model.uri: versions are published under "
-            "<outputUri>/<version>/", field_path=".optimization.outputUri")])
+            "<outputUri>/<version>/", field_path=".optimization.outputUri"), rule(
+            f"has(self.optimization) || !self.model.uri.lowerAscii().matches('{S.KERAS_FILE_PATTERN}')",
+            f"spec.model.uri {S.KERAS_AS_IS_MESSAGE}", field_path=".model.uri")])
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -47,6 +47,15 @@ TF_SERVING_VERSION = "2.21.0"
 
 URI_SCHEMES = ("s3", "gs", "pvc", "file")
 QUANTIZATION_MODES = ("none", "dynamic", "float16", "int8", "qat")
+# TF Serving places an unpinned graph on GPU:0 only: a second GPU per replica would sit idle.
+MAX_GPUS = 1
+GPUS_MESSAGE = ("must be 0 or 1: TF Serving places a model on one GPU (GPU:0), so more GPUs per "
+                "replica sit idle; use gpus: 1 and raise spec.serving.replicas or spec.autoscaling.maxReplicas")
+# TF Serving loads SavedModel directories only; a Keras file must go through the optimizer Job's export.
+KERAS_FILE_PATTERN = r"^.*\.(keras|h5|hdf5)$"
+KERAS_AS_IS_MESSAGE = ("is a Keras file, which TF Serving cannot load (it serves SavedModel "
+                       "directories): add spec.optimization (for example quantization: {mode: none}) so the "
+                       "optimizer Job exports a SavedModel, or point spec.model.uri at a SavedModel directory")
 # Modes that need a dataset: int8 calibrates on it, qat trains on it.
 QUANTIZATION_MODES_NEEDING_DATA = ("int8", "qat")
 METRIC_TYPES = ("Resource", "Pods", "Object", "External", "ContainerResource")
@@ -448,7 +457,9 @@ def _parse_serving(spec: Mapping, images: ServingImages) -> ServingSpec:
             batch_timeout_micros=_int(b, "batchTimeoutMicros", bpath, default=2000, minimum=0, maximum=10_000_000),
             max_enqueued_batches=_int(b, "maxEnqueuedBatches", bpath, default=100, minimum=1, maximum=1_000_000),
             num_batch_threads=_int(b, "numBatchThreads", bpath, default=4, minimum=1, maximum=1024))
-    gpus = _int(s, "gpus", path, default=0, minimum=0, maximum=16)
+    gpus = _int(s, "gpus", path, default=0, minimum=0)
+    if gpus > MAX_GPUS:
+        raise SpecError(f"{path}.gpus", f"{GPUS_MESSAGE} (got {gpus})")
     image = _str(s, "image", path, default="", max_length=512) or (images.gpu if gpus > 0 else images.cpu)
     return ServingSpec(
         image=image,
@@ -533,12 +544,15 @@ def parse(body: Mapping[str, Any], images: ServingImages = DEFAULT_IMAGES) -> Mo
         raise SpecError("spec", "is required: a ModelDeployment needs at least spec.model.uri")
     _known(spec, "spec", ModelDeploymentSpec)
     model = _parse_model(spec, name)
+    optimization = _parse_optimization(spec, model)
+    if optimization is None and re.match(KERAS_FILE_PATTERN, model.uri.lower()):
+        raise SpecError("spec.model.uri", KERAS_AS_IS_MESSAGE)
     return ModelDeploymentSpec(
         name=name,
         namespace=meta.get("namespace") or "default",
         model=model,
         serving=_parse_serving(spec, images),
-        optimization=_parse_optimization(spec, model),
+        optimization=optimization,
         autoscaling=_parse_autoscaling(spec),
         monitoring=_parse_monitoring(spec),
         rollout=_parse_rollout(spec),

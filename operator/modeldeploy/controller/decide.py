@@ -44,6 +44,7 @@ class Observed:
     deployment: DeploymentView = DeploymentView()
     pods: tuple = ()                           # serving pods (dicts)
     model_state: str | None = None             # TF Serving's model state, None when unreachable
+    model_message: str = ""                    # TF Serving's error message for that state, if any
     recorded_last_good: ServingTarget | None = None   # the rollback target recorded on the ConfigMap
     interval_check: bool = False               # a scheduled health check: counts towards failureThreshold
 
@@ -233,7 +234,8 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
 
     minimum = minimum_ready(spec)
     pods = list(obs.pods)
-    health = hl.summarize(pods, ready=dep.ready, desired=dep.replicas, minimum=minimum, model_state=obs.model_state)
+    health = hl.summarize(pods, ready=dep.ready, desired=dep.replicas, minimum=minimum, model_state=obs.model_state,
+                           model_message=obs.model_message)
     matches = target is not None and dep.exists and dep.target == target
 
     # Failed checks of the version rolling out count only on scheduled checks, and restart with a new target.

@@ -5,8 +5,9 @@ container failed, image cannot be pulled, OOMKilled, CrashLoopBackOff, Unschedul
 message, not ready). `summarize(...)` folds the findings and the replica counts into a `Health`: the reason and
 message the Available, Ready and Degraded conditions carry, e.g.
 "0/2 replicas ready: pod digits-7f9c Unschedulable: 0/4 nodes are available: 4 Insufficient nvidia.com/gpu".
-`model_state(payload)` reads TF Serving's GET /v1/models/<name> answer; `probe_model(url)` fetches it with a
-short timeout, and anything it cannot reach is None (unknown), never a failure.
+`model_status(payload)` reads TF Serving's GET /v1/models/<name> answer (state and TF Serving's error message);
+`probe_model(url)` fetches it with a short timeout and no redirects, and anything it cannot reach is None
+(unknown), never a failure.
 """
 from __future__ import annotations
 
@@ -136,7 +137,8 @@ def total_restarts(pods: list[dict]) -> int:
                for c in (p.get("status") or {}).get("containerStatuses") or ())
 
 
-def summarize(pods: list[dict], ready: int, desired: int, minimum: int, model_state: str | None = None) -> Health:
+def summarize(pods: list[dict], ready: int, desired: int, minimum: int, model_state: str | None = None,
+              model_message: str = "") -> Health:
     """Fold pods and replica counts into one `Health` with a reason and a message for the conditions."""
     findings = tuple(pod_findings(pods))
     head = f"{ready}/{desired} replicas ready"
@@ -148,7 +150,8 @@ def summarize(pods: list[dict], ready: int, desired: int, minimum: int, model_st
     elif ready < minimum:
         reason, message = Reason.REPLICAS_NOT_READY, f"{head} (at least {minimum} needed)"
     elif model_state not in (None, "AVAILABLE"):
-        reason, message = Reason.MODEL_NOT_AVAILABLE, f"{head}; TF Serving reports the model {model_state}"
+        reason, message = Reason.MODEL_NOT_AVAILABLE, f"{head}; TF Serving reports the model {model_state}" + (
+            f": {model_message}" if model_message else "")
     else:
         reason = Reason.MODEL_AVAILABLE if model_state == "AVAILABLE" else Reason.REPLICAS_READY
         message = head + ("; TF Serving reports the model AVAILABLE" if model_state == "AVAILABLE" else "")
@@ -156,28 +159,53 @@ def summarize(pods: list[dict], ready: int, desired: int, minimum: int, model_st
                   restarts=total_restarts(pods), model_state=model_state, reason=reason, message=message)
 
 
-def model_state(payload: dict, version: int | None = None) -> str | None:
-    """State of `version` (or the newest listed) in a GET /v1/models/<name> answer, e.g. AVAILABLE."""
+def model_status(payload: dict, version: int | None = None) -> tuple[str | None, str]:
+    """(state, error message) of `version` (or the newest listed) in a GET /v1/models/<name> answer.
+
+    TF Serving answers {"model_version_status": [{"version": "3", "state": "AVAILABLE",
+    "status": {"error_code": "OK", "error_message": ""}}]}; the message is TF Serving's own words for a version
+    that failed (state END with an error code), else "".
+    """
     statuses = payload.get("model_version_status") if isinstance(payload, dict) else None
     if not statuses:
-        return None
+        return None, ""
     chosen = None
     for s in statuses:
         if version is None or str(s.get("version")) == str(version):
             if chosen is None or int(s.get("version") or 0) > int(chosen.get("version") or 0):
                 chosen = s
-    return (chosen or {}).get("state") if chosen else None
+    if not chosen:
+        return None, ""
+    status = chosen.get("status") or {}
+    code = status.get("error_code") or "OK"
+    message = "" if code == "OK" else f"{code}: {status.get('error_message') or ''}".strip(": ")
+    return chosen.get("state"), message[:300]
 
 
-def probe_model(url: str, version: int | None = None, timeout: float = 1.0) -> str | None:
-    """TF Serving's state for the version at `url`; None when unreachable or unreadable (unknown, not failed)."""
+def model_state(payload: dict, version: int | None = None) -> str | None:
+    """State of `version` (or the newest listed) in a GET /v1/models/<name> answer, e.g. AVAILABLE."""
+    return model_status(payload, version)[0]
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A serving pod's answer is read where it is: a redirect elsewhere is not followed."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def probe_model(url: str, version: int | None = None, timeout: float = 1.0) -> tuple[str | None, str]:
+    """TF Serving's (state, error message) for the version at `url`; (None, "") when unreachable or
+    unreadable (unknown, not failed)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:   # noqa: S310 - http to our own pods
-            return model_state(json.loads(resp.read(65536)), version)
+        with _OPENER.open(url, timeout=timeout) as resp:   # noqa: S310 - http to our own pods
+            return model_status(json.loads(resp.read(65536)), version)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
-            return "NOT_FOUND"                    # the server answers but does not have the model
-        return None
+            return "NOT_FOUND", ""                # the server answers but does not have the model
+        return None, ""
     except (OSError, ValueError):
-        return None
-
+        return None, ""

@@ -6,6 +6,7 @@ when it changed -> post the Events of this transition. Running it twice in a row
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -43,6 +44,11 @@ class Context:
     # elsewhere); MODELDEPLOY_PROBE_MODELS=1/0 forces it on/off.
     probe_models: bool = field(default_factory=lambda: os.environ.get(
         "MODELDEPLOY_PROBE_MODELS", "1" if os.environ.get("KUBERNETES_SERVICE_HOST") else "0") == "1")
+    # MODELDEPLOY_PROBE_CIDRS (comma-separated): probe only pods in these networks. On the local test cluster
+    # only the runner's loopback pod IPs answer; kwok's simulated pod IPs must never be sent traffic.
+    probe_cidrs: tuple = field(default_factory=lambda: tuple(
+        ipaddress.ip_network(c.strip()) for c in os.environ.get("MODELDEPLOY_PROBE_CIDRS", "").split(",")
+        if c.strip()))
     probe_timeout: float = field(default_factory=lambda: _env_float("MODELDEPLOY_PROBE_TIMEOUT", 1.0))
     instance: str = field(default_factory=lambda: os.environ.get("POD_NAME", "") or os.uname().nodename)
     status_schema: dict | None = None
@@ -109,15 +115,26 @@ def _storage_check(ctx: Context, spec: specmod.ModelDeploymentSpec) -> tuple[boo
     return answer
 
 
-def _model_state(ctx: Context, spec, pods: list[dict], target) -> str | None:
+def _probe_allowed(ctx: Context, ip: str) -> bool:
+    """Whether the pod IP lies in the networks the operator may probe (MODELDEPLOY_PROBE_CIDRS; empty: any)."""
+    if not ctx.probe_cidrs:
+        return True
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in net for net in ctx.probe_cidrs)
+
+
+def _model_state(ctx: Context, spec, pods: list[dict], target) -> tuple[str | None, str]:
     if not ctx.probe_models or target is None:
-        return None
+        return None, ""
     for pod in pods:
         ip = (pod.get("status") or {}).get("podIP")
-        if ip and observe.is_ready_pod_of(pod, target):
+        if ip and observe.is_ready_pod_of(pod, target) and _probe_allowed(ctx, ip):
             return health.probe_model(f"http://{ip}:{names.REST_PORT}/v1/models/{spec.model.name}",
                                       target.version, ctx.probe_timeout)
-    return None
+    return None, ""
 
 
 def reconcile(body: dict, ctx: Context, *, interval_check: bool = False, now: str | None = None) -> Result:
@@ -158,9 +175,10 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
     dep_view = observe.deployment_view(dep)
     serving_pods = [p for p in pods if _component(p) == names.COMPONENT_SERVING]
     recorded = observe.recorded_last_good(apply.first(kids["ConfigMap"], names.config_map_name(name)))
+    state, state_message = _model_state(ctx, spec, serving_pods, dep_view.target)
     obs = decide.Observed(generation=generation, status=old_status, now=now, job=job_view, published=is_published,
                           published_report=report, deployment=dep_view, pods=tuple(serving_pods),
-                          model_state=_model_state(ctx, spec, serving_pods, dep_view.target),
+                          model_state=state, model_message=state_message,
                           interval_check=interval_check, recorded_last_good=recorded)
     plan = decide.decide(spec, obs)
 

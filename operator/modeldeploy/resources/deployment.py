@@ -6,7 +6,10 @@ for (`target_from_spec`), during a rollback the last good one the controller pas
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from kubernetes.utils import parse_quantity
 
 from modeldeploy.api import names
 from modeldeploy.api.spec import ModelDeploymentSpec, source_uri
@@ -26,6 +29,13 @@ PULL_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"me
 # Large models take minutes to load: allow up to 30 min before liveness starts to count.
 STARTUP_PERIOD_SECONDS = 10
 STARTUP_FAILURE_THRESHOLD = 180
+# TF Serving retries a failed load 5 times, 60 s apart, before it gives up and exits: about 5 minutes per
+# container start, close to the rollout deadline. The model sits in the pod's emptyDir, so a load that failed
+# once fails again; one retry 5 s later still absorbs a transient error (memory pressure at start).
+MAX_LOAD_RETRIES = 1
+LOAD_RETRY_INTERVAL_MICROS = 5_000_000
+# TF Serving sizes its REST threads as 4 x the CPUs it sees (the node's, not the container's limit).
+REST_THREADS_PER_CPU = 4
 
 
 @dataclass(frozen=True)
@@ -50,12 +60,35 @@ def scrape_annotations(spec: ModelDeploymentSpec) -> dict[str, str]:
             "prometheus.io/path": config.PROMETHEUS_PATH}
 
 
+def serving_cpus(spec: ModelDeploymentSpec) -> int | None:
+    """Whole CPUs the TF Serving container may use: its CPU limit, else its request, rounded up (None: neither)."""
+    resources = spec.serving.resources or DEFAULT_RESOURCES
+    for kind in ("limits", "requests"):
+        cpu = (resources.get(kind) or {}).get("cpu")
+        if cpu is not None:
+            return max(1, math.ceil(parse_quantity(str(cpu))))
+    return None
+
+
 def serving_args(spec: ModelDeploymentSpec) -> list[str]:
     """TF Serving's command-line flags."""
     args = [f"--port={names.GRPC_PORT}", f"--rest_api_port={names.REST_PORT}",
             f"--model_name={spec.model.name}", f"--model_base_path={config.model_base_path(spec)}",
             f"--model_config_file={config.CONFIG_DIR}/{config.MODEL_CONFIG_KEY}",
-            f"--monitoring_config_file={config.CONFIG_DIR}/{config.MONITORING_CONFIG_KEY}"]
+            f"--monitoring_config_file={config.CONFIG_DIR}/{config.MONITORING_CONFIG_KEY}",
+            f"--max_num_load_retries={MAX_LOAD_RETRIES}",
+            f"--load_retry_interval_micros={LOAD_RETRY_INTERVAL_MICROS}",
+            # The version directory never changes in a pod (the init container filled it): poll once.
+            "--file_system_poll_wait_seconds=0",
+            # Without it TF Serving disables XLA, and a model saved with jit_compile=True loads but fails every
+            # request; models without XLA clusters are unaffected.
+            "--xla_cpu_compilation_enabled=true"]
+    cpus = serving_cpus(spec)
+    if cpus is not None:
+        # TF Serving sizes its thread pools from the node's CPUs, not the container's: on a 64-core node a
+        # 1-CPU pod would run 256 REST threads and 64-wide op pools that the CPU quota throttles.
+        args += [f"--tensorflow_intra_op_parallelism={cpus}", f"--tensorflow_inter_op_parallelism={cpus}",
+                 f"--rest_api_num_threads={REST_THREADS_PER_CPU * cpus}"]
     if spec.serving.batching is not None:
         args += ["--enable_batching=true",
                  f"--batching_parameters_file={config.CONFIG_DIR}/{config.BATCHING_CONFIG_KEY}"]
@@ -106,7 +139,8 @@ def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
         "name": INIT_CONTAINER,
         "image": images.pull,
         "command": ["modeldeploy", "pull"],
-        "args": [target.uri, model_dir],
+        # A model served as it is was never published (no _COMPLETE marker): copy the SavedModel directory.
+        "args": [target.uri, model_dir] + (["--as-is"] if spec.optimization is None else []),
         "envFrom": secret_env_from(spec.model.storage_secret),
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": plain(PULL_RESOURCES),

@@ -134,6 +134,21 @@ def publish(local_dir: str, output: Location, version: int, overwrite: bool = Fa
     return manifest
 
 
+def _replace_dir(staging: str, dest: str) -> None:
+    """Rename a complete `staging` directory to `dest`, replacing what was there."""
+    if os.path.exists(dest):
+        old = f"{dest}.old-{secrets.token_hex(4)}"
+        os.rename(dest, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.rename(staging, dest)
+
+
+def _staging_for(dest: str) -> tuple[str, str]:
+    dest = os.path.abspath(dest)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    return dest, f"{dest}.partial-{secrets.token_hex(4)}"
+
+
 def pull(version_loc: Location, dest: str) -> dict:
     """Copy one published version to local `dest` after checking its marker and every checksum.
 
@@ -146,10 +161,7 @@ def pull(version_loc: Location, dest: str) -> dict:
             raise NotPublished(f"{version_loc.uri} has no {MARKER} marker: its publication did not finish. "
                                "Re-run the optimizer for this version.")
         raise NotPublished(f"{version_loc.uri} is not published (nothing stored there)")
-    dest = os.path.abspath(dest)
-    parent = os.path.dirname(dest)
-    os.makedirs(parent, exist_ok=True)
-    staging = f"{dest}.partial-{secrets.token_hex(4)}"
+    dest, staging = _staging_for(dest)
     try:
         for rel, meta in sorted(manifest["files"].items()):
             local = os.path.join(staging, *rel.split("/"))
@@ -159,11 +171,41 @@ def pull(version_loc: Location, dest: str) -> dict:
                                    "stored version is damaged, republish it with --overwrite")
         with open(os.path.join(staging, MARKER), "w") as fh:
             json.dump(manifest, fh, indent=1, sort_keys=True)
-        if os.path.exists(dest):
-            old = f"{dest}.old-{secrets.token_hex(4)}"
-            os.rename(dest, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.rename(staging, dest)
+        _replace_dir(staging, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
+def pull_as_is(model_loc: Location, dest: str) -> dict:
+    """Copy a SavedModel directory the user stored (no optimization, so no marker) to local `dest`.
+
+    TF Serving loads SavedModel directories only, so anything else (a .keras/.h5 file, a prefix without
+    saved_model.pb) is refused here with the reason, instead of a server that never becomes AVAILABLE.
+    Returns {"files": {relative path: size}} like a manifest.
+    """
+    if transfer.is_file(model_loc):
+        raise NotPublished(f"{model_loc.uri} is a single file, not a SavedModel directory: TF Serving serves "
+                           "SavedModel directories only. Point spec.model.uri at one, or add spec.optimization "
+                           "so the optimizer Job exports a SavedModel")
+    files = transfer.list_files(model_loc)
+    if not files:
+        raise NotFound(f"{model_loc.uri}: nothing stored there (check spec.model.uri)")
+    if not any(name in files for name in SAVED_MODEL_FILES):
+        raise NotPublished(f"{model_loc.uri} is not a SavedModel directory (no saved_model.pb at its top "
+                           f"level; found {', '.join(sorted(files)[:5])}{' ...' if len(files) > 5 else ''})")
+    dest, staging = _staging_for(dest)
+    try:
+        transfer.download(model_loc, staging)
+        for rel, size in sorted(files.items()):
+            local = os.path.join(staging, *rel.split("/"))
+            if os.path.getsize(local) != size:
+                raise StorageUnreachable(f"{model_loc.join(rel).uri}: downloaded {os.path.getsize(local)} bytes "
+                                         f"of {size}; retry")
+        _replace_dir(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"files": files}
