@@ -291,6 +291,24 @@ def test_crash_loop_of_new_version_rolls_back_after_threshold():
     assert retry.target == serving(spec2) and cond(retry, "Stalled")[0] == "False"
 
 
+def test_new_version_that_tf_serving_reports_failed_rolls_back_with_its_message():
+    """Pods Ready (the REST port answers), but TF Serving reports the new version END with an error."""
+    spec1, spec2, good = _serving_v1_then_v2()
+    rolled = deployment_view(deployment(spec2))
+    status = checked(spec2, observe(good, generation=2, deployment=deployment_view(deployment(spec1)),
+                                    pods=(pod("a", 1),)), generation=2).status
+    error = "INTERNAL: the version was unloaded after a failed reload"
+    for check in (1, 2):
+        plan = checked(spec2, observe(status, generation=2, deployment=rolled, pods=(pod("b", 2),),
+                                      model_state="END", model_message=error, interval_check=True), generation=2)
+        status = plan.status
+        if check == 1:
+            assert not plan.rolled_back and cond(plan, "Available")[:2] == ("False", "ModelNotAvailable")
+            assert cond(plan, "Available")[2].endswith(f"TF Serving reports the model END: {error}")
+    assert plan.rolled_back and plan.target == serving(spec1, 1)
+    assert status["rollback"]["lastReason"] == "ModelNotAvailable" and error in status["rollback"]["lastMessage"]
+
+
 def test_progress_deadline_rolls_back_at_once_with_image_of_last_good():
     spec1, spec2, good = _serving_v1_then_v2(image2="tensorflow/serving:crashloop")
     stuck = deployment_view(deployment(spec2, ready=1, updated=1, available=1, old=1,

@@ -197,9 +197,10 @@ def _rollout_failure(spec: ModelDeploymentSpec, dep: DeploymentView, health: hl.
         return (Reason.PROGRESS_DEADLINE_EXCEEDED,
                 f"{dep.progressing.get('message') or 'progress deadline exceeded'} ({health.message})")
     bad = health.failing(target.version)
-    if bad and failures >= spec.monitoring.failure_threshold:
-        return bad[0].reason, (f"{failures} consecutive failed checks (failureThreshold "
-                               f"{spec.monitoring.failure_threshold}): {health.message}")
+    if (bad or health.model_failed) and failures >= spec.monitoring.failure_threshold:
+        reason = bad[0].reason if bad else Reason.MODEL_NOT_AVAILABLE
+        return reason, (f"{failures} consecutive failed checks (failureThreshold "
+                        f"{spec.monitoring.failure_threshold}): {health.message}")
     return None
 
 
@@ -243,7 +244,9 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
     if target is None or target != _target_from_status(prev):
         failures = 0
     if obs.interval_check and target is not None:
-        failures = failures + 1 if matches and health.failing(target.version) else 0
+        # The model probe reads ready pods of the target only, so a failed model state is the target's.
+        failing = health.failing(target.version) or health.model_failed
+        failures = failures + 1 if matches and failing else 0
 
     failure = _rollout_failure(spec, dep, health, target, failures) if matches and rolling and not rolled_back \
         else None

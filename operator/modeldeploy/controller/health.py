@@ -59,6 +59,11 @@ class Health:
     def available(self) -> bool:
         return self.ready >= self.minimum and (self.model_state in (None, "AVAILABLE"))
 
+    @property
+    def model_failed(self) -> bool:
+        """TF Serving answers but reports the served version in another state than AVAILABLE (END, an error)."""
+        return self.model_state not in (None, "AVAILABLE")
+
     def failing(self, version: int | None = None) -> list[Finding]:
         """Findings of failing pods, of one version when given."""
         return [f for f in self.findings if f.failing and (version is None or f.version == str(version))]
