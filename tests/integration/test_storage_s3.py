@@ -97,3 +97,24 @@ def test_pull_exit_codes_for_storage_problems(s3, s3_prefix, model_dir, tmp_path
     bad_uri = _cli("pull", "ftp://x/y", dest)
     assert bad_uri.returncode == 2 and "unsupported scheme" in bad_uri.stderr
     assert not os.path.exists(dest)
+
+
+def test_pull_as_is_copies_a_saved_model_and_refuses_what_tf_serving_cannot_load(s3, s3_prefix, model_dir,
+                                                                                    tmp_path):
+    """Serving without optimization: the user's SavedModel directory, never published, is copied as it is."""
+    base = s3.uri(s3_prefix + "/base")
+    transfer.upload_dir(model_dir, parse_uri(base))
+    proc = _cli("pull", base, str(tmp_path / "models" / "m" / "1"), "--as-is", env=s3.env)
+    assert proc.returncode == 0, proc.stderr
+    assert "pulled the SavedModel as it is (3 files)" in proc.stdout
+    assert (tmp_path / "models" / "m" / "1" / "variables" / "variables.index").read_bytes() == b"i" * 10
+    # Without --as-is the same location is refused: it was never published (no _COMPLETE marker).
+    proc = _cli("pull", base, str(tmp_path / "other"), env=s3.env)
+    assert proc.returncode == 10 and "no _COMPLETE marker" in proc.stderr
+    # A Keras file, or a prefix without saved_model.pb, is not something TF Serving loads.
+    s3.client.put_object(Bucket=s3.bucket, Key=f"{s3_prefix}/m.keras", Body=b"PK\x03\x04")
+    proc = _cli("pull", s3.uri(s3_prefix + "/m.keras"), str(tmp_path / "k"), "--as-is", env=s3.env)
+    assert proc.returncode == 10 and "not a SavedModel directory" in proc.stderr, proc.stderr
+    proc = _cli("pull", s3.uri(s3_prefix + "/base/variables"), str(tmp_path / "v"), "--as-is", env=s3.env)
+    assert proc.returncode == 10 and "no saved_model.pb" in proc.stderr, proc.stderr
+    assert not (tmp_path / "v").exists() and not (tmp_path / "k").exists()
