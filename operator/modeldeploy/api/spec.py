@@ -52,7 +52,7 @@ MAX_GPUS = 1
 GPUS_MESSAGE = ("must be 0 or 1: TF Serving places a model on one GPU (GPU:0), so more GPUs per "
                 "replica sit idle; use gpus: 1 and raise spec.serving.replicas or spec.autoscaling.maxReplicas")
 # TF Serving loads SavedModel directories only; a Keras file must go through the optimizer Job's export.
-KERAS_FILE_PATTERN = r"^.*\.(keras|h5|hdf5)$"
+KERAS_FILE_PATTERN = r"^.*[.](keras|h5|hdf5)$"     # [.] rather than a backslash: CEL strings have no such escape
 KERAS_AS_IS_MESSAGE = ("is a Keras file, which TF Serving cannot load (it serves SavedModel "
                        "directories): add spec.optimization (for example quantization: {mode: none}) so the "
                        "optimizer Job exports a SavedModel, or point spec.model.uri at a SavedModel directory")
