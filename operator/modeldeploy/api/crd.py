@@ -153,7 +153,8 @@ def spec_schema() -> dict:
     """The OpenAPI schema of .spec."""
     model = obj(
         "The trained model and the version to serve.", {
-            "uri": uri("Where the trained model is: a SavedModel directory or a Keras file (.keras, .h5). "
+            "uri": uri("Where the trained model is: a SavedModel directory, or a Keras file (.keras, .h5), which "
+                       "needs spec.optimization (TF Serving loads SavedModels only). "
                        "Schemes: s3://bucket/path, gs://bucket/path, pvc://<claim>/<path> (a PersistentVolumeClaim "
                        "in this namespace) or file:///path (a path inside the image).", "spec.model.uri"),
             "version": integer(
