@@ -59,9 +59,11 @@ if [[ -d $STATE ]]; then
     rm -f "$f"
   done
   if [[ -f $STATE/external ]]; then
-    # --external: the control plane is someone else's; remove only the fake nodes we added to it.
-    "$ROOT/.bin/kubectl" --kubeconfig "$(cat "$STATE/external")" delete nodes -l type=kwok,modeldeploy.io/node-pool \
-      --ignore-not-found --wait=false | sed 's/^/[cluster-down] /' || true
+    # --external: the control plane is someone else's; remove only the fake and runner nodes we added to it.
+    for selector in type=kwok,modeldeploy.io/node-pool modeldeploy.io/runner=true; do
+      "$ROOT/.bin/kubectl" --kubeconfig "$(cat "$STATE/external")" delete nodes -l "$selector" \
+        --ignore-not-found --wait=false | sed 's/^/[cluster-down] /' || true
+    done
   fi
   stop_component kwok "/.bin/kwok"
   stop_component kube-scheduler "/.bin/kube-scheduler"

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Start the local Kubernetes control plane for tests and the demo, idempotently, on 127.0.0.1 only:
 #   etcd (12379), kube-apiserver (https://127.0.0.1:16443), kube-controller-manager, kube-scheduler, kwok with
-#   fake GPU and CPU nodes, the optimizer Job runner (hack/jobrunner.py) and S3 (hack/s3-up.sh).
+#   fake GPU and CPU nodes, the Job runner (hack/jobrunner.py: it runs optimizer pods, and every pod on its
+#   runner nodes run-gpu-0 and run-cpu-0, as local processes) and S3 (hack/s3-up.sh).
 # State in .cluster/: kubeconfig (admin), pki/, etcd/, logs/<component>.log, pids/<component>.pid.
 # A second run starts only what is not running and changes no object. hack/cluster-down.sh undoes it all.
 #
-# Knobs: MD_GPU_NODES (2), MD_CPU_NODES (2), MD_JOBRUNNER_PARALLEL (2 processes at once), MD_VENV (.venv).
+# Knobs: MD_GPU_NODES (2), MD_CPU_NODES (2), MD_JOBRUNNER_PARALLEL (2 optimizer pods at once),
+# MD_MAX_SERVING_PODS (4 pods on runner nodes at once: each TF Serving stand-in holds TensorFlow in memory),
+# MD_BACKOFF_BASE (crash-loop back-off start, 10 s as the kubelet), MD_VENV (.venv).
 #
 # hack/cluster-up.sh --external: use the cluster $KUBECONFIG names (kind, say) instead of starting a control
 # plane; only kwok, the fake nodes, the Job runner and S3 are added (all run on this machine).
@@ -275,8 +278,9 @@ start_jobrunner() {
   fi
   start jobrunner "hack/jobrunner.py" "$VENV/bin/python" -u "$ROOT/hack/jobrunner.py" \
     --kubeconfig "$STATE/jobrunner.kubeconfig" --state "$STATE" --venv "$VENV" \
-    --parallel "${MD_JOBRUNNER_PARALLEL:-2}" || true
-  # The runner writes its PID to jobrunner.ready once its first pod list succeeded.
+    --parallel "${MD_JOBRUNNER_PARALLEL:-2}" --runner-node run-gpu-0=gpu --runner-node run-cpu-0=cpu \
+    --max-serving-pods "${MD_MAX_SERVING_PODS:-4}" --backoff-base "${MD_BACKOFF_BASE:-10}" || true
+  # The runner writes its PID to jobrunner.ready once it registered its nodes and its first pod lists succeeded.
   wait_for jobrunner 30 runner_ready
 }
 

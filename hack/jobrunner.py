@@ -53,6 +53,10 @@ from concurrent.futures import ThreadPoolExecutor
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import podrunner  # noqa: E402  (beside this file: the serving-pod half of the runner)
+from podrunner import now, parse_quantity  # noqa: E402,F401  (parse_quantity: tests/unit/test_jobrunner.py)
+
 SELECTOR = "app.kubernetes.io/component=optimizer"
 MESSAGE_LIMIT = 4096              # the kubelet's limit for a termination message
 FALLBACK_LOG_BYTES, FALLBACK_LOG_LINES = 2048, 80   # FallbackToLogsOnError takes at most this much log
@@ -61,11 +65,6 @@ DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 log = logging.getLogger("jobrunner")
-
-
-def now() -> str:
-    """RFC 3339 UTC timestamp, second precision, as the API stores it."""
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ConfigError(Exception):
@@ -99,16 +98,6 @@ def path_rewriter(mapping: dict):
     return lambda s: pattern.sub(lambda m: table[m.group(1)], s)
 
 
-def parse_quantity(q: str) -> float:
-    """Parse a Kubernetes quantity ("500m", "2Gi", "1e3") into a float."""
-    suffixes = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
-                "E": 1e18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-    m = re.fullmatch(r"([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)", str(q).strip())
-    if not m or m.group(2) not in suffixes:
-        raise ValueError(f"not a quantity: {q!r}")
-    return float(m.group(1)) * suffixes[m.group(2)]
-
-
 def read_message(path: pathlib.Path, log_path: pathlib.Path, policy: str, exit_code: int) -> str:
     """The termination message as the kubelet reports it."""
     message = ""
@@ -137,6 +126,7 @@ class PodRun:
         self.lock = threading.Lock()
         self.stopping: str | None = None      # why we are killing the processes (deleted / deadline)
         self.started_at: str | None = None
+        self.pod_ip = "127.0.0.1"             # runner-node pods get their own (hack/podrunner.py)
 
     # -- API reads --
     def _secret(self, name: str) -> dict:
@@ -175,8 +165,8 @@ class PodRun:
         values = {
             "metadata.name": meta["name"], "metadata.namespace": meta["namespace"], "metadata.uid": meta["uid"],
             "spec.nodeName": spec.get("nodeName", ""), "spec.serviceAccountName": spec.get("serviceAccountName", ""),
-            "status.hostIP": status.get("hostIP", "127.0.0.1"), "status.podIP": "127.0.0.1",
-            "status.podIPs": "127.0.0.1", "status.hostIPs": status.get("hostIP", "127.0.0.1"),
+            "status.hostIP": status.get("hostIP", "127.0.0.1"), "status.podIP": self.pod_ip,
+            "status.podIPs": self.pod_ip, "status.hostIPs": status.get("hostIP", "127.0.0.1"),
         }
         if path not in values:
             raise ConfigError(f"unsupported fieldRef {path!r}")
@@ -282,7 +272,7 @@ class PodRun:
                 env[name] = self._resource(container, value_from["resourceFieldRef"])
         return env
 
-    def _prepare(self, container: dict, volumes: dict) -> dict:
+    def _prepare(self, container: dict, volumes: dict, extra_env: dict | None = None) -> dict:
         """Everything needed to start one container: argv, env, cwd, log and termination-message paths."""
         cname = container["name"]
         mapping = {}
@@ -309,7 +299,7 @@ class PodRun:
             "HOSTNAME": self.name, "LANG": "C.UTF-8", "VIRTUAL_ENV": str(self.runner.venv),
             "KUBERNETES_SERVICE_HOST": self.runner.api_host, "KUBERNETES_SERVICE_PORT": self.runner.api_port,
         }
-        full_env = {**base, **env}
+        full_env = {**base, **(extra_env or {}), **env}
         argv = [rewrite(expand(a, full_env)) for a in (container.get("command") or []) + (container.get("args") or [])]
         cwd = self.dir / "rootfs"
         if container.get("workingDir"):
@@ -512,10 +502,13 @@ class PodRun:
 
 
 class Runner:
-    """Watches optimizer pods and runs each scheduled one once, at most `parallel` at a time."""
+    """Watches optimizer pods (run once each, at most `parallel` at a time) and every pod bound to a runner node
+    (run as a kubelet would, at most `max_serving` at a time; hack/podrunner.py)."""
 
-    def __init__(self, api: client.CoreV1Api, venv: pathlib.Path, state: pathlib.Path, parallel: int):
+    def __init__(self, api: client.CoreV1Api, venv: pathlib.Path, state: pathlib.Path, parallel: int,
+                 runner_nodes: dict | None = None, max_serving: int = 4, backoff_base: float = 10.0):
         self.api, self.venv, self.state = api, venv, state
+        self.repo = pathlib.Path(__file__).resolve().parents[1]
         host = api.api_client.configuration.host          # https://127.0.0.1:16443
         m = re.match(r"https?://([^:/]+):?(\d*)", host)
         self.api_host, self.api_port = m.group(1), m.group(2) or "443"
@@ -524,18 +517,25 @@ class Runner:
         self.active: dict[str, PodRun] = {}
         self.lock = threading.Lock()
         self.fake_nodes: set[str] = set()
+        self.runner_nodes = runner_nodes or {}            # name -> pool (gpu|cpu)
+        self.max_serving, self.backoff_base = max_serving, backoff_base
+        self.ips = podrunner.IPAllocator()
+        self.serving: dict[str, podrunner.ServingPod] = {}   # uid -> pod on a runner node (running or queued)
 
     def on_fake_node(self, node: str) -> bool:
-        """Whether `node` is one of kwok's fake nodes. On a cluster with real nodes too (kind), a pod bound to a
-        real node belongs to its kubelet, not to us."""
+        """Whether `node` is one of ours: a runner node or one of kwok's fake nodes. On a cluster with real nodes
+        too (kind), a pod bound to a real node belongs to its kubelet, not to us."""
+        if node in self.runner_nodes:
+            return True
         if node not in self.fake_nodes:
             nodes = self.api.list_node(label_selector="type=kwok").items
             self.fake_nodes = {n.metadata.name for n in nodes
                                if (n.metadata.annotations or {}).get("kwok.x-k8s.io/node") == "fake"}
         return node in self.fake_nodes
 
+    # -- optimizer pods --
     def handle(self, kind: str, pod: dict):
-        """React to one watch event."""
+        """React to one watch event on an optimizer pod."""
         meta = pod["metadata"]
         uid = meta["uid"]
         if kind == "DELETED" or meta.get("deletionTimestamp"):
@@ -543,6 +543,8 @@ class Runner:
                 run = self.active.get(uid)
             if run:
                 threading.Thread(target=run.kill, args=("deleted",), daemon=True).start()
+            elif kind != "DELETED" and pod["spec"].get("nodeName") in self.runner_nodes:
+                self.delete_now(meta)        # no kubelet but us finishes a deletion on a runner node
             return
         phase = (pod.get("status") or {}).get("phase")
         if not pod["spec"].get("nodeName") or phase in ("Succeeded", "Failed"):
@@ -604,31 +606,144 @@ class Runner:
                                "the job runner restarted while this container ran", now())
                                for c in pod["spec"]["containers"]]})
 
+    # -- pods on runner nodes --
+    def handle_serving(self, kind: str, pod: dict):
+        """React to one watch event on a pod bound to a runner node (optimizer pods excepted: see handle)."""
+        meta = pod["metadata"]
+        if (meta.get("labels") or {}).get("app.kubernetes.io/component") == "optimizer":
+            return
+        uid = meta["uid"]
+        with self.lock:
+            sp = self.serving.get(uid)
+        if kind == "DELETED" or meta.get("deletionTimestamp"):
+            if sp and not sp.stopping:
+                threading.Thread(target=self._stop_serving, args=(sp, kind != "DELETED"), daemon=True).start()
+            elif not sp and kind != "DELETED":
+                self.delete_now(meta)
+            return
+        phase = (pod.get("status") or {}).get("phase")
+        if sp or phase in ("Succeeded", "Failed"):
+            return
+        # A pod already Running here ran under an earlier runner, whose processes are gone: its containers
+        # start again, counted as restarts (a kubelet that lost its containers does the same).
+        restarts = {c["name"]: c.get("restartCount", 0) + 1
+                    for c in (pod.get("status") or {}).get("containerStatuses") or []} if phase == "Running" else {}
+        sp = podrunner.ServingPod(self, PodRun(self, pod), pod, restarts)
+        with self.lock:
+            self.serving[uid] = sp
+        self._start_serving()
+
+    def _start_serving(self):
+        """Start queued serving pods while fewer than max_serving run; tell the others why they wait."""
+        with self.lock:
+            running = sum(1 for sp in self.serving.values() if sp.thread and not sp.done and not sp.stopping)
+            queued = [sp for sp in self.serving.values() if sp.thread is None and not sp.stopping]
+            start = queued[:max(0, self.max_serving - running)]
+            for sp in start:
+                sp.thread = threading.Thread(target=self._serve, args=(sp,), daemon=True, name=sp.key)
+        for sp in start:
+            log.info("%s: starting on %s", sp.key, sp.pod["spec"]["nodeName"])
+            sp.thread.start()
+        for sp in queued[len(start):]:
+            sp.wait_for_slot()
+
+    def _serve(self, sp: "podrunner.ServingPod"):
+        sp.main()
+        sp.done = True
+        self._start_serving()        # a pod that ended (Succeeded/Failed) runs nothing any more
+
+    def _stop_serving(self, sp: "podrunner.ServingPod", delete: bool):
+        """Kill the pod's processes; then (the pod is being deleted) delete it for good, as the kubelet does."""
+        sp.stop(delete)
+        with self.lock:
+            self.serving.pop(sp.run.uid, None)
+        self.ips.release(sp.run.uid)
+        shutil.rmtree(sp.run.dir / "volumes", ignore_errors=True)   # emptyDirs go with the pod; logs stay
+        self._start_serving()
+
+    def delete_now(self, meta: dict):
+        """Finish a graceful deletion: delete with grace period 0, only the pod with this uid."""
+        try:
+            self.api.delete_namespaced_pod(meta["name"], meta["namespace"], grace_period_seconds=0,
+                                           body=client.V1DeleteOptions(grace_period_seconds=0,
+                                                                       preconditions={"uid": meta["uid"]}))
+        except ApiException as e:
+            if e.status not in (404, 409):
+                raise
+
+    # -- runner nodes --
+    def register_nodes(self):
+        """Create the runner nodes (as a kubelet registers its node) and report them Ready."""
+        for name, pool in self.runner_nodes.items():
+            try:
+                self.api.create_node(podrunner.node_manifest(name, pool))
+                log.info("registered node %s (%s)", name, pool)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+            self.heartbeat(name)
+
+    def heartbeat(self, name: str):
+        """Node Ready now, and its Lease renewed: the node lifecycle controller then keeps it Ready."""
+        t = now()
+        conditions = [{"type": kind, "status": status, "reason": reason, "lastHeartbeatTime": t,
+                       "lastTransitionTime": t, "message": message}
+                      for kind, status, reason, message in podrunner.NODE_CONDITIONS]
+        self.api.patch_node_status(name, {"status": {"conditions": conditions}})
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": name, "namespace": "kube-node-lease"},
+                 "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
+                          "renewTime": datetime.datetime.now(datetime.timezone.utc).strftime(
+                              "%Y-%m-%dT%H:%M:%S.%fZ")}}
+        coord = client.CoordinationV1Api(self.api.api_client)
+        try:
+            coord.patch_namespaced_lease(name, "kube-node-lease", lease)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            coord.create_namespaced_lease("kube-node-lease", lease)
+
+    def heartbeat_loop(self):
+        while True:
+            time.sleep(10)
+            for name in self.runner_nodes:
+                try:
+                    self.heartbeat(name)
+                except Exception as e:
+                    log.warning("node %s heartbeat failed: %s", name, e)
+
     def stop(self):
-        """Kill every running pod's processes (runner shutdown)."""
+        """Kill every running pod's processes (runner shutdown); the pod objects stay."""
         with self.lock:
             runs = list(self.active.values())
+            serving = list(self.serving.values())
+        threads = [threading.Thread(target=sp.stop, args=(False,)) for sp in serving]
+        for t in threads:
+            t.start()
         for r in runs:
             r.kill("job runner stopped")
+        for t in threads:
+            t.join()
 
-    def loop(self, ready_file: pathlib.Path):
+    # -- watches --
+    def watch(self, handler, listed: threading.Event, **selector):
         """List, then watch from the list's resourceVersion; relist when the watch expires."""
         while True:
             try:
-                resp = self.api.list_pod_for_all_namespaces(label_selector=SELECTOR, _preload_content=False)
+                resp = self.api.list_pod_for_all_namespaces(_preload_content=False, **selector)
                 listing = json.loads(resp.data)
                 for pod in listing["items"]:
-                    self.handle("ADDED", pod)
-                ready_file.write_text(str(os.getpid()))
+                    handler("ADDED", pod)
+                listed.set()
                 rv = listing["metadata"]["resourceVersion"]
                 while True:
                     w = watch.Watch()
-                    for ev in w.stream(self.api.list_pod_for_all_namespaces, label_selector=SELECTOR,
-                                       resource_version=rv, timeout_seconds=300, allow_watch_bookmarks=True):
+                    for ev in w.stream(self.api.list_pod_for_all_namespaces, resource_version=rv,
+                                       timeout_seconds=300, allow_watch_bookmarks=True, **selector):
                         obj = ev["raw_object"]
                         rv = obj["metadata"]["resourceVersion"]
                         if ev["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                            self.handle(ev["type"], obj)
+                            handler(ev["type"], obj)
             except ApiException as e:
                 if e.status != 410:
                     log.warning("watch failed (%s); relisting in 2s", e.status)
@@ -637,17 +752,47 @@ class Runner:
                 log.warning("watch failed (%s); relisting in 2s", e)
                 time.sleep(2)
 
+    def loop(self, ready_file: pathlib.Path):
+        """One watch for optimizer pods, one per runner node (a field selector on spec.nodeName, as a kubelet
+        watches its own pods); ready once every first list succeeded."""
+        self.register_nodes()
+        threading.Thread(target=self.heartbeat_loop, daemon=True, name="heartbeat").start()
+        watches = [(self.handle, {"label_selector": SELECTOR})] + [
+            (self.handle_serving, {"field_selector": f"spec.nodeName={n}"}) for n in self.runner_nodes]
+        events = []
+        for handler, selector in watches:
+            listed = threading.Event()
+            events.append(listed)
+            threading.Thread(target=self.watch, args=(handler, listed), kwargs=selector, daemon=True).start()
+        for listed in events:
+            listed.wait()
+        ready_file.write_text(str(os.getpid()))
+        threading.Event().wait()
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--venv", required=True, help="the virtualenv that plays the image (first on PATH)")
     parser.add_argument("--state", required=True, help="cluster state dir (.cluster)")
-    parser.add_argument("--parallel", type=int, default=2, help="pods run at once")
+    parser.add_argument("--parallel", type=int, default=2, help="optimizer pods run at once")
+    parser.add_argument("--runner-node", action="append", default=[], metavar="NAME=gpu|cpu",
+                        help="register this node and run every pod bound to it (repeatable)")
+    parser.add_argument("--max-serving-pods", type=int, default=4,
+                        help="pods on runner nodes run at once; the others wait, Pending (memory bound)")
+    parser.add_argument("--backoff-base", type=float, default=10.0,
+                        help="first crash-loop back-off in seconds (the kubelet's 10 s), doubling to 300 s")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    nodes = {}
+    for item in args.runner_node:
+        name, _, pool = item.partition("=")
+        if pool not in ("gpu", "cpu"):
+            parser.error(f"--runner-node {item!r}: expected NAME=gpu or NAME=cpu")
+        nodes[name] = pool
     config.load_kube_config(config_file=args.kubeconfig)
-    runner = Runner(client.CoreV1Api(), pathlib.Path(args.venv), pathlib.Path(args.state), max(1, args.parallel))
+    runner = Runner(client.CoreV1Api(), pathlib.Path(args.venv), pathlib.Path(args.state), max(1, args.parallel),
+                    nodes, max(1, args.max_serving_pods), args.backoff_base)
 
     def on_term(signum, _frame):
         log.info("signal %d: stopping running pods", signum)
@@ -655,7 +800,8 @@ def main(argv=None) -> int:
         os._exit(0)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    log.info("watching pods with %s; %d at a time", SELECTOR, args.parallel)
+    log.info("watching pods with %s (%d at a time) and on runner nodes %s (%d at a time)", SELECTOR,
+             args.parallel, ",".join(nodes) or "-", args.max_serving_pods)
     runner.loop(pathlib.Path(args.state) / "jobrunner.ready")
     return 0
 

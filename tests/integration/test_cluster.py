@@ -80,7 +80,7 @@ def job_pods(kubectl, name: str, namespace: str) -> list[dict]:
 
 
 def test_nodes_gpu_and_cpu_pools_ready(kubectl):
-    nodes = get(kubectl, "nodes")["items"]
+    nodes = get(kubectl, "nodes", "-l", "type=kwok")["items"]     # the runner's nodes: tests/integration/test_podrunner.py
     ready = {n["metadata"]["name"]: any(c["type"] == "Ready" and c["status"] == "True"
                                         for c in n["status"].get("conditions", [])) for n in nodes}
     gpu = [n for n in nodes if n["metadata"]["labels"].get("nvidia.com/gpu.present") == "true"]

@@ -69,3 +69,68 @@ def test_fallback_to_logs_only_on_error_without_message(tmp_path):
     assert tail.endswith("line 199") and len(tail.splitlines()) == 80
     term.write_text("explicit")
     assert jobrunner.read_message(term, log, "FallbackToLogsOnError", 1) == "explicit"
+
+
+# --- hack/podrunner.py: pods on runner nodes -------------------------------------------------------------
+
+podrunner = jobrunner.podrunner
+
+
+@pytest.mark.parametrize("image, expected", [
+    ("tensorflow/serving:2.19.0", True), ("tensorflow/serving:2.19.0-gpu", True), ("tensorflow/serving", True),
+    ("docker.io/tensorflow/serving@sha256:" + "a" * 64, True), ("registry:5000/tensorflow/serving:x", True),
+    ("tensorflow/serving-proxy:1", False), ("evil/tensorflow/servingx", False), ("python:3.12", False),
+])
+def test_is_tfserving(image, expected):
+    assert podrunner.is_tfserving(image) is expected
+
+
+def test_entrypoint_plays_the_tf_serving_image_entrypoint_and_keeps_explicit_commands():
+    c, why = podrunner.entrypoint({"name": "s", "image": "tensorflow/serving:2.19.0", "args": ["--port=1"],
+                                   "env": [{"name": "MODEL_NAME", "value": "digits"}]}, "/v/bin/python", "/repo")
+    assert why == ""
+    assert c["command"][:2] == ["/v/bin/python", "/repo/hack/tfserving/server.py"]
+    assert "--model_base_path=$(MODEL_BASE_PATH)/$(MODEL_NAME)" in c["command"] and c["args"] == ["--port=1"]
+    # The image's ENV comes first, so the container's own env wins.
+    assert [e["name"] for e in c["env"]] == ["MODEL_NAME", "MODEL_BASE_PATH", "MODEL_NAME"]
+    explicit = {"name": "x", "image": "tensorflow/serving:2.19.0", "command": ["sh"]}
+    assert podrunner.entrypoint(explicit, "/p", "/r") == (explicit, "")
+    none, why = podrunner.entrypoint({"name": "x", "image": "nginx:1"}, "/p", "/r")
+    assert none is None and "nginx:1" in why
+
+
+def test_ip_allocator_gives_unique_loopback_ips_and_reuses_released_ones():
+    ips = podrunner.IPAllocator("127.1.0.0/30")
+    a, b = ips.allocate("a"), ips.allocate("b")
+    assert a != b and ips.allocate("a") == a
+    with pytest.raises(RuntimeError, match="no free pod IP"):
+        ips.allocate("c")
+    ips.release("a")
+    assert ips.allocate("c") == a
+
+
+def test_backoff_doubles_from_the_base_up_to_five_minutes():
+    assert [podrunner.backoff(n) for n in (1, 2, 3, 6, 20)] == [10, 20, 40, 300, 300]
+    assert podrunner.backoff(2, base=1) == 2
+
+
+def test_probe_timing_defaults_are_the_kubelets():
+    assert podrunner.probe_timing({"httpGet": {}}) == {"initialDelaySeconds": 0, "periodSeconds": 10,
+                                                      "timeoutSeconds": 1, "successThreshold": 1,
+                                                      "failureThreshold": 3}
+    assert podrunner.probe_timing(None) is None
+
+
+def test_runner_nodes_are_tainted_and_only_gpu_nodes_advertise_gpus():
+    gpu, cpu = podrunner.node_manifest("run-gpu-0", "gpu"), podrunner.node_manifest("run-cpu-0", "cpu")
+    for node in (gpu, cpu):
+        assert node["spec"]["taints"] == [{"key": "modeldeploy.io/runner", "value": "true", "effect": "NoSchedule"}]
+        assert node["metadata"]["labels"]["modeldeploy.io/runner"] == "true"
+        assert "kwok.x-k8s.io/node" not in node["metadata"].get("annotations", {})
+    assert gpu["status"]["allocatable"]["nvidia.com/gpu"] == "8"
+    assert "nvidia.com/gpu" not in cpu["status"]["allocatable"]
+
+
+def test_rss_of_group_counts_this_process_group():
+    import os
+    assert podrunner.rss_of_group(os.getpgid(0)) > 1 << 20
