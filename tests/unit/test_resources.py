@@ -343,3 +343,23 @@ def test_cli_render_passes_flags(tmp_path, capsys):
                                     "metadata": {"name": "x"}, "spec": {"model": {"uri": "s3://a/b"}}}))
     assert cli.main(["render", "-f", str(path), "--no-job"]) == 0
     assert "kind: Deployment" in capsys.readouterr().out
+
+
+def test_user_strings_reach_args_literally_never_expanded_by_the_kubelet():
+    """A $(VAR) in a URI would be expanded from the container's environment, which holds the storage Secret."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[2] / "hack" / "jobrunner.py"
+    module_spec = importlib.util.spec_from_file_location("jobrunner_for_resources", path)
+    jobrunner = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(jobrunner)      # its expand() follows the kubelet's rules
+    env = {"AWS_SECRET_ACCESS_KEY": "s3cr3t"}
+    uri = "s3://models/$(AWS_SECRET_ACCESS_KEY)/$$x"
+    opt = dict(OPTIMIZED, outputUri="s3://models/out/$(AWS_SECRET_ACCESS_KEY)")
+    job = build_job(md(model={"uri": uri, "version": 1, "storageSecret": "model-store"}, optimization=opt), 1)
+    pod = build_deployment(md(model={"uri": uri, "version": 1, "storageSecret": "model-store"}))
+    args = (job["spec"]["template"]["spec"]["containers"][0]["args"]
+            + pod["spec"]["template"]["spec"]["initContainers"][0]["args"])
+    seen = [jobrunner.expand(a, env) for a in args]
+    assert uri in seen and "s3://models/out/$(AWS_SECRET_ACCESS_KEY)" in seen, seen
+    assert not any("s3cr3t" in a for a in seen), seen

@@ -60,6 +60,13 @@ def container_security_context() -> dict:
             "seccompProfile": {"type": "RuntimeDefault"}}
 
 
+def literal_args(args: list[str]) -> list[str]:
+    """Container args exactly as given: the kubelet expands $(VAR) in command and args from the container's
+    environment, so a URI like s3://b/$(AWS_SECRET_ACCESS_KEY) would otherwise reach the process (its argv, the
+    storage access log, error messages) with the storage Secret's value in it. `$$` is the kubelet's escape."""
+    return [a.replace("$", "$$") for a in args]
+
+
 def secret_env_from(secret: str | None) -> list[dict]:
     """Storage credentials as environment variables: every key of the Secret, never values in the manifest."""
     return [{"secretRef": {"name": secret}}] if secret else []

@@ -16,8 +16,8 @@ from modeldeploy.api.spec import ModelDeploymentSpec, source_uri
 from modeldeploy.resources import config
 from modeldeploy.resources.common import (DEFAULT_GPU_NODE_SELECTOR, DEFAULT_GPU_TOLERATION,
                                           DEFAULT_OPERATOR_IMAGES, GPU_RESOURCE, SERVING_UID, TOOL_UID,
-                                          OperatorImages, container_security_context, plain,
-                                          pod_security_context, secret_env_from)
+                                          OperatorImages, container_security_context, literal_args,
+                                          plain, pod_security_context, secret_env_from)
 
 CONTAINER = "tf-serving"
 INIT_CONTAINER = "pull-model"
@@ -140,7 +140,7 @@ def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
         "image": images.pull,
         "command": ["modeldeploy", "pull"],
         # A model served as it is was never published (no _COMPLETE marker): copy the SavedModel directory.
-        "args": [target.uri, model_dir] + (["--as-is"] if spec.optimization is None else []),
+        "args": literal_args([target.uri, model_dir] + (["--as-is"] if spec.optimization is None else [])),
         "envFrom": secret_env_from(spec.model.storage_secret),
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": plain(PULL_RESOURCES),
@@ -151,7 +151,7 @@ def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
     serving = {
         "name": CONTAINER,
         "image": target.image,
-        "args": serving_args(spec),
+        "args": literal_args(serving_args(spec)),
         "ports": [{"name": "grpc", "containerPort": names.GRPC_PORT, "protocol": "TCP"},
                   {"name": "http", "containerPort": names.REST_PORT, "protocol": "TCP"}],
         "resources": serving_resources(spec),

@@ -9,8 +9,8 @@ from __future__ import annotations
 from modeldeploy.api import names
 from modeldeploy.api.spec import ModelDeploymentSpec, optimization_hash
 from modeldeploy.resources.common import (DEFAULT_OPERATOR_IMAGES, TOOL_UID, OperatorImages,
-                                          container_security_context, plain, pod_security_context,
-                                          secret_env_from)
+                                          container_security_context, literal_args, plain,
+                                          pod_security_context, secret_env_from)
 
 CONTAINER = "optimizer"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
@@ -70,7 +70,7 @@ def build_job(spec: ModelDeploymentSpec, version: int | None = None,
             "name": CONTAINER,
             "image": images.optimizer,
             "command": ["modeldeploy", "optimize"],
-            "args": optimizer_args(spec, version),
+            "args": literal_args(optimizer_args(spec, version)),
             "envFrom": secret_env_from(spec.model.storage_secret),
             "env": [{"name": "HOME", "value": WORK_DIR}, {"name": "TMPDIR", "value": WORK_DIR},
                     {"name": "PYTHONUNBUFFERED", "value": "1"}],
