@@ -224,3 +224,33 @@ def test_sigkill_mid_rollout_then_restart_completes_and_gc_leaves_no_orphans(kub
                       "name", "-l", "app.kubernetes.io/instance=kill", namespace=namespace).stdout.split()
         return out or None
     wait_for(lambda: leftovers() is None, 60, "garbage collection of the children")
+
+
+@pytest.mark.timeout(180)
+def test_a_name_taken_by_someone_elses_object_is_never_taken_over(kubectl, namespace, operator):
+    """A ModelDeployment named after an existing Service: Stalled NameConflict, nothing written; the Service is
+    untouched, and deleting the ModelDeployment leaves it. Once the name is free the model is served."""
+    victim = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "taken", "labels": {"team": "web"}},
+              "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}
+    kubectl("create", "-f", "-", input=json.dumps(victim), namespace=namespace)
+    before = get(kubectl, namespace, "service", "taken")
+    apply_md(kubectl, namespace, md_body("taken", **FAST))
+    md = wait_md(kubectl, namespace, "taken", lambda o: condition(o, "Stalled").get("reason") == "NameConflict",
+                 60, "Stalled NameConflict")
+    message = condition(md, "Stalled")["message"]
+    assert f"Service {namespace}/taken already exists and is not controlled by it" in message, message
+    assert condition(md, "Ready")["status"] == "False" and condition(md, "Reconciling")["status"] == "False"
+    assert get(kubectl, namespace, "deployment", "taken") is None        # checked before the first write
+    assert get(kubectl, namespace, "configmap", "taken-config") is None
+    after = get(kubectl, namespace, "service", "taken")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert "ownerReferences" not in after["metadata"]
+    assert [e["reason"] for e in events(kubectl, namespace, "taken")].count("NameConflict") == 1
+
+    kubectl("delete", "modeldeployment", "taken", "--wait=true", "--timeout=60s", namespace=namespace)
+    time.sleep(3)                                        # the garbage collector would have acted by now
+    assert get(kubectl, namespace, "service", "taken")["metadata"]["uid"] == before["metadata"]["uid"]
+
+    kubectl("delete", "service", "taken", namespace=namespace)
+    apply_md(kubectl, namespace, md_body("taken", **FAST))
+    wait_md(kubectl, namespace, "taken", is_ready, 90, "Ready once the name is free")

@@ -366,3 +366,18 @@ def test_invalid_spec_status():
     assert check_kstatus(body, settled=True) == []
     c = get_condition(status["conditions"], "Stalled")
     assert (c["status"], c["reason"]) == ("True", "InvalidSpec") and "spec.autoscaling.maxReplicas" in c["message"]
+
+
+def test_name_conflict_status_stalls_with_the_objects_name_and_keeps_the_rest():
+    from modeldeploy.controller.apply import NameConflict
+    err = NameConflict("Service", "ml", "digits", {"metadata": {"ownerReferences": [
+        {"kind": "Deployment", "name": "web", "controller": True, "uid": "x"}]}})
+    assert str(err).startswith("Service ml/digits already exists and is controlled by Deployment web")
+    status = dc.name_conflict_status({"observedGeneration": 4, "model": {"servingVersion": 1}}, 4, err, NOW)
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert conds["Stalled"]["status"] == "True" and conds["Stalled"]["reason"] == "NameConflict"
+    assert conds["Ready"]["status"] == "False" and conds["Reconciling"]["status"] == "False"
+    assert status["model"] == {"servingVersion": 1} and status["observedGeneration"] == 4
+    assert check_kstatus({"metadata": {"generation": 4}, "status": status}, settled=True) == []
+    assert dc.condition_reason(status, "Stalled") == "NameConflict"
+    assert dc.condition_reason(status, "Ready") is None

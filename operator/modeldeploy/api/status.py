@@ -52,6 +52,7 @@ class Reason:
     """Condition reasons. Grouped by the condition that mostly uses them; any condition may use any reason."""
     # Spec
     INVALID_SPEC = "InvalidSpec"
+    NAME_CONFLICT = "NameConflict"                  # a child's name is taken by an object we do not control
     # Optimized
     NOT_REQUESTED = "NotRequested"                  # no spec.optimization: the model is served as it is
     OPTIMIZATION_PENDING = "OptimizationPending"

@@ -65,6 +65,18 @@ class ApiError(Exception):
         self.status = status
 
 
+class NameConflict(Exception):
+    """A child's name is taken by an object this ModelDeployment does not control: never adopted, never
+    overwritten (a force-apply would take it over, and deleting the ModelDeployment would then delete it)."""
+
+    def __init__(self, kind: str, namespace: str, name: str, live: dict):
+        refs = [r for r in (live.get("metadata") or {}).get("ownerReferences") or () if r.get("controller")]
+        holder = f"controlled by {refs[0].get('kind')} {refs[0].get('name')}" if refs else "not controlled by it"
+        super().__init__(f"{kind} {namespace}/{name} already exists and is {holder}: delete or rename that "
+                         f"object, or give the ModelDeployment another name")
+        self.kind, self.name = kind, name
+
+
 def owner_reference(body: dict) -> dict:
     """Controller owner reference to the ModelDeployment: garbage collection deletes the child with it."""
     meta = body["metadata"]
@@ -329,8 +341,18 @@ class Kube:
         with self._lock:
             self._overlay.setdefault((kind, meta["namespace"], md_name), {})[meta["name"]] = (time.monotonic(), obj)
 
+    def check_owner(self, desired: dict, owner: dict, live: dict | None) -> None:
+        """Raise NameConflict when `desired`'s name belongs to an object we do not control. `live` is what the
+        watch cache found by our labels; an object without them is looked up once, before it would be created."""
+        kind, meta = desired["kind"], desired["metadata"]
+        if live is None:
+            live = self.get(kind, meta["namespace"], meta["name"])
+        if live is not None and not owned_by(live, owner["uid"]):
+            raise NameConflict(kind, meta["namespace"], meta["name"], live)
+
     def ensure(self, desired: dict, owner: dict, live: dict | None) -> tuple[str, dict | None]:
-        """Server-side apply `desired` unless the live object already matches; returns (action, object)."""
+        """Server-side apply `desired` unless the live object already matches; returns (action, object).
+        Callers run check_owner first: apply would take over any object of that name."""
         if not needs_apply(desired, live, owner):
             return "unchanged", live
         kind, meta = desired["kind"], desired["metadata"]
@@ -355,6 +377,8 @@ class Kube:
                 raise
             self._write("create-conflict", kind, meta["namespace"], meta["name"])
             obj, action = self.get(kind, meta["namespace"], meta["name"]), "exists"
+            if obj is not None and not owned_by(obj, owner["uid"]):
+                raise NameConflict(kind, meta["namespace"], meta["name"], obj)
         self._remember(kind, meta, _slim(obj) if obj else None)
         return action, obj
 

@@ -426,6 +426,24 @@ def _not_ready(spec, opt_state, conds, target, matches, dep, health, ready_targe
     return Reason.ROLLOUT_IN_PROGRESS, f"waiting for version {target.version}: {health.message}"
 
 
+def condition_reason(status: dict | None, type_: str) -> str | None:
+    """The reason of condition `type_` in `status` when it is True."""
+    c = _cond((status or {}).get("conditions"), type_)
+    return c.get("reason") if c.get("status") == "True" else None
+
+
+def name_conflict_status(status: dict, generation: int, error: Exception, now: str) -> dict:
+    """`status` (what decide planned) with Stalled=True NameConflict: a child's name belongs to an object this
+    ModelDeployment does not control, so nothing was written; what already serves is left as it is."""
+    conds = _Conditions(status.get("conditions"), generation, now)
+    message = str(error)
+    conds.set(st.READY, False, Reason.NAME_CONFLICT, message)
+    conds.set(st.STALLED, True, Reason.NAME_CONFLICT, message)
+    conds.set(st.RECONCILING, False, Reason.NAME_CONFLICT, "stalled: nothing more happens until the name is free")
+    conds.set(st.DEGRADED, True, Reason.NAME_CONFLICT, message)
+    return dict(status, conditions=conds.items, phase=st.phase(conds.items))
+
+
 def invalid_spec_status(prev: dict, generation: int, error: Exception, now: str) -> dict:
     """Status for a spec that cannot be parsed: Stalled=True InvalidSpec; children and figures left alone."""
     conds = _Conditions((prev or {}).get("conditions"), generation, now)

@@ -182,22 +182,12 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
                           interval_check=interval_check, recorded_last_good=recorded)
     plan = decide.decide(spec, obs)
 
-    if plan.create_job:
-        action, _ = kube.create(job_builder.build_job(spec, images=ctx.tool_images), owner)
-        result.actions.append(f"job {action}")
-    if plan.target is not None:
-        for kind, desired in build_serving(spec, plan.target, ctx.tool_images, plan.last_good).items():
-            live = apply.first(kids[kind], names.config_map_name(name) if kind == "ConfigMap" else
-                               names.serving_name(name))
-            if desired is None:
-                if live is not None and apply.owned_by(live, owner["uid"]):
-                    kube.delete(kind, live)
-                    result.actions.append(f"{kind} deleted")
-                continue
-            action, _ = kube.ensure(desired, owner, live)
-            if action != "unchanged":
-                result.actions.append(f"{kind} {action}")
-        _service_monitor(ctx, spec, owner, result)
+    try:
+        _write_children(ctx, spec, plan, owner, kids, result)
+    except apply.NameConflict as exc:
+        plan.status = decide.name_conflict_status(plan.status, generation, exc, now)
+        if decide.condition_reason(old_status, "Stalled") != "NameConflict":     # on the transition only
+            plan.events.append(("Warning", "NameConflict", str(exc)))
 
     new_status = apply.prune(plan.status, ctx.status_schema)
     _write_status(ctx, body, old_status, new_status, result)
@@ -210,6 +200,33 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
         log.info("reconciled %s/%s: %s", ns, name, "; ".join(result.actions + [e[1] for e in result.events]),
                  extra={"namespace": ns, "md_name": name})
     return result
+
+
+def _write_children(ctx: Context, spec, plan, owner: dict, kids: dict, result: Result) -> None:
+    """Create the Job and apply the serving children the plan asks for. Every name is checked before the first
+    write, so a conflict changes nothing."""
+    kube, name = ctx.kube, spec.name
+    serving = build_serving(spec, plan.target, ctx.tool_images, plan.last_good) if plan.target is not None else {}
+    lives = {kind: apply.first(kids[kind], names.config_map_name(name) if kind == "ConfigMap" else
+                               names.serving_name(name)) for kind in serving}
+    for kind, desired in serving.items():
+        if desired is not None:
+            kube.check_owner(desired, owner, lives[kind])
+    if plan.create_job:
+        action, _ = kube.create(job_builder.build_job(spec, images=ctx.tool_images), owner)
+        result.actions.append(f"job {action}")
+    for kind, desired in serving.items():
+        live = lives[kind]
+        if desired is None:
+            if live is not None and apply.owned_by(live, owner["uid"]):
+                kube.delete(kind, live)
+                result.actions.append(f"{kind} deleted")
+            continue
+        action, _ = kube.ensure(desired, owner, live)
+        if action != "unchanged":
+            result.actions.append(f"{kind} {action}")
+    if plan.target is not None:
+        _service_monitor(ctx, spec, owner, result)
 
 
 def _write_status(ctx: Context, body: dict, old: dict, new: dict, result: Result) -> None:
@@ -236,6 +253,8 @@ def _service_monitor(ctx: Context, spec, owner: dict, result: Result) -> None:
             ctx.kube.delete("ServiceMonitor", live)
             result.actions.append("ServiceMonitor deleted")
         return
+    if live is not None:
+        ctx.kube.check_owner(desired, owner, live)
     action, _ = ctx.kube.ensure(desired, owner, live)
     ctx._service_monitors[key] = (digest, time.monotonic())
     if action != "unchanged":
