@@ -46,7 +46,7 @@ bench-optimize: venv ## Benchmark the optimizer -> bench/results/optimize.json
 bench-operator: cluster-up ## Benchmark the operator at scale -> bench/results/operator.json (N=200; BENCH_N=1000 BENCH_OUT=... for more)
 	@$(PY) bench/operator_scale.py
 
-demo: cluster-up ## Local cluster + operator + a real digits model optimized and served; prints kubectl get md
+demo: cluster-up ## Local cluster + operator + a real digits model optimized, served for real on loopback, asked for predictions
 	@hack/demo.sh
 
 demo-down: ## Stop the demo's operator and the local cluster

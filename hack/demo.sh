@@ -5,8 +5,11 @@
 #   2. run the operator in the background as the chart's pod would, with its ServiceAccount's token
 #      (the pod itself lands on a kwok node, which runs nothing) -- PID/log in .cluster/
 #   3. train the digits CNN (scikit-learn's bundled digits) and upload it and its dataset to S3
-#   4. apply examples/gpu-pruned-int8-autoscaling.yaml in namespace ml and show progress
+#   4. apply examples/gpu-pruned-int8-autoscaling.yaml in namespace ml, placed on the runner node run-gpu-0
+#      (whose pods really run: hack/podrunner.py), and show progress
 #   5. print `kubectl get md` and the optimization figures
+#   6. send the validation images to every serving pod through TF Serving's REST :predict (the local
+#      stand-in, hack/tfserving/) and print the accuracy each gave, and a curl to paste
 # The cluster keeps running for exploration.
 #
 #   hack/demo.sh          run (idempotent: a second run reuses what is there)
@@ -81,17 +84,21 @@ k get --raw /readyz >/dev/null 2>&1 || die "the cluster does not answer ($KUBECO
 mkdir -p "$STATE/pids" "$STATE/logs" "$STATE/demo"
 
 # --- 1. the chart ------------------------------------------------------------------------------------------
-say "1/5 helm upgrade --install $RELEASE charts/modeldeploy -n $RELEASE_NS --set watchNamespaces={$NS}"
+say "1/6 helm upgrade --install $RELEASE charts/modeldeploy -n $RELEASE_NS --set watchNamespaces={$NS}"
 k get namespace "$NS" >/dev/null 2>&1 || k create namespace "$NS"
 # Helm installs crds/ only on first install; apply them too so a re-run after a CRD change is current.
 k apply --server-side --force-conflicts -f charts/modeldeploy/crds/ >/dev/null
 "$HELM" upgrade --install "$RELEASE" charts/modeldeploy -n "$RELEASE_NS" --create-namespace \
-  --set "watchNamespaces={$NS}" --wait --timeout 3m >/dev/null
+  --set "watchNamespaces={$NS}" --wait --timeout 3m \
+  --set-json 'extraEnv=[{"name":"MODELDEPLOY_PROBE_MODELS","value":"1"},{"name":"MODELDEPLOY_PROBE_CIDRS","value":"127.0.0.0/8"}]' \
+  >/dev/null
+# (extraEnv: the operator runs outside the cluster here, so the model-status probe is switched on explicitly,
+#  and limited to the loopback pod IPs of the runner nodes.)
 k get crd modeldeployments.modeldeploy.io
 k -n "$RELEASE_NS" get deployment,serviceaccount,service -l app.kubernetes.io/instance="$RELEASE"
 
 # --- 2. the operator, as the chart's pod, in the background ------------------------------------------------
-say "2/5 the operator: the chart's command, args and env, as system:serviceaccount:$RELEASE_NS:$RELEASE"
+say "2/6 the operator: the chart's command, args and env, as system:serviceaccount:$RELEASE_NS:$RELEASE"
 if [[ -n $(operator_pid) ]]; then
   echo "demo: the operator is already running (pid $(operator_pid)); log: $LOG_FILE"
 else
@@ -120,20 +127,26 @@ else
 fi
 
 # --- 3. the model ------------------------------------------------------------------------------------------
-say "3/5 train the digits CNN and upload it to s3://models/digits/base, its dataset to s3://models/datasets/digits.npz"
+say "3/6 train the digits CNN and upload it to s3://models/digits/base, its dataset to s3://models/datasets/digits.npz"
 # TensorFlow's start-up chatter goes to the log; the result lines to the screen.
 "$PY" hack/train_digits.py --work-dir "$STATE/demo" 2>"$STATE/logs/demo-train.log" \
   || { tail -20 "$STATE/logs/demo-train.log" >&2; die "training failed (log: .cluster/logs/demo-train.log)"; }
 
 # --- 4. the ModelDeployment --------------------------------------------------------------------------------
-say "4/5 kubectl apply -n $NS -f examples/gpu-pruned-int8-autoscaling.yaml"
+say "4/6 kubectl apply -n $NS -f examples/gpu-pruned-int8-autoscaling.yaml"
 # The storage credentials the Job and the serving pods get (the operator itself never reads them).
 set -a; . "$STATE/s3.env"; set +a
 k -n "$NS" create secret generic model-store \
   --from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
   --from-literal=AWS_ENDPOINT_URL="$AWS_ENDPOINT_URL" --from-literal=AWS_REGION="${AWS_REGION:-us-east-1}" \
   --dry-run=client -o yaml | k apply -f - >/dev/null
-k -n "$NS" apply -f examples/gpu-pruned-int8-autoscaling.yaml
+# The example as a user applies it, plus a placement on the runner nodes (kwok's nodes run nothing).
+PLACEMENT='{"spec":{"serving":{"nodeSelector":{"modeldeploy.io/runner":"true","nvidia.com/gpu.present":"true"},
+  "tolerations":[{"key":"modeldeploy.io/runner","operator":"Exists","effect":"NoSchedule"},
+                 {"key":"nvidia.com/gpu","operator":"Exists","effect":"NoSchedule"}]}}}'
+echo "demo: + spec.serving.nodeSelector/tolerations for the runner node run-gpu-0"
+k patch --local -f examples/gpu-pruned-int8-autoscaling.yaml --type merge -p "$PLACEMENT" -o yaml \
+  | k -n "$NS" apply -f -
 
 say "progress (conditions as they change; Ctrl-C stops watching, not the demo)"
 "$PY" - "$NS" digits "$TIMEOUT" "$KUBECTL" <<'EOF' || true
@@ -175,7 +188,7 @@ sys.exit(1)
 EOF
 
 # --- 5. the result -----------------------------------------------------------------------------------------
-say "5/5 kubectl get md -n $NS"
+say "5/6 kubectl get md -n $NS"
 k -n "$NS" get md
 echo
 k -n "$NS" get deployment,service,hpa,pdb,jobs -l app.kubernetes.io/instance=digits 2>/dev/null || true
@@ -202,6 +215,11 @@ print("  CPU latency        ", f("baselineLatencyMs", "{:.3f}"), "ms ->", f("opt
       "ms (batch of 1)")
 print(f"serving version {m.get('servingVersion', '-')} from {m.get('uri', '-')}")
 EOF
+# --- 6. predictions ---------------------------------------------------------------------------------------
+say "6/6 predictions: the validation images through :predict on every serving pod"
+"$PY" hack/demo_predict.py --namespace "$NS" --name digits --dataset "$STATE/demo/digits.npz" --kubectl "$KUBECTL" \
+  || die "the served model did not answer as expected (pod logs: .cluster/pods/${NS}_digits-*/)"
+
 cat <<EOF
 
 The cluster keeps running. Try:

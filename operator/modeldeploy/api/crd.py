@@ -264,7 +264,9 @@ def spec_schema() -> dict:
             "affinity": raw_object("A Kubernetes Affinity for the serving pods (node, pod and anti-affinity)."),
             "resources": resources("CPU and memory of the TF Serving container (GPUs come from spec.serving.gpus)."),
             "batching": obj("Server-side batching in TF Serving. Leave it out to serve request by request.", {
-                "maxBatchSize": integer("Largest batch TF Serving forms.", default=32, minimum=1, maximum=65536),
+                "maxBatchSize": integer("Largest batch TF Serving forms. TF Serving refuses a request with more "
+                                        "rows (HTTP 400 'Task size N is larger than maximum input batch size'): "
+                                        "clients split larger requests.", default=32, minimum=1, maximum=65536),
                 "batchTimeoutMicros": integer("How long to wait to fill a batch, in microseconds.",
                                               default=2000, minimum=0, maximum=10_000_000),
                 "maxEnqueuedBatches": integer("Queue length before requests are refused.",

@@ -1,0 +1,222 @@
+"""The data plane for real: the operator's serving pods on a runner node (hack/podrunner.py) run the `modeldeploy
+pull` init container against S3 and the TF Serving stand-in (hack/tfserving/) with exactly the flags and
+ConfigMap the operator renders; Ready comes from the real probes, predictions come from the SavedModel, and the
+monitor's model-status probe reads TF Serving's own answer.
+
+The model is a tiny SavedModel (softmax(x W + b), fixed weights) saved in a subprocess, so TensorFlow stays out
+of pytest; the expected probabilities are computed here with numpy.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import ipaddress
+import json
+import os
+import pathlib
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tests.fixtures.cluster import wait_for
+from tests.fixtures.operator import apply_md, condition, get_md, is_ready, md_body, wait_md
+
+pytestmark = [pytest.mark.cluster, pytest.mark.tf, pytest.mark.s3]
+REPO = pathlib.Path(__file__).resolve().parents[2]
+REST = 8501
+FAULTS = "tfserving.modeldeploy.io/faults"
+RUNNER_CPU = {"nodeSelector": {"modeldeploy.io/runner": "true", "modeldeploy.io/node-pool": "cpu"},
+              "tolerations": [{"key": "modeldeploy.io/runner", "operator": "Exists", "effect": "NoSchedule"}]}
+# Real pods need real start-up time (the init container's pull, TensorFlow's import, the model's load, probe
+# periods) on 2 shared cores: deadlines are generous, health checks frequent.
+CHECKS = {"monitoring": {"intervalSeconds": 5, "failureThreshold": 2}, "rollout": {"progressDeadlineSeconds": 240}}
+WEIGHTS_SEED = 7
+
+MODEL_SCRIPT = """
+import sys
+import numpy as np
+import tensorflow as tf
+rng = np.random.default_rng(int(sys.argv[2]))
+w = tf.constant(rng.normal(size=(4, 3)).astype("float32"))
+b = tf.constant(rng.normal(size=(3,)).astype("float32"))
+class Model(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+    def serve(self, x):
+        return {"probabilities": tf.nn.softmax(tf.matmul(x, w) + b)}
+m = Model()
+tf.saved_model.save(m, sys.argv[1], signatures={"serving_default": m.serve})
+"""
+
+
+def expected(x: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng(WEIGHTS_SEED)
+    w, b = rng.normal(size=(4, 3)).astype("float32"), rng.normal(size=(3,)).astype("float32")
+    z = x @ w + b
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def models(s3, tmp_path_factory):
+    """s3 URIs: `good` (the SavedModel) and `broken` (a saved_model.pb TensorFlow cannot parse)."""
+    out = tmp_path_factory.mktemp("plain") / "model"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", MODEL_SCRIPT, str(out), str(WEIGHTS_SEED)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    prefix = f"dataplane/{os.getpid()}-{int(time.time())}"
+    for path in out.rglob("*"):
+        if path.is_file():
+            s3.client.upload_file(str(path), s3.bucket, f"{prefix}/good/{path.relative_to(out)}")
+    s3.client.put_object(Bucket=s3.bucket, Key=f"{prefix}/broken/saved_model.pb", Body=b"not a SavedModel")
+    return {"good": s3.uri(f"{prefix}/good"), "broken": s3.uri(f"{prefix}/broken")}
+
+
+def plain(name: str, uri: str, version: int = 1, serving: dict | None = None, **spec) -> dict:
+    return md_body(name, version=version, model={"uri": uri}, serving={**RUNNER_CPU, **(serving or {})},
+                   **{**CHECKS, **spec})
+
+
+def serving_pods(kubectl, namespace: str, name: str) -> list[dict]:
+    return json.loads(kubectl("get", "pods", "-l", f"app.kubernetes.io/instance={name},"
+                              "app.kubernetes.io/component=serving", "-o", "json", namespace=namespace).stdout)["items"]
+
+
+def pod_ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+def http(url: str, body: dict | None = None) -> tuple[int, dict | str]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            code, text = r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        code, text = e.code, e.read().decode()
+    try:
+        return code, json.loads(text)
+    except ValueError:
+        return code, text
+
+
+def annotate_faults(kubectl, namespace: str, faults: str):
+    kubectl("annotate", "namespace", namespace, f"{FAULTS}={faults}", "--overwrite")
+
+
+@pytest.mark.timeout(600)
+def test_saved_model_served_as_is_answers_on_every_pod_with_batching_and_metrics(kubectl, namespace, operator,
+                                                                                 models):
+    apply_md(kubectl, namespace, plain("plain", models["good"], serving={
+        "replicas": 2, "batching": {"maxBatchSize": 8, "batchTimeoutMicros": 50000, "numBatchThreads": 1}}))
+    md = wait_md(kubectl, namespace, "plain", is_ready, 400, "Ready from the real probes")
+    assert md["status"]["serving"]["readyReplicas"] == 2
+    pods = serving_pods(kubectl, namespace, "plain")
+    assert len(pods) == 2 and all(pod_ready(p) and p["spec"]["nodeName"] == "run-cpu-0" for p in pods)
+    x = np.random.default_rng(1).normal(size=(5, 4)).astype("float32")
+    for pod in pods:
+        ip = pod["status"]["podIP"]
+        assert ipaddress.ip_address(ip).is_loopback and ip != "127.0.0.1", ip
+        base = f"http://{ip}:{REST}/v1/models/plain"
+        code, status = http(base)
+        assert code == 200 and status["model_version_status"] == [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}], status
+        code, rows = http(base + ":predict", {"instances": x.tolist()})
+        assert code == 200, rows
+        np.testing.assert_allclose(rows["predictions"], expected(x), rtol=1e-5, atol=1e-6)
+        code, cols = http(base + ":predict", {"inputs": {"x": x.tolist()}})
+        assert code == 200, cols
+        np.testing.assert_allclose(cols["outputs"], expected(x), rtol=1e-5, atol=1e-6)
+        code, err = http(base + ":predict", {"instances": [[1.0, 2.0]]})       # wrong shape: TF Serving's error
+        assert code == 400 and "error" in err, (code, err)
+        # The init container pulled the model as it is (no _COMPLETE marker needed) and exited 0.
+        (pull,) = pod["status"]["initContainerStatuses"]
+        assert pull["state"]["terminated"]["exitCode"] == 0, pull
+
+    # Server-side batching: concurrent one-row requests to one pod are answered from shared batches.
+    base = f"http://{pods[0]['status']['podIP']}:{REST}"
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: http(f"{base}/v1/models/plain:predict", {"instances": [x[i % 5].tolist()]}),
+                                range(32)))
+    assert all(code == 200 for code, _ in answers), answers[:3]
+    for i, (_, body) in enumerate(answers):
+        np.testing.assert_allclose(body["predictions"], expected(x[i % 5:i % 5 + 1]), rtol=1e-5, atol=1e-6)
+    code, metrics = http(f"{base}/monitoring/prometheus/metrics")
+    assert code == 200 and ':tensorflow:serving:request_count{' in metrics, metrics[:500]
+    batch_sizes = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                   if line.startswith(":tensorflow:serving:batching_session:processed_batch_size_sum")]
+    batches = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith(":tensorflow:serving:batching_session:processed_batch_size_count")]
+    assert batches and sum(batch_sizes) > sum(batches), (batch_sizes, batches)   # some batch held > 1 request
+
+    # Prometheus off (a new pod template): the path answers 404, as TF Serving does without the config.
+    apply_md(kubectl, namespace, plain("plain", models["good"], serving={"replicas": 1},
+                                       monitoring={**CHECKS["monitoring"], "prometheus": False}))
+    wait_md(kubectl, namespace, "plain", lambda o: is_ready(o) and all(
+        p["metadata"]["annotations"].get("prometheus.io/scrape") is None
+        for p in serving_pods(kubectl, namespace, "plain")), 400, "the pods without Prometheus Ready")
+    pod = next(p for p in serving_pods(kubectl, namespace, "plain") if pod_ready(p))
+    code, _ = http(f"http://{pod['status']['podIP']}:{REST}/monitoring/prometheus/metrics")
+    assert code == 404
+
+
+@pytest.mark.timeout(600)
+def test_a_version_that_fails_to_load_rolls_back_within_one_retry_window(kubectl, namespace, operator, models):
+    apply_md(kubectl, namespace, plain("load", models["good"]))
+    wait_md(kubectl, namespace, "load", is_ready, 400, "version 1 Ready")
+    started = time.monotonic()
+    apply_md(kubectl, namespace, plain("load", models["broken"], version=2))
+    md = wait_md(kubectl, namespace, "load", lambda o: condition(o, "Stalled").get("reason") == "RolledBack"
+                 and is_ready(o), 400, "the rollback to version 1")
+    print(f"version 2 rolled back {time.monotonic() - started:.0f}s after it was applied")
+    assert md["status"]["model"]["servingVersion"] == 1 and md["status"]["model"]["failedVersion"] == 2
+    message = condition(md, "Stalled")["message"]
+    assert "version 2" in message and "rolled back to version 1" in message, message
+    # The new pods' server really failed: TF Serving's start-up error, exit 255, then restarts.
+    logs = "".join(p.read_text(errors="replace") for p in (REPO / ".cluster" / "pods").glob(
+        f"{namespace}_load-*/tf-serving.log"))
+    assert "Failed to start server" in logs, logs[-2000:]
+
+
+@pytest.mark.timeout(600)
+def test_slow_load_holds_the_startup_probe_and_a_crash_after_start_restarts(kubectl, namespace, operator, models):
+    annotate_faults(kubectl, namespace, "slow-load=30,crash-after=20")
+    apply_md(kubectl, namespace, plain("slow", models["good"]))
+    pod = wait_for(lambda: next(iter(serving_pods(kubectl, namespace, "slow")), None), 60, "the serving pod")
+    name = pod["metadata"]["name"]
+
+    def serving_status():
+        pods = [p for p in serving_pods(kubectl, namespace, "slow") if p["metadata"]["name"] == name]
+        return next((c for c in pods[0]["status"].get("containerStatuses") or [] if c["name"] == "tf-serving"), {}) \
+            if pods else {}
+    # Running but not started while the model loads: the startup probe holds readiness and liveness back.
+    wait_for(lambda: "running" in serving_status().get("state", {}), 120, "tf-serving running")
+    time.sleep(10)
+    status = serving_status()
+    assert status["started"] is False and status["ready"] is False and status["restartCount"] == 0, status
+    wait_md(kubectl, namespace, "slow", is_ready, 300, "Ready once the slow load finished")
+    # crash-after: the server exits 20 s after its model became AVAILABLE; the container restarts.
+    wait_for(lambda: serving_status().get("restartCount", 0) >= 1, 180, "tf-serving restarted after its crash")
+    last = serving_status()["lastState"]["terminated"]
+    assert last["exitCode"] == 1, last
+    md = wait_md(kubectl, namespace, "slow", lambda o: is_ready(o) or condition(o, "Degraded").get("status") == "True",
+                 120, "the restart to be seen")
+    assert md["status"]["model"]["servingVersion"] == 1
+
+
+@pytest.mark.timeout(600)
+def test_a_version_turning_end_is_degraded_with_tf_servings_message_and_rolls_back(kubectl, namespace, operator,
+                                                                                  models):
+    annotate_faults(kubectl, namespace, "end-after=1@2")      # AVAILABLE, then END before it counts as good
+    apply_md(kubectl, namespace, plain("ends", models["good"]))
+    wait_md(kubectl, namespace, "ends", is_ready, 400, "version 1 Ready")
+    apply_md(kubectl, namespace, plain("ends", models["good"], version=2))
+    md = wait_md(kubectl, namespace, "ends", lambda o: condition(o, "Stalled").get("reason") == "RolledBack"
+                 and is_ready(o), 400, "the rollback after version 2 turned END")
+    assert md["status"]["model"]["servingVersion"] == 1 and md["status"]["model"]["failedVersion"] == 2
+    message = condition(md, "Stalled")["message"]
+    # TF Serving's own state and message for the version, as its model-status API gave them.
+    assert "ModelNotAvailable" in message and "model END" in message and "failed and was unloaded" in message, message
