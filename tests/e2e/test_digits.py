@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import time
 
 import pytest
 
-from tests.fixtures.cluster import wait_for
+from tests.fixtures.cluster import kubectl_binary, wait_for
 from tests.fixtures.operator import apply_md, condition, events, get, get_md, is_ready, wait_md
 
 pytestmark = [pytest.mark.cluster, pytest.mark.tf, pytest.mark.s3]
@@ -31,12 +32,13 @@ def digits_model(s3, tmp_path_factory):
     prefix = f"e2e/digits-{os.getpid()}-{int(time.time())}"
     model_uri, dataset_uri = f"s3://models/{prefix}/base", f"s3://models/{prefix}/digits.npz"
     env = dict(os.environ, **s3.env, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    work = tmp_path_factory.mktemp("digits")
     proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(REPO / "hack" / "train_digits.py"),
                            "--model-uri", model_uri, "--dataset-uri", dataset_uri, "--epochs", "4",
-                           "--work-dir", str(tmp_path_factory.mktemp("digits"))],
+                           "--work-dir", str(work)],
                           capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return {"prefix": prefix, "model": model_uri, "dataset": dataset_uri}
+    return {"prefix": prefix, "model": model_uri, "dataset": dataset_uri, "npz": str(work / "digits.npz")}
 
 
 def digits(model: dict, version: int, gates: dict | None = None) -> dict:
@@ -54,12 +56,27 @@ def digits(model: dict, version: int, gates: dict | None = None) -> dict:
                 "backoffLimit": 0,
                 "activeDeadlineSeconds": 900,
             },
-            "serving": {"gpus": 1},
+            # On the runner's GPU node, whose pods really run (hack/podrunner.py; kwok's nodes run nothing).
+            "serving": {"gpus": 1, "nodeSelector": {"modeldeploy.io/runner": "true", "nvidia.com/gpu.present": "true"},
+                        "tolerations": [{"key": "modeldeploy.io/runner", "operator": "Exists"},
+                                        {"key": "nvidia.com/gpu", "operator": "Exists"}]},
             "autoscaling": {"minReplicas": 1, "maxReplicas": 4},
             "monitoring": {"intervalSeconds": 5, "failureThreshold": 2},
             "rollout": {"progressDeadlineSeconds": 60},
         },
     }
+
+
+def assert_served_accuracy(cluster, namespace: str, model: dict, reported: float):
+    """hack/demo_predict.py (the demo's last step) against the serving pods: each answers, within the gate,
+    and within 0.01 of the accuracy status.optimization reports (the same SavedModel, the same images)."""
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(REPO / "hack" / "demo_predict.py"),
+                           "--namespace", namespace, "--name", "digits", "--dataset", model["npz"],
+                           "--kubectl", kubectl_binary()], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, KUBECONFIG=cluster.kubeconfig))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    served = [float(m) for m in re.findall(r"validation images, accuracy ([0-9.]+)", proc.stdout)]
+    assert served and all(abs(a - reported) <= 0.01 for a in served), (served, reported, proc.stdout)
 
 
 def jobs(kubectl, namespace) -> list[dict]:
@@ -72,7 +89,8 @@ def published(s3, prefix: str, version: int) -> bool:
 
 
 @pytest.mark.timeout(1500)
-def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, namespace, operator, s3, digits_model):
+def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, namespace, operator, s3,
+                                                             digits_model):
     apply_md(kubectl, namespace, digits(digits_model, 1))
     md = wait_md(kubectl, namespace, "digits", lambda o: condition(o, "Optimized").get("reason") == "JobRunning",
                  60, "the optimizer Job to start")
@@ -101,10 +119,12 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, namespace, 
     assert opt["uri"] == f"s3://models/{digits_model['prefix']}/optimized/1" and opt["quantization"] == "int8"
     assert condition(md, "Optimized")["reason"] == "JobSucceeded" and published(s3, digits_model["prefix"], 1)
 
-    # Serving: GPU pods on GPU nodes only, pulling the published version; HPA, Service and PDB exist.
+    # Serving: GPU pods on the GPU node, pulling the published version; HPA, Service and PDB exist.
     pods = json.loads(kubectl("get", "pods", "-l", "app.kubernetes.io/component=serving", "-o", "json",
                               namespace=namespace).stdout)["items"]
-    assert pods and all(p["spec"]["nodeName"].startswith("kwok-gpu-") for p in pods)
+    assert pods and all(p["spec"]["nodeName"] == "run-gpu-0" for p in pods)
+    # Every Ready pod answers :predict on the validation images with the accuracy the optimizer reported.
+    assert_served_accuracy(cluster, namespace, digits_model, opt["optimizedAccuracy"])
     tpl = get(kubectl, namespace, "deployment", "digits")["spec"]["template"]["spec"]
     assert tpl["containers"][0]["image"].endswith("-gpu")
     assert tpl["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -122,6 +142,10 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, namespace, 
     assert md["status"]["model"]["lastGoodVersion"] == 2 and published(s3, digits_model["prefix"], 2)
     dep = get(kubectl, namespace, "deployment", "digits")
     assert dep["spec"]["template"]["metadata"]["labels"]["modeldeploy.io/version"] == "2"
+    wait_for(lambda: all(p["metadata"]["labels"]["modeldeploy.io/version"] == "2" for p in json.loads(kubectl(
+        "get", "pods", "-l", "app.kubernetes.io/component=serving", "-o", "json", namespace=namespace).stdout)["items"]),
+        120, "version 1's pods gone")
+    assert_served_accuracy(cluster, namespace, digits_model, md["status"]["optimization"]["optimizedAccuracy"])
 
     # An impossible gate: nothing is published, version 2 keeps serving, and the status says why.
     apply_md(kubectl, namespace, digits(digits_model, 3, gates={"minCompression": 1000.0}))
