@@ -103,13 +103,23 @@ def rule(rule_: str, message: str, *, message_expression: str = "", field_path: 
     return r
 
 
+def _overlaps_cel(a: str, b: str) -> str:
+    """CEL for spec.overlaps(a, b): one location is the other or lies inside it (URIs have no '//')."""
+    def slash(x):
+        return f"({x}.endsWith('/') ? {x} : {x} + '/')"
+    return f"({slash(a)}.startsWith({slash(b)}) || {slash(b)}.startsWith({slash(a)}))"
+
+
 def uri(description: str, field: str) -> dict:
     """A storage URI: scheme checked by CEL so the error says which schemes work."""
     return string(description, max_length=S.MAX_URI_LENGTH, rules=[
         rule(f"self.matches('{S.URI_PATTERN}')",
              f"{field} must be a URI with scheme s3://, gs://, pvc:// or file:/// (for example "
              f"s3://models/digits/base or file:///models/digits)"),
-        rule("!self.contains('/../') && !self.endsWith('/..')", f"{field} must not contain '..' path segments")])
+        rule("!self.contains('/../') && !self.endsWith('/..')", f"{field} must not contain '..' path segments"),
+        rule(f"!self.matches('{S.FORBIDDEN_FILE_PATTERN}')",
+             f"{field} is a system path (/proc, /sys, /dev, /run, /etc): use a storage URI or a file:/// path to "
+             f"a model volume")])
 
 
 def string_map(description: str) -> dict:
@@ -216,7 +226,8 @@ def spec_schema() -> dict:
                     "optimized model. Unset: no gate.", minimum=1, maximum=1000),
             }),
             "outputUri": uri("Where optimized versions are published, as <outputUri>/<version>/ (with "
-                             "report.json). Must differ from spec.model.uri.", "spec.optimization.outputUri"),
+                             "report.json). Must not overlap spec.model.uri or the dataset's URI.",
+                             "spec.optimization.outputUri"),
             "resources": resources("CPU and memory for the optimizer Job's container."),
             "nodeSelector": string_map("Node labels the optimizer Job's pod must match."),
             "tolerations": tolerations("Tolerations of the optimizer Job's pod."),
@@ -331,9 +342,13 @@ def spec_schema() -> dict:
             "model": model, "optimization": optimization, "serving": serving, "autoscaling": autoscaling,
             "monitoring": monitoring, "rollout": rollout,
         }, required=["model"], rules=[rule(
-            "!has(self.optimization) || self.optimization.outputUri != self.model.uri",
-            "spec.optimization.outputUri must differ from spec.model.uri: versions are published under "
-            "<outputUri>/<version>/", field_path=".optimization.outputUri"), rule(
+            "!has(self.optimization) || !" + _overlaps_cel("self.optimization.outputUri", "self.model.uri"),
+            "spec.optimization.outputUri " + S.OUTPUT_OVERLAP_MESSAGE.format(other="spec.model.uri"),
+            field_path=".optimization.outputUri"), rule(
+            "!has(self.optimization) || !has(self.optimization.dataset) || !"
+            + _overlaps_cel("self.optimization.outputUri", "self.optimization.dataset.uri"),
+            "spec.optimization.outputUri " + S.OUTPUT_OVERLAP_MESSAGE.format(other="spec.optimization.dataset.uri"),
+            field_path=".optimization.outputUri"), rule(
             f"has(self.optimization) || !self.model.uri.lowerAscii().matches('{S.KERAS_FILE_PATTERN}')",
             f"spec.model.uri {S.KERAS_AS_IS_MESSAGE}", field_path=".model.uri")])
 

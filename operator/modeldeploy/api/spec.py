@@ -68,12 +68,21 @@ DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 # No backslashes in these patterns: they are embedded in CEL string literals as they are.
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-# s3://bucket/..., gs://bucket/..., pvc://claim/..., file:///absolute/path (as storage/uris.py reads them). No
-# spaces; '..' segments are refused separately (RE2 has no look-ahead).
-URI_PATTERN = r"^((s3|gs|pvc)://[^/ ]|file:///[^/ ])[^ ]*$"
+# s3://bucket/..., gs://bucket/..., pvc://claim/..., file:///absolute/path (as storage/uris.py reads them).
+# Printable ASCII only (no whitespace, control or bidi characters: a URI reaches logs, Events and TF Serving's
+# config), no user part in the authority (credentials belong in storageSecret), no empty segments ('//', so one
+# location has one spelling and overlaps can be compared), no quote characters; '..' segments are refused
+# separately (RE2 has no look-ahead).
+_URI_SEGMENT = r"/[A-Za-z0-9._~:?#@!$&()*+,;=%-]+"
+URI_PATTERN = rf"^((s3|gs|pvc)://[A-Za-z0-9._~-]+({_URI_SEGMENT})*|file://({_URI_SEGMENT})+)/?$"
+# Local paths a pod must never read as a model or dataset: kernel and device files, and the service-account
+# token (which the optimizer pod does not mount, but a node-level path could reach it).
+FORBIDDEN_FILE_PATTERN = r"^file:///(proc|sys|dev|run|var/run|etc)(/.*)?$"
 QUANTITY_PATTERN = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
                     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
 MAX_NAME_LENGTH = 63
+OUTPUT_OVERLAP_MESSAGE = ("must not be {other}, lie inside it or contain it: versions are published under "
+                          "<outputUri>/<version>/, and publishing must never overwrite its own source")
 MAX_URI_LENGTH = 2048
 MAX_VERSION = 2**31 - 1   # int32 range: leaves `<name>-opt-<N>-<hash>` room for a name in 63 characters
 
@@ -289,7 +298,7 @@ def _str(obj, key, path, *, default=_MISSING, pattern=None, hint="", max_length=
         return value
     if max_length is not None and len(value) > max_length:
         raise SpecError(f"{path}.{key}", f"must be at most {max_length} characters, got {len(value)}")
-    if pattern is not None and not re.match(pattern, value):
+    if pattern is not None and not re.fullmatch(pattern, value):
         raise SpecError(f"{path}.{key}", f"{value!r} is not valid: {hint}")
     return value
 
@@ -308,7 +317,16 @@ def _uri(obj, key, path, *, default=_MISSING):
                  hint="use a URI with scheme s3://, gs://, pvc:// or file:/// (e.g. s3://bucket/models/digits)")
     if value and ("/../" in value or value.endswith("/..")):
         raise SpecError(f"{path}.{key}", f"{value!r} must not contain '..' path segments")
+    if value and re.fullmatch(FORBIDDEN_FILE_PATTERN, value):
+        raise SpecError(f"{path}.{key}", f"{value!r} is a system path (/proc, /sys, /dev, /run, /etc): "
+                                         "use a storage URI or a file:/// path to a model volume")
     return value
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Whether two storage locations are the same or one lies inside the other (URIs have no '//')."""
+    a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
+    return a.startswith(b) or b.startswith(a)
 
 
 def _known(obj: Mapping | None, path: str, cls) -> None:
@@ -341,7 +359,7 @@ def _resources(obj, key, path) -> dict:
         if not isinstance(quantities, dict):
             raise SpecError(spath, "must be a map of resource name to quantity")
         for name, q in quantities.items():
-            if isinstance(q, bool) or not isinstance(q, (int, float, str)) or not re.match(QUANTITY_PATTERN, str(q)):
+            if isinstance(q, bool) or not isinstance(q, (int, float, str)) or not re.fullmatch(QUANTITY_PATTERN, str(q)):
                 raise SpecError(f"{spath}.{name}", f"{q!r} is not a quantity (e.g. 500m, 2, 4Gi)")
     return dict(value)
 
@@ -438,9 +456,10 @@ def _parse_optimization(spec: Mapping, model: ModelSpec) -> OptimizationSpec | N
             raise SpecError(f"{path}.gates.maxAccuracyDrop",
                             f"the accuracy gate needs a dataset to measure accuracy: set {path}.dataset.uri "
                             f"or remove maxAccuracyDrop")
-    if output_uri.rstrip("/") == model.uri.rstrip("/"):
-        raise SpecError(f"{path}.outputUri", "must differ from spec.model.uri: versions are published under "
-                                             "<outputUri>/<version>/ and must not mix with the source model")
+    if overlaps(output_uri, model.uri):
+        raise SpecError(f"{path}.outputUri", OUTPUT_OVERLAP_MESSAGE.format(other="spec.model.uri"))
+    if dataset is not None and overlaps(output_uri, dataset.uri):
+        raise SpecError(f"{path}.outputUri", OUTPUT_OVERLAP_MESSAGE.format(other="spec.optimization.dataset.uri"))
     return opt
 
 
@@ -535,7 +554,7 @@ def parse(body: Mapping[str, Any], images: ServingImages = DEFAULT_IMAGES) -> Mo
         raise SpecError("", "a ModelDeployment must be an object")
     meta = body.get("metadata") or {}
     name = meta.get("name") or ""
-    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not re.match(DNS1035_LABEL, name):
+    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not re.fullmatch(DNS1035_LABEL, name):
         raise SpecError("metadata.name", f"{name!r} is not valid: use a DNS-1035 label (lower-case letters, digits "
                                          f"and '-', starting with a letter, at most 63 characters), because it "
                                          f"names the Service and the other children")
@@ -545,7 +564,7 @@ def parse(body: Mapping[str, Any], images: ServingImages = DEFAULT_IMAGES) -> Mo
     _known(spec, "spec", ModelDeploymentSpec)
     model = _parse_model(spec, name)
     optimization = _parse_optimization(spec, model)
-    if optimization is None and re.match(KERAS_FILE_PATTERN, model.uri.lower()):
+    if optimization is None and re.fullmatch(KERAS_FILE_PATTERN, model.uri.lower()):
         raise SpecError("spec.model.uri", KERAS_AS_IS_MESSAGE)
     return ModelDeploymentSpec(
         name=name,
