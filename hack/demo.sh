@@ -90,10 +90,13 @@ k get namespace "$NS" >/dev/null 2>&1 || k create namespace "$NS"
 k apply --server-side --force-conflicts -f charts/modeldeploy/crds/ >/dev/null
 "$HELM" upgrade --install "$RELEASE" charts/modeldeploy -n "$RELEASE_NS" --create-namespace \
   --set "watchNamespaces={$NS}" --wait --timeout 3m \
-  --set-json 'extraEnv=[{"name":"MODELDEPLOY_PROBE_MODELS","value":"1"},{"name":"MODELDEPLOY_PROBE_CIDRS","value":"127.0.0.0/8"}]' \
+  --set-json "extraEnv=[{\"name\":\"MODELDEPLOY_PROBE_MODELS\",\"value\":\"1\"},
+    {\"name\":\"MODELDEPLOY_PROBE_CIDRS\",\"value\":\"127.0.0.0/8\"},
+    {\"name\":\"MODELDEPLOY_S3_ENDPOINT_URL\",\"value\":\"$(sed -n 's/^AWS_ENDPOINT_URL=//p' "$STATE/s3.env")\"}]" \
   >/dev/null
 # (extraEnv: the operator runs outside the cluster here, so the model-status probe is switched on explicitly,
-#  and limited to the loopback pod IPs of the runner nodes.)
+#  and limited to the loopback pod IPs of the runner nodes; the operator's own storage reads go to the local S3,
+#  an endpoint only the administrator sets, never a tenant's Secret.)
 k get crd modeldeployments.modeldeploy.io
 k -n "$RELEASE_NS" get deployment,serviceaccount,service -l app.kubernetes.io/instance="$RELEASE"
 

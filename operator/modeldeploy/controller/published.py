@@ -3,7 +3,8 @@
 Used only where the Job cannot tell: before creating a Job (a version published earlier, e.g. a manual rollback
 to an older version, needs no new Job) and after a Job whose termination message has no report. Credentials
 come from the ModelDeployment's storageSecret, read through the API and handed to the filesystem object
-directly (never put in the process environment, logs or status). Any failure is "unknown" (None): the caller
+directly (never put in the process environment, logs or status); the S3 endpoint comes from the operator's
+own configuration (MODELDEPLOY_S3_ENDPOINT_URL), never from the Secret. Any failure is "unknown" (None): the caller
 then simply runs the Job, which checks again and exits AlreadyPublished if needed.
 """
 from __future__ import annotations
@@ -20,11 +21,11 @@ log = logging.getLogger(__name__)
 REPORT_NAME = "report.json"
 
 
-def _filesystem(protocol: str, creds: dict[str, str]):
+def _filesystem(protocol: str, creds: dict[str, str], endpoint_url: str | None):
     if protocol == "s3":
-        client_kwargs = {}
-        if creds.get("AWS_ENDPOINT_URL"):
-            client_kwargs["endpoint_url"] = creds["AWS_ENDPOINT_URL"]
+        # The endpoint comes from the operator's configuration only: a Secret's AWS_ENDPOINT_URL would let a
+        # tenant send the operator's requests anywhere (its own pods may use it: they act as the tenant).
+        client_kwargs = {"endpoint_url": endpoint_url} if endpoint_url else {}
         if creds.get("AWS_REGION") or creds.get("AWS_DEFAULT_REGION"):
             client_kwargs["region_name"] = creds.get("AWS_REGION") or creds.get("AWS_DEFAULT_REGION")
         return fsspec.filesystem(
@@ -33,23 +34,27 @@ def _filesystem(protocol: str, creds: dict[str, str]):
             token=creds.get("AWS_SESSION_TOKEN") or None, client_kwargs=client_kwargs,
             config_kwargs={"s3": {"addressing_style": "path"}, "connect_timeout": 3, "read_timeout": 10,
                            "retries": {"max_attempts": 1}})
-    if protocol == "gs":
-        token = None
-        for key in ("key.json", "service-account.json", "credentials.json"):
-            if creds.get(key):
-                token = json.loads(creds[key])
-                break
-        return fsspec.filesystem("gs", skip_instance_cache=True, use_listings_cache=False, token=token)
-    return fsspec.filesystem("file")
+    token = None
+    for key in ("key.json", "service-account.json", "credentials.json"):
+        if creds.get(key):
+            token = json.loads(creds[key])
+            break
+    return fsspec.filesystem("gs", skip_instance_cache=True, use_listings_cache=False, token=token)
 
 
-def check(version_uri: str, creds: dict[str, str] | None) -> tuple[bool | None, dict | None]:
-    """(published, report) for `<outputUri>/<N>`: published None when storage could not be asked."""
+def check(version_uri: str, creds: dict[str, str] | None, endpoint_url: str | None = None,
+          ambient: bool = False) -> tuple[bool | None, dict | None]:
+    """(published, report) for `<outputUri>/<N>`: published None when storage could not (or may not) be asked.
+
+    Without credentials the operator would act with its own ambient identity (instance role, workload
+    identity), which a tenant must not borrow: it asks only when the administrator allowed it (`ambient`)."""
     try:
         loc = parse_uri(version_uri, "uri")
-        if version_uri.startswith("pvc://"):
-            return None, None          # the claim is mounted in the Job, not in the operator
-        fs = _filesystem(loc.protocol, creds or {})
+        if loc.protocol == "file":
+            return None, None          # pvc:// and file:// are mounted in the tenant's pods, not in the operator
+        if not creds and not ambient:
+            return None, None
+        fs = _filesystem(loc.protocol, creds or {}, endpoint_url)
         if not fs.exists(f"{loc.path.rstrip('/')}/{MARKER}"):
             return False, None
         try:

@@ -50,6 +50,11 @@ class Context:
         ipaddress.ip_network(c.strip()) for c in os.environ.get("MODELDEPLOY_PROBE_CIDRS", "").split(",")
         if c.strip()))
     probe_timeout: float = field(default_factory=lambda: _env_float("MODELDEPLOY_PROBE_TIMEOUT", 1.0))
+    # The operator's own storage reads: the S3 endpoint (an administrator's setting, never a tenant's Secret),
+    # and whether a ModelDeployment without storageSecret may use the operator's ambient cloud identity.
+    s3_endpoint: str | None = field(default_factory=lambda: os.environ.get("MODELDEPLOY_S3_ENDPOINT_URL") or None)
+    ambient_storage: bool = field(default_factory=lambda: os.environ.get(
+        "MODELDEPLOY_AMBIENT_STORAGE_CREDENTIALS") == "1")
     instance: str = field(default_factory=lambda: os.environ.get("POD_NAME", "") or os.uname().nodename)
     status_schema: dict | None = None
     _published: dict = field(default_factory=dict)
@@ -109,7 +114,7 @@ def _storage_check(ctx: Context, spec: specmod.ModelDeploymentSpec) -> tuple[boo
     if key in ctx._published:          # a published version stays published: ask storage once
         return ctx._published[key]
     creds = ctx.kube.secret_data(spec.namespace, spec.model.storage_secret) if spec.model.storage_secret else {}
-    answer = published.check(uri, creds)
+    answer = published.check(uri, creds, ctx.s3_endpoint, ctx.ambient_storage)
     if answer[0]:
         ctx._published[key] = answer
     return answer
