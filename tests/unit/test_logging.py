@@ -140,3 +140,17 @@ def test_configure_twice_keeps_one_handler(capture):
 def test_bad_options_name_the_flag(fmt, level, field):
     with pytest.raises(ValueError, match=field):
         obslog.configure_logging(fmt, level)
+
+
+def test_status_messages_are_redacted_and_secret_values_read_are_masked():
+    from modeldeploy.controller import obslog as ol
+    ol.register_secret("tenant-s3cr3t-value")
+    status = {"conditions": [{"type": "Degraded", "message": "init container exited: key tenant-s3cr3t-value"},
+                             {"type": "Ready", "message": "AWS_SECRET_ACCESS_KEY=abc123xyz"}],
+              "rollback": {"lastMessage": "Authorization: Bearer abcdefghijklmnop"},
+              "model": {"uri": "s3://models/digits/base"}}
+    out = ol.redact_messages(status)
+    text = repr(out)
+    assert "tenant-s3cr3t-value" not in text and "abc123xyz" not in text and "abcdefghijklmnop" not in text
+    assert out["model"] == {"uri": "s3://models/digits/base"} and out["conditions"][0]["type"] == "Degraded"
+    assert status["conditions"][0]["message"].endswith("tenant-s3cr3t-value")     # the input is not changed

@@ -33,6 +33,7 @@ from typing import Callable, Iterable
 from kubernetes.client.rest import ApiException
 
 from modeldeploy.api import names
+from modeldeploy.controller import obslog
 from modeldeploy.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
 
 log = logging.getLogger(__name__)
@@ -304,7 +305,10 @@ class Kube:
             return None
         if secret is None:
             return None
-        return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (secret.get("data") or {}).items()}
+        data = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (secret.get("data") or {}).items()}
+        for value in data.values():          # masked wherever it could surface: logs, status, Events
+            obslog.register_secret(value)
+        return data
 
     def crd_exists(self, group_version: str, plural: str, ttl: float = 300.0) -> bool:
         """Discovery: does the API serve group/version/plural? Cached for `ttl` seconds."""

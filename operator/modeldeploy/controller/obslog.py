@@ -8,6 +8,7 @@ Interface (stable, see /work/notes/OBS.md):
   handlers receive) or from `extra={"namespace": ..., "md_name": ...}` (LogRecord reserves `name`). The
   redaction filter goes on that handler and on Kopf's Event poster, so messages Kopf posts as Kubernetes Events are masked as well.
 - `redact(text) -> str`: masks secrets in a string. `register_secret(value)`: mask this literal value too.
+- `redact_messages(status)`: the same for every condition and rollback message written to status.
 - `RedactingFilter`: the logging.Filter doing it to a record (message, args, traceback).
 
 What counts as a secret: AWS access key ids and secret-key-shaped strings; the value after any name containing
@@ -95,6 +96,17 @@ def redact(text: str) -> str:
     for pattern, repl in _PATTERNS:
         text = pattern.sub(repl, text)
     return text
+
+
+def redact_messages(obj):
+    """A copy of `obj` (status, or part of it) with every `message`/`lastMessage` string redacted: they carry
+    container termination messages and API errors, which may quote a secret."""
+    if isinstance(obj, dict):
+        return {k: redact(v) if k in ("message", "lastMessage") and isinstance(v, str) else redact_messages(v)
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact_messages(v) for v in obj]
+    return obj
 
 
 class RedactingFilter(logging.Filter):

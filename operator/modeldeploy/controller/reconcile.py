@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from modeldeploy.api import names
 from modeldeploy.api import spec as specmod
 from modeldeploy.api.crd import status_schema as bundled_status_schema
-from modeldeploy.controller import apply, decide, health, metrics, observe, published
+from modeldeploy.controller import apply, decide, health, metrics, observe, obslog, published
 from modeldeploy.resources import job as job_builder
 from modeldeploy.resources import servicemonitor
 from modeldeploy.resources.common import OperatorImages, operator_images_from_env
@@ -163,7 +163,8 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
     try:
         spec = specmod.parse(body, ctx.serving_images)
     except specmod.SpecError as exc:
-        new = apply.prune(decide.invalid_spec_status(old_status, generation, exc, now), ctx.status_schema)
+        new = apply.prune(obslog.redact_messages(decide.invalid_spec_status(old_status, generation, exc, now)),
+                          ctx.status_schema)
         _write_status(ctx, body, old_status, new, result)
         return result
 
@@ -194,9 +195,10 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
         if decide.condition_reason(old_status, "Stalled") != "NameConflict":     # on the transition only
             plan.events.append(("Warning", "NameConflict", str(exc)))
 
-    new_status = apply.prune(plan.status, ctx.status_schema)
+    new_status = apply.prune(obslog.redact_messages(plan.status), ctx.status_schema)
     _write_status(ctx, body, old_status, new_status, result)
     for type_, reason, message in plan.events:
+        message = obslog.redact(message)
         kube.post_event(body, type_, reason, message, ctx.instance)
         result.events.append((type_, reason, message))
         _observe_event(spec, reason, old_status, new_status)
