@@ -95,3 +95,17 @@ def test_pull_of_missing_version(output, tmp_path):
     with pytest.raises(NotPublished) as err:
         publish.pull(output.join("9"), str(tmp_path / "dest"))
     assert "not published" in err.value.message
+
+
+@pytest.mark.parametrize("rel", ["../../escaped", "/etc/escaped", "a/./b", "a//b", "a\\..\\b", ""])
+def test_pull_refuses_a_marker_listing_paths_outside_the_version(model_dir, output, tmp_path, rel):
+    """Someone who can write to the bucket must not make the init container write outside its directory."""
+    publish.publish(model_dir, output, 7)
+    marker = output.join("7", "_COMPLETE")
+    manifest = json.loads(transfer.read_bytes(marker))
+    manifest["files"][rel] = manifest["files"]["saved_model.pb"]
+    transfer.write_bytes(marker, json.dumps(manifest).encode())
+    with pytest.raises(NotPublished) as err:
+        publish.pull(output.join("7"), str(tmp_path / "dest" / "m"))
+    assert "outside the version directory" in err.value.message
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "dest").exists()

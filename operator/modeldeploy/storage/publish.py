@@ -68,10 +68,21 @@ def read_marker(version_loc: Location) -> dict | None:
     try:
         manifest = json.loads(data)
         assert isinstance(manifest.get("files"), dict)
-        return manifest
     except (ValueError, AssertionError, AttributeError):
         raise NotPublished(f"{marker.uri}: the completion marker is unreadable; republish the version "
                            "with --overwrite") from None
+    for rel in manifest["files"]:
+        if not _confined(rel):
+            # Whoever can write to the bucket must not make `pull` write outside the version directory.
+            raise NotPublished(f"{marker.uri} lists {rel!r}, a path outside the version directory; the "
+                               "marker is not ours or is damaged: republish the version with --overwrite")
+    return manifest
+
+
+def _confined(rel) -> bool:
+    """A relative path with plain segments only: no '..', '.', empty segment, absolute path or backslash."""
+    return (isinstance(rel, str) and bool(rel) and "\\" not in rel and "\0" not in rel
+            and all(part not in ("", ".", "..") for part in rel.split("/")))
 
 
 def list_published(output: Location) -> list[int]:
