@@ -308,3 +308,99 @@ def test_plain_savedmodel_regressor(s3, s3_prefix, digits, tmp_path):
     finally:
         for key in s3.keys(f"{s3_prefix}-src"):
             s3.client.delete_object(Bucket=s3.bucket, Key=key)
+
+
+def _must_compile_attrs(saved_model_dir) -> list[str]:
+    """Every function and node (top level and inside function bodies) of saved_model.pb with _XlaMustCompile,
+    read straight from the proto as TF Serving's loader sees it (whatever its value)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((pathlib.Path(saved_model_dir) / "saved_model.pb").read_bytes())
+    found = []
+    for mg in sm.meta_graphs:
+        found += [n.name for n in mg.graph_def.node if "_XlaMustCompile" in n.attr]
+        for fdef in mg.graph_def.library.function:
+            if "_XlaMustCompile" in fdef.attr:
+                found.append(fdef.signature.name)
+            found += [f"{fdef.signature.name}/{n.name}" for n in fdef.node_def if "_XlaMustCompile" in n.attr]
+    return found
+
+
+XLA_SHAPES = ["signature", "nested"]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("shape", XLA_SHAPES)
+def test_xla_must_compile_model_is_quantized_and_published_without_xla(s3, s3_prefix, digits, tmp_path, shape):
+    """A SavedModel whose serving function (or a function it calls) is tf.function(jit_compile=True), around a
+    Keras model compiled with jit_compile=True: TF Serving runs without XLA by default, so the published model
+    must carry no _XlaMustCompile; and int8 must reach the weights inside the must-compile function."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    x_train, y_train, x_val, y_val = digits
+    keras.utils.set_random_seed(0)
+    model = train_digits.build_model()
+    model.compile("adam", "sparse_categorical_crossentropy", jit_compile=True)
+    model.fit(x_train, y_train, epochs=3, batch_size=32, verbose=0)
+    module = tf.Module()
+    module.model = model
+    image_spec = tf.TensorSpec([None, 8, 8, 1], tf.float32, name="image")
+    if shape == "signature":
+        @tf.function(input_signature=[image_spec], jit_compile=True)
+        def serve(image):
+            return {"digit": model(image, training=False)}
+    else:
+        @tf.function(jit_compile=True)
+        def core(image):
+            return model(image, training=False)
+
+        @tf.function(input_signature=[image_spec])
+        def serve(image):
+            return {"digit": core(image)}
+    module.serve = serve
+    local = tmp_path / "xla-src"
+    tf.saved_model.save(module, str(local), signatures={"serving_default": serve})
+    assert _must_compile_attrs(local), "the source must require XLA, or this test proves nothing"
+    for path in local.rglob("*"):
+        if path.is_file():
+            s3.client.upload_file(str(path), s3.bucket, f"{s3_prefix}-src/{path.relative_to(local)}")
+    buf = io.BytesIO()
+    np.savez(buf, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
+    s3.client.put_object(Bucket=s3.bucket, Key=f"{s3_prefix}-src.npz", Body=buf.getvalue())
+    source = {"model": s3.uri(f"{s3_prefix}-src"), "dataset": s3.uri(f"{s3_prefix}-src.npz")}
+    output = s3.uri(s3_prefix)
+    try:
+        code, report = optimize(source, output, 1, "--quantize", "int8", "--max-accuracy-drop", "0.02",
+                                tmp_path=tmp_path)
+        assert code == 0, report
+        dest, fn, _keep = pulled(s3, output, 1, tmp_path)
+        assert _must_compile_attrs(dest) == [], "TF Serving (XLA off by default) would fail every request"
+        assert b"_XlaMustCompile" not in (dest / "saved_model.pb").read_bytes()
+        assert report["compressionRatio"] > 1.5, f"int8 did not reach the weights: {report['compressionRatio']}x"
+        assert report["weightDtypes"] == ["int8"]
+        assert report["accuracyDrop"] <= 0.02 and report["optimizedAccuracy"] > 0.85
+        assert report.get("xlaMustCompileRemoved", 0) > 0, "the report must say XLA must-compile was removed"
+        from modeldeploy.optimize import graphinfo
+        assert graphinfo.stored_weight_dtypes(str(dest)) == {"int8"}
+        # Same signature, same answers as the original (which runs through XLA here).
+        _, kwargs = fn.structured_input_signature
+        assert list(kwargs) == ["image"] and list(fn.structured_outputs) == ["digit"]
+        original = tf.saved_model.load(str(local)).signatures["serving_default"]
+        x = x_val[:32]
+        want = original(image=tf.constant(x))["digit"].numpy()
+        got = run_serving(fn, x)
+        assert got.shape == want.shape == (32, 10)
+        np.testing.assert_allclose(got, want, atol=0.03)
+        assert (got.argmax(axis=1) == want.argmax(axis=1)).mean() >= 0.95
+
+        if shape == "signature":
+            # Without weight compression the published graph computes what the XLA one does (round-off only).
+            code, report = optimize(source, output, 2, "--quantize", "none", tmp_path=tmp_path)
+            assert code == 0 and report.get("xlaMustCompileRemoved", 0) > 0
+            _, fn, _keep2 = pulled(s3, output, 2, tmp_path)
+            np.testing.assert_allclose(run_serving(fn, x), want, atol=1e-5)
+    finally:
+        for key in s3.keys(f"{s3_prefix}-src"):
+            s3.client.delete_object(Bucket=s3.bucket, Key=key)

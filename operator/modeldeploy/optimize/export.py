@@ -9,11 +9,19 @@ weights are stored inside the SavedModel graph:
    - int8: `Mul(Cast(Const int8), Const scale)`, symmetric per output channel, 127 levels each side, zero
      point 0 -- so pruned zeros stay exact int8 zeros, which gzip compresses;
 3. the rewritten graph is imported into a `serving_default` tf.function and saved.
+XLA must-compile (`tf.function(jit_compile=True)`, `_XlaMustCompile=true` on a function or call node) is removed
+while freezing: TF Serving disables XLA unless started with an XLA flag, so a published function that must be
+compiled loads but fails every request; and grappler does not inline a must-compile function, so its weights
+would reach their MatMul/Conv2D only through a call boundary, out of the weight rewrite's sight (nothing would
+be quantized). The same ops then run as an ordinary TensorFlow graph: same signature, same numerics up to
+float round-off.
 Cast, Mul and the consumers have CPU and GPU kernels in stock TensorFlow. The dequantization runs with each
 call (a Cast and a Mul over the weights), so serving speed stays close to float32 -- the benchmark measures it
 -- while the files on disk and the download are 2x / 4x smaller.
 """
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import tensorflow as tf
@@ -30,13 +38,107 @@ PASS_THROUGH = ("Identity", "FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsP
 STORAGE = ("float32", "float16", "int8")
 SCALE_SUFFIX = "/md_scale"
 WEIGHT_DTYPES = (tf.float32.as_datatype_enum, tf.float16.as_datatype_enum, tf.int8.as_datatype_enum)
+MUST_COMPILE = "_XlaMustCompile"
+NO_INLINE = "_noinline"  # tf.function(jit_compile=True) also marks its function not-inlinable
+
+log = logging.getLogger(__name__)
 
 
 def freeze(fn, spec: tf.TensorSpec) -> tuple[graph_pb2.GraphDef, str, str]:
     """Freeze `fn(spec)` into a GraphDef; returns (graph_def, input tensor name, output tensor name)."""
+    graph_def, input_tensor, output_tensor, _ = freeze_for_serving(fn, spec)
+    return graph_def, input_tensor, output_tensor
+
+
+def freeze_for_serving(fn, spec: tf.TensorSpec) -> tuple[graph_pb2.GraphDef, str, str, list[str]]:
+    """`freeze`, plus the names of the functions and nodes whose XLA must-compile attribute was removed.
+
+    A must-compile function survives the first freeze as a call (grappler does not inline it) with its weights
+    passed in as arguments; once the attribute is cleared, the graph is frozen once more so the calls are
+    inlined and every weight constant sits next to the op that consumes it.
+    """
+    graph_def, input_tensor, output_tensor = _freeze_once(fn, spec)
+    removed = strip_must_compile(graph_def)
+    if removed:
+        def reimported(x):
+            y, = tf.graph_util.import_graph_def(graph_def, input_map={input_tensor: x},
+                                                return_elements=[output_tensor], name="md_inline")
+            return y
+
+        try:
+            graph_def, input_tensor, output_tensor = _freeze_once(reimported, spec)
+        except Exception as exc:  # noqa: BLE001 - the stripped graph still serves; only its weights stay float
+            log.warning("could not inline the former must-compile functions (%s); their weights stay float32",
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        left = must_compile(graph_def)
+        if left:  # cannot happen unless TensorFlow re-adds it; never publish what TF Serving refuses
+            raise ValueError(f"XLA must-compile is still set on {', '.join(left)} after removing it")
+    return graph_def, input_tensor, output_tensor, removed
+
+
+def _freeze_once(fn, spec: tf.TensorSpec) -> tuple[graph_pb2.GraphDef, str, str]:
     concrete = tf.function(fn).get_concrete_function(spec)
     frozen = convert_variables_to_constants_v2(concrete)
     return frozen.graph.as_graph_def(), frozen.inputs[0].name, frozen.outputs[0].name
+
+
+def _must_compile_holders(graph_def):
+    """(label, attr map, FunctionDef or None) of every function and node (top level and in function bodies)."""
+    for node in graph_def.node:
+        yield node.name, node.attr, None
+    for fdef in graph_def.library.function:
+        yield fdef.signature.name, fdef.attr, fdef
+        for node in fdef.node_def:
+            yield f"{fdef.signature.name}/{node.name}", node.attr, None
+
+
+def must_compile(graph_def) -> list[str]:
+    """Functions and nodes carrying `_XlaMustCompile=true` (what TF Serving refuses to run without XLA)."""
+    return sorted(label for label, attr, _ in _must_compile_holders(graph_def)
+                  if MUST_COMPILE in attr and attr[MUST_COMPILE].b)
+
+
+def strip_must_compile(graph_def) -> list[str]:
+    """Delete `_XlaMustCompile=true` everywhere in `graph_def` (in place), and `_noinline` from the functions
+    that carried it; returns what had it, sorted.
+
+    When anything changed, every library function is renamed (RENAMED_SUFFIX) and every reference follows:
+    the originals stay registered in the TensorFlow runtime under their old names, and a second, different
+    definition under the same name is refused when the graph is imported or saved.
+    """
+    removed = []
+    for label, attr, fdef in list(_must_compile_holders(graph_def)):
+        if MUST_COMPILE in attr and attr[MUST_COMPILE].b:
+            removed.append(label)
+            del attr[MUST_COMPILE]
+            if fdef is not None and NO_INLINE in attr:
+                del attr[NO_INLINE]
+    if removed:
+        _rename_functions(graph_def)
+    return sorted(removed)
+
+
+RENAMED_SUFFIX = "_md_noxla"
+
+
+def _rename_functions(graph_def) -> None:
+    library = graph_def.library
+    renamed = {f.signature.name: f.signature.name + RENAMED_SUFFIX for f in library.function}
+    for fdef in library.function:
+        fdef.signature.name = renamed[fdef.signature.name]
+    for _, attr, _ in _must_compile_holders(graph_def):
+        for value in attr.values():
+            if value.HasField("func") and value.func.name in renamed:
+                value.func.name = renamed[value.func.name]
+            for fn in value.list.func:
+                if fn.name in renamed:
+                    fn.name = renamed[fn.name]
+    for node in _all_nodes(graph_def):
+        if node.op in renamed:  # a function called directly as an op
+            node.op = renamed[node.op]
+    for grad in library.gradient:
+        grad.function_name = renamed.get(grad.function_name, grad.function_name)
+        grad.gradient_func = renamed.get(grad.gradient_func, grad.gradient_func)
 
 
 def _producer(name: str) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from modeldeploy.optimize import export
 from modeldeploy.optimize.export import weight_constants
 
 
@@ -58,6 +59,11 @@ def serving_nodes(path: str, signature: str = "serving_default") -> list:
                 out.append(fnode)
                 fn_todo.extend(_functions_called(fnode))
     return out
+
+
+def must_compile(path: str) -> list[str]:
+    """Functions and nodes of a SavedModel on disk with `_XlaMustCompile=true` (empty: runs without XLA)."""
+    return sorted(label for mg in read_saved_model(path).meta_graphs for label in export.must_compile(mg.graph_def))
 
 
 def serving_op_types(path: str) -> set[str]:

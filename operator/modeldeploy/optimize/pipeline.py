@@ -99,7 +99,12 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
 
     t = time.perf_counter()
     out_dir = os.path.join(work, "out")
-    graph_def, in_t, out_t = export.freeze(fn, spec)
+    graph_def, in_t, out_t, jit_removed = export.freeze_for_serving(fn, spec)
+    if jit_removed:
+        log.warning("removed XLA must-compile (_XlaMustCompile=true, i.e. jit_compile=True) from %d function(s)/"
+                    "node(s) (%s): TF Serving runs without XLA unless started with an XLA flag, so the published "
+                    "SavedModel runs the same ops as a plain TensorFlow graph", len(jit_removed),
+                    ", ".join(jit_removed[:5]) + (", ..." if len(jit_removed) > 5 else ""))
     export.save(export.compress_weights(graph_def, quantize.STORAGE[opts.quantize]), in_t, out_t, spec,
                 src.output_key, out_dir)
     tflite_path = None
@@ -120,6 +125,9 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
         raise CorruptModel(f"the exported model does not run through serving_default: {exc}") from None
     tfl = _measure(tflite_path, evaluate.TFLiteRunner(tflite_path), data, task, sample) if tflite_path else None
     sparsity, zeros, total = graphinfo.weight_sparsity(out_dir)
+    left = graphinfo.must_compile(out_dir)
+    if left:  # TF Serving (XLA off by default) would load it and fail every request
+        raise CorruptModel(f"the exported model still requires XLA (_XlaMustCompile=true on {', '.join(left[:5])})")
     timings["evaluate"] = time.perf_counter() - t
 
     result = {
@@ -133,6 +141,8 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
         "latency": {"baselineB1": base["latencyMsB1"], "baselineB32": base["latencyMsB32"],
                     "savedModelB1": opt["latencyMsB1"], "savedModelB32": opt["latencyMsB32"]},
         "metric": task.metric,
+        # Functions/nodes of the source that required XLA (jit_compile=True): published without it.
+        "xlaMustCompileRemoved": len(jit_removed),
     }
     if data is not None:
         result.update(baselineAccuracy=round(base["metric"], 6), optimizedAccuracy=round(opt["metric"], 6),
