@@ -496,25 +496,15 @@ class ServingPod:
             c.restarts = self.restart_counts.get(c.name, 0)
         self.publish()
         for c in self.inits:                      # init containers, in order, each until it succeeds
-            while not self.stopping:
-                if not c.start():
-                    self.publish()
-                    self._sleep(self.runner.backoff_base)
-                    continue
+            code = self._run_container(c, policy, init=True)
+            if self.stopping:
+                return
+            if code != 0:                         # restartPolicy Never: the pod fails
+                self.phase = "Failed"
                 self.publish()
-                code = c.watch()
-                if code == 0 or self.stopping:
-                    break
-                if policy == "Never":
-                    self.phase = "Failed"
-                    self.publish()
-                    return
-                self._crashloop(c)
-            self.publish()
-        if self.stopping:
-            return
+                return
         self.phase = "Running"
-        threads = [threading.Thread(target=self._container_loop, args=(c, policy), daemon=True) for c in self.mains]
+        threads = [threading.Thread(target=self._run_container, args=(c, policy), daemon=True) for c in self.mains]
         for t in threads:
             t.start()
         for t in threads:
@@ -535,7 +525,9 @@ class ServingPod:
         self.publish()
         self._sleep(wait)
 
-    def _container_loop(self, c: Container, policy: str):
+    def _run_container(self, c: Container, policy: str, init: bool = False) -> int | None:
+        """Run `c` until it is done: an init container until it exits 0, a container as its pod's restartPolicy
+        says; failures restart with back-off. Returns the last exit code (None when the pod is stopping)."""
         while not self.stopping:
             if not c.start():
                 self.publish()
@@ -544,9 +536,11 @@ class ServingPod:
             self.publish()
             code = c.watch()
             self.publish()
-            if self.stopping or policy == "Never" or (policy == "OnFailure" and code == 0):
-                return
+            done = code == 0 and (init or policy == "OnFailure")
+            if self.stopping or done or policy == "Never":
+                return None if self.stopping else code
             self._crashloop(c)
+        return None
 
     def stop(self, delete: bool):
         """Graceful deletion: SIGTERM, SIGKILL after the grace period, then (delete) remove the pod object."""

@@ -373,7 +373,8 @@ def test_name_conflict_status_stalls_with_the_objects_name_and_keeps_the_rest():
     err = NameConflict("Service", "ml", "digits", {"metadata": {"ownerReferences": [
         {"kind": "Deployment", "name": "web", "controller": True, "uid": "x"}]}})
     assert str(err).startswith("Service ml/digits already exists and is controlled by Deployment web")
-    status = dc.name_conflict_status({"observedGeneration": 4, "model": {"servingVersion": 1}}, 4, err, NOW)
+    status = dc.stalled_status({"observedGeneration": 4, "model": {"servingVersion": 1}}, 4, "NameConflict",
+                               str(err), NOW)
     conds = {c["type"]: c for c in status["conditions"]}
     assert conds["Stalled"]["status"] == "True" and conds["Stalled"]["reason"] == "NameConflict"
     assert conds["Ready"]["status"] == "False" and conds["Reconciling"]["status"] == "False"

@@ -432,15 +432,15 @@ def condition_reason(status: dict | None, type_: str) -> str | None:
     return c.get("reason") if c.get("status") == "True" else None
 
 
-def name_conflict_status(status: dict, generation: int, error: Exception, now: str) -> dict:
-    """`status` (what decide planned) with Stalled=True NameConflict: a child's name belongs to an object this
-    ModelDeployment does not control, so nothing was written; what already serves is left as it is."""
+def stalled_status(status: dict, generation: int, reason: str, message: str, now: str) -> dict:
+    """`status` (what decide planned) with Stalled=True `reason`: the children could not be written (a name
+    taken by an object this ModelDeployment does not control, or a child the API server refused); what already
+    serves is left as it is."""
     conds = _Conditions(status.get("conditions"), generation, now)
-    message = str(error)
-    conds.set(st.READY, False, Reason.NAME_CONFLICT, message)
-    conds.set(st.STALLED, True, Reason.NAME_CONFLICT, message)
-    conds.set(st.RECONCILING, False, Reason.NAME_CONFLICT, "stalled: nothing more happens until the name is free")
-    conds.set(st.DEGRADED, True, Reason.NAME_CONFLICT, message)
+    conds.set(st.READY, False, reason, message)
+    conds.set(st.STALLED, True, reason, message)
+    conds.set(st.RECONCILING, False, reason, "stalled: nothing more happens until the cause is fixed")
+    conds.set(st.DEGRADED, True, reason, message)
     return dict(status, conditions=conds.items, phase=st.phase(conds.items))
 
 

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from modeldeploy.api import names
 from modeldeploy.api import spec as specmod
 from modeldeploy.api.crd import status_schema as bundled_status_schema
+from modeldeploy.api.status import Reason
 from modeldeploy.controller import apply, decide, health, metrics, observe, obslog, published
 from modeldeploy.resources import job as job_builder
 from modeldeploy.resources import servicemonitor
@@ -190,10 +191,17 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
 
     try:
         _write_children(ctx, spec, plan, owner, kids, result)
-    except apply.NameConflict as exc:
-        plan.status = decide.name_conflict_status(plan.status, generation, exc, now)
-        if decide.condition_reason(old_status, "Stalled") != "NameConflict":     # on the transition only
-            plan.events.append(("Warning", "NameConflict", str(exc)))
+    except (apply.NameConflict, apply.ApiError) as exc:
+        if isinstance(exc, apply.NameConflict):
+            reason, message = Reason.NAME_CONFLICT, str(exc)
+        elif exc.status in (400, 422):   # the API server refused a child built from this spec: retrying won't help
+            reason, message = Reason.INVALID_SPEC, (f"the API server refused a child: {exc}; fix the spec and "
+                                                    "apply it again")
+        else:
+            raise
+        plan.status = decide.stalled_status(plan.status, generation, reason, message, now)
+        if decide.condition_reason(old_status, "Stalled") != reason:     # on the transition only
+            plan.events.append(("Warning", reason, message))
 
     new_status = apply.prune(obslog.redact_messages(plan.status), ctx.status_schema)
     _write_status(ctx, body, old_status, new_status, result)
