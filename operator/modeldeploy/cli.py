@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--min-compression", type=float, help="gate: smallest allowed gzip compression ratio")
     opt.add_argument("--report", help="also write the full report JSON to this local path")
     opt.add_argument("--overwrite", action="store_true", help="replace an already published version")
+    opt.add_argument("--allow-unsafe-model-formats", action="store_true",
+                     help="load formats that can run Python when loaded (.h5, Lambda layers); the operator passes "
+                          "it only when its administrator set MODELDEPLOY_ALLOW_UNSAFE_MODEL_FORMATS=1")
     opt.add_argument("--termination-message-path", default="/dev/termination-log",
                      help="compact report for Kubernetes (written when its directory exists)")
     opt.add_argument("--batch-size", type=int, default=32, help="batch size for fine-tuning (default 32)")

@@ -404,3 +404,45 @@ def test_xla_must_compile_model_is_quantized_and_published_without_xla(s3, s3_pr
     finally:
         for key in s3.keys(f"{s3_prefix}-src"):
             s3.client.delete_object(Bucket=s3.bucket, Key=key)
+
+
+@pytest.mark.timeout(300)
+def test_formats_that_run_code_when_loaded_are_refused_unless_the_administrator_allows_them(
+        s3, s3_prefix, digits, tmp_path, capsys):
+    """A Lambda layer's Python runs when Keras loads an .h5 file or a Keras SavedModel: a tenant's model must not
+    run code in the optimizer pod (which holds the storage credentials) unless the operator's administrator
+    allowed it (--allow-unsafe-model-formats, from MODELDEPLOY_ALLOW_UNSAFE_MODEL_FORMATS)."""
+    import tf_keras as keras
+    marker = tmp_path / "lambda-ran"
+    ran = f"(open({str(marker)!r}, 'w').close(), x)[1]"
+    x_train, y_train, _, _ = digits
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Lambda(eval(f"lambda x: {ran}"))(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(hidden))
+    local = tmp_path / "models"
+    local.mkdir()
+    model.save(local / "lambda.h5")
+    model.save(local / "lambda-savedmodel", save_format="tf")
+    for path in (local / "lambda-savedmodel").rglob("*"):
+        if path.is_file():
+            s3.client.upload_file(str(path), s3.bucket,
+                                  f"{s3_prefix}-in/savedmodel/{path.relative_to(local / 'lambda-savedmodel')}")
+    s3.client.upload_file(str(local / "lambda.h5"), s3.bucket, f"{s3_prefix}-in/lambda.h5")
+    output = s3.uri(s3_prefix)
+    try:
+        for name, source in (("h5", f"{s3_prefix}-in/lambda.h5"), ("savedmodel", f"{s3_prefix}-in/savedmodel")):
+            marker.unlink(missing_ok=True)            # saving traced the lambda once
+            code = cli.main(["optimize", "--source", s3.uri(source), "--output", output, "--version", "1",
+                             "--quantize", "dynamic"])
+            err = capsys.readouterr().err
+            assert code == 2, (name, code, err[-2000:])
+            assert "MODELDEPLOY_ALLOW_UNSAFE_MODEL_FORMATS" in err and "Python" in err, err[-2000:]
+            assert not marker.exists(), f"{name}: the Lambda's code ran although the model was refused"
+        assert s3.keys(s3_prefix + "/") == []
+        # The administrator's flag is the only gate: with it, the same .h5 loads (and its code runs).
+        code = cli.main(["optimize", "--source", s3.uri(f"{s3_prefix}-in/lambda.h5"), "--output", output,
+                         "--version", "1", "--quantize", "dynamic", "--allow-unsafe-model-formats"])
+        assert code == 0 and marker.exists()
+    finally:
+        for key in s3.keys(f"{s3_prefix}-in/"):
+            s3.client.delete_object(Bucket=s3.bucket, Key=key)

@@ -363,3 +363,10 @@ def test_user_strings_reach_args_literally_never_expanded_by_the_kubelet():
     seen = [jobrunner.expand(a, env) for a in args]
     assert uri in seen and "s3://models/out/$(AWS_SECRET_ACCESS_KEY)" in seen, seen
     assert not any("s3cr3t" in a for a in seen), seen
+
+
+def test_unsafe_model_formats_only_with_the_administrators_setting():
+    spec = md(optimization=OPTIMIZED)
+    args = lambda job: job["spec"]["template"]["spec"]["containers"][0]["args"]  # noqa: E731
+    assert "--allow-unsafe-model-formats" not in args(build_job(spec))
+    assert "--allow-unsafe-model-formats" in args(build_job(spec, allow_unsafe_formats=True))

@@ -56,6 +56,9 @@ class Context:
     s3_endpoint: str | None = field(default_factory=lambda: os.environ.get("MODELDEPLOY_S3_ENDPOINT_URL") or None)
     ambient_storage: bool = field(default_factory=lambda: os.environ.get(
         "MODELDEPLOY_AMBIENT_STORAGE_CREDENTIALS") == "1")
+    # Model formats that run Python when loaded (.h5, Lambda layers): refused by the optimizer unless allowed.
+    allow_unsafe_formats: bool = field(default_factory=lambda: os.environ.get(
+        "MODELDEPLOY_ALLOW_UNSAFE_MODEL_FORMATS") == "1")
     instance: str = field(default_factory=lambda: os.environ.get("POD_NAME", "") or os.uname().nodename)
     status_schema: dict | None = None
     _published: dict = field(default_factory=dict)
@@ -228,7 +231,8 @@ def _write_children(ctx: Context, spec, plan, owner: dict, kids: dict, result: R
         if desired is not None:
             kube.check_owner(desired, owner, lives[kind])
     if plan.create_job:
-        action, _ = kube.create(job_builder.build_job(spec, images=ctx.tool_images), owner)
+        action, _ = kube.create(job_builder.build_job(spec, images=ctx.tool_images,
+                                                      allow_unsafe_formats=ctx.allow_unsafe_formats), owner)
         result.actions.append(f"job {action}")
     for kind, desired in serving.items():
         live = lives[kind]

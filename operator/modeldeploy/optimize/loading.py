@@ -44,14 +44,34 @@ def from_keras(model) -> Source:
                   output_shape=output_shape, keras=model)
 
 
-def load(path: str) -> Source:
-    """Load a local model file or directory (already downloaded)."""
+UNSAFE_HINT = ("convert it to a .keras file (whose loader refuses code) or to a SavedModel without Lambda layers, "
+               "or ask the cluster administrator to allow code-carrying formats (operator setting "
+               "MODELDEPLOY_ALLOW_UNSAFE_MODEL_FORMATS=1, which gives the Job --allow-unsafe-model-formats)")
+
+
+def _lambda_layers(metadata_path: str) -> bool:
+    """Whether a Keras SavedModel's metadata holds a Lambda layer: its Python code runs when Keras loads it."""
+    with open(metadata_path, "rb") as fh:
+        return b'"class_name": "Lambda"' in fh.read()
+
+
+def load(path: str, allow_unsafe: bool = False) -> Source:
+    """Load a local model file or directory (already downloaded).
+
+    A model is a tenant's file, and some formats run Python when loaded: an HDF5 (.h5) file's Lambda layers,
+    a Keras SavedModel's Lambda layers. Those are refused unless `allow_unsafe` (the administrator's choice);
+    a .keras file is loaded in Keras' safe mode, which refuses code."""
     lower = path.lower()
     if os.path.isfile(path):
         if not lower.endswith((".keras", ".h5", ".hdf5")):
             raise BadArguments(f"--source: {os.path.basename(path)!r} is a file but not .keras or .h5; give a "
                                "Keras file or a SavedModel directory")
+        if lower.endswith((".h5", ".hdf5")) and not allow_unsafe:
+            raise BadArguments(f"--source: {os.path.basename(path)} is a legacy HDF5 model, which can run "
+                               f"arbitrary Python when loaded (Lambda layers); {UNSAFE_HINT}")
         try:
+            if lower.endswith(".keras"):
+                return from_keras(_keras().models.load_model(path, compile=False, safe_mode=not allow_unsafe))
             return from_keras(_keras().models.load_model(path, compile=False))
         except (CorruptModel, BadArguments):
             raise
@@ -60,7 +80,11 @@ def load(path: str) -> Source:
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
         raise CorruptModel(f"--source: {path} is neither a Keras file nor a SavedModel directory (no "
                            "saved_model.pb)")
-    if os.path.isfile(os.path.join(path, "keras_metadata.pb")):
+    metadata = os.path.join(path, "keras_metadata.pb")
+    if os.path.isfile(metadata):
+        if not allow_unsafe and _lambda_layers(metadata):
+            raise BadArguments(f"--source: the Keras SavedModel has Lambda layers, whose Python code runs when "
+                               f"it is loaded; {UNSAFE_HINT}")
         try:
             return from_keras(_keras().models.load_model(path, compile=False))
         except CorruptModel:

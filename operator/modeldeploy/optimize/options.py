@@ -28,6 +28,7 @@ class OptimizeOptions:
     termination_message_path: str = DEFAULT_TERMINATION_PATH
     batch_size: int = 32
     learning_rate: float = 1e-3
+    allow_unsafe_model_formats: bool = False    # the administrator's choice, never a tenant's field
 
     @property
     def prunes(self) -> bool:
@@ -61,7 +62,8 @@ def from_args(ns) -> OptimizeOptions:
         quantize=ns.quantize, dataset=dataset, max_accuracy_drop=ns.max_accuracy_drop,
         min_compression=ns.min_compression, report_path=ns.report, overwrite=bool(ns.overwrite),
         termination_message_path=ns.termination_message_path, batch_size=ns.batch_size,
-        learning_rate=ns.learning_rate)
+        learning_rate=ns.learning_rate,
+        allow_unsafe_model_formats=bool(getattr(ns, "allow_unsafe_model_formats", False)))
     needs = []
     if opts.quantize == "int8":
         needs.append("--quantize int8 calibrates activation ranges on it")

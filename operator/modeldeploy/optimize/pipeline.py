@@ -177,7 +177,7 @@ def run(opts: OptimizeOptions) -> dict:
     # Fail fast, before downloading or training: unreachable storage, bad credentials, existing version.
     publish.check_not_published(opts.output, opts.version, opts.overwrite)
     with tempfile.TemporaryDirectory(prefix="modeldeploy-") as work:
-        src = loading.load(_fetch_source(opts, work))
+        src = loading.load(_fetch_source(opts, work), opts.allow_unsafe_model_formats)
         data = _fetch_dataset(opts)
         result, out_dir = optimize_model(src, opts, data, work)
         target = publish.version_location(opts.output, opts.version)

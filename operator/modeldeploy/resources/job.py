@@ -26,8 +26,10 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def optimizer_args(spec: ModelDeploymentSpec, version: int) -> list[str]:
-    """Arguments of `modeldeploy optimize` for version N (flags whose value is unset are left out)."""
+def optimizer_args(spec: ModelDeploymentSpec, version: int, allow_unsafe_formats: bool = False) -> list[str]:
+    """Arguments of `modeldeploy optimize` for version N (flags whose value is unset are left out).
+    `allow_unsafe_formats` is the administrator's setting (MODELDEPLOY_ALLOW_UNSAFE_MODEL_FORMATS), never a
+    ModelDeployment field: formats that run Python when loaded are refused by the optimizer without it."""
     opt = spec.optimization
     if opt is None:
         raise ValueError("optimizer_args needs spec.optimization")
@@ -44,6 +46,8 @@ def optimizer_args(spec: ModelDeploymentSpec, version: int) -> list[str]:
         args += ["--max-accuracy-drop", _number(opt.gates.max_accuracy_drop)]
     if opt.gates.min_compression is not None:
         args += ["--min-compression", _number(opt.gates.min_compression)]
+    if allow_unsafe_formats:
+        args += ["--allow-unsafe-model-formats"]
     # Explicit, so the path is visible in the manifest (and a kubelet stand-in can map it).
     args += ["--termination-message-path", TERMINATION_MESSAGE_PATH]
     return args
@@ -55,7 +59,7 @@ def job_name(spec: ModelDeploymentSpec, version: int | None = None) -> str:
 
 
 def build_job(spec: ModelDeploymentSpec, version: int | None = None,
-              images: OperatorImages = DEFAULT_OPERATOR_IMAGES) -> dict:
+              images: OperatorImages = DEFAULT_OPERATOR_IMAGES, allow_unsafe_formats: bool = False) -> dict:
     """The optimizer Job for version N (default: spec.model.version)."""
     opt = spec.optimization
     if opt is None:
@@ -70,7 +74,7 @@ def build_job(spec: ModelDeploymentSpec, version: int | None = None,
             "name": CONTAINER,
             "image": images.optimizer,
             "command": ["modeldeploy", "optimize"],
-            "args": literal_args(optimizer_args(spec, version)),
+            "args": literal_args(optimizer_args(spec, version, allow_unsafe_formats)),
             "envFrom": secret_env_from(spec.model.storage_secret),
             "env": [{"name": "HOME", "value": WORK_DIR}, {"name": "TMPDIR", "value": WORK_DIR},
                     {"name": "PYTHONUNBUFFERED", "value": "1"}],
