@@ -58,7 +58,7 @@ IDLE_SECONDS = float(os.environ.get("BENCH_IDLE", "60"))
 TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", str(max(600, N * 2))))
 OUT = pathlib.Path(os.environ.get("BENCH_OUT") or REPO / "bench" / "results" / "operator.json")
 KUBECONFIG = os.environ.get("KUBECONFIG") or str(REPO / ".cluster" / "kubeconfig")
-OUR_RESOURCES = {"configmaps", "services", "deployments", "servicemonitors", "poddisruptionbudgets",
+OUR_RESOURCES = {"configmaps", "services", "deployments", "servicemonitors", "poddisruptionbudgets", "networkpolicies",
                  "horizontalpodautoscalers", "jobs", "modeldeployments"}
 WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
 PATHS = {"ConfigMap": "/api/v1/namespaces/{ns}/configmaps", "Service": "/api/v1/namespaces/{ns}/services",

@@ -380,7 +380,7 @@ CLUSTER_WIDE_ACCESS = [
     ("patch", "modeldeployments.modeldeploy.io"), ("patch", "modeldeployments.modeldeploy.io/status"),
     *[(verb, kind) for kind in ("jobs.batch", "deployments.apps", "services", "configmaps",
                                 "horizontalpodautoscalers.autoscaling", "poddisruptionbudgets.policy",
-                                "servicemonitors.monitoring.coreos.com")
+                                "networkpolicies.networking.k8s.io", "servicemonitors.monitoring.coreos.com")
       for verb in ("list", "watch", "create", "patch", "delete")],
     ("list", "pods"), ("watch", "pods"), ("create", "events"), ("get", "secrets"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),

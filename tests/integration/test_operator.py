@@ -52,7 +52,8 @@ def test_render_passes_server_dry_run_under_restricted_pod_security(kubectl, nam
     assert "Warning" not in proc.stderr, proc.stderr          # PodSecurity warnings would be printed here
     kinds = re.findall(r"^(\S+)/", proc.stdout, re.M)
     assert sorted(set(kinds)) == sorted({"job.batch", "configmap", "service", "deployment.apps",
-                                         "horizontalpodautoscaler.autoscaling", "poddisruptionbudget.policy"})
+                                         "horizontalpodautoscaler.autoscaling", "poddisruptionbudget.policy",
+                                         "networkpolicy.networking.k8s.io"})
 
 
 @pytest.mark.timeout(240)
@@ -65,7 +66,7 @@ def test_serves_as_is_ready_children_owned_and_zero_writes_when_idle(kubectl, na
     assert condition(md, "Optimized")["reason"] == "NotRequested"
     uid = md["metadata"]["uid"]
     for kind, name in (("deployment", "iris"), ("service", "iris"), ("configmap", "iris-config"),
-                       ("poddisruptionbudget", "iris")):
+                       ("poddisruptionbudget", "iris"), ("networkpolicy", "iris")):
         obj = get(kubectl, namespace, kind, name)
         refs = obj["metadata"]["ownerReferences"]
         assert refs == [{"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "iris",
@@ -220,8 +221,9 @@ def test_sigkill_mid_rollout_then_restart_completes_and_gc_leaves_no_orphans(kub
     kubectl("delete", "modeldeployment", "kill", "--wait=true", "--timeout=60s", namespace=namespace)
 
     def leftovers():
-        out = kubectl("get", "deployments,replicasets,services,configmaps,poddisruptionbudgets,hpa,jobs", "-o",
-                      "name", "-l", "app.kubernetes.io/instance=kill", namespace=namespace).stdout.split()
+        kinds = "deployments,replicasets,services,configmaps,poddisruptionbudgets,hpa,jobs,networkpolicies"
+        out = kubectl("get", kinds, "-o", "name", "-l", "app.kubernetes.io/instance=kill",
+                      namespace=namespace).stdout.split()
         return out or None
     wait_for(lambda: leftovers() is None, 60, "garbage collection of the children")
 

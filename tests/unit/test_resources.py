@@ -300,14 +300,15 @@ def test_monitoring_config_enables_prometheus_path():
 
 def test_build_all_order_and_kinds():
     kinds = [o["kind"] for o in render.build_all(md(optimization=OPTIMIZED, autoscaling={"maxReplicas": 4}))]
-    assert kinds == ["Job", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"]
-    assert [o["kind"] for o in render.build_all(md())] == ["ConfigMap", "Service", "Deployment"]
+    assert kinds == ["NetworkPolicy", "Job", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler",
+                     "PodDisruptionBudget"]
+    assert [o["kind"] for o in render.build_all(md())] == ["NetworkPolicy", "ConfigMap", "Service", "Deployment"]
 
 
 def test_builders_are_pure():
     s = md(optimization=OPTIMIZED, serving={"gpus": 1, "tolerations": [{"key": "a", "operator": "Exists"}]})
     first = render.build_all(s, images=IMAGES)
-    first[3]["spec"]["template"]["spec"]["tolerations"].append({"key": "mutated"})
+    first[4]["spec"]["template"]["spec"]["tolerations"].append({"key": "mutated"})
     assert render.build_all(s, images=IMAGES) != first           # the spec was not mutated through the output
     assert render.build_all(s, images=IMAGES) == render.build_all(s, images=IMAGES)
 
@@ -322,9 +323,9 @@ def test_render_main(tmp_path, capsys, monkeypatch):
     assert render.render_main(["-f", str(path), "-n", "ml"]) == 0
     out = capsys.readouterr()
     docs = list(yaml.safe_load_all(out.out))
-    assert [d["kind"] for d in docs] == ["Job", "ConfigMap", "Service", "Deployment"]
+    assert [d["kind"] for d in docs] == ["NetworkPolicy", "Job", "ConfigMap", "Service", "Deployment"]
     assert all(d["metadata"]["namespace"] == "ml" for d in docs)
-    assert docs[3]["spec"]["template"]["spec"]["initContainers"][0]["image"] == "reg.local/operator:1"
+    assert docs[4]["spec"]["template"]["spec"]["initContainers"][0]["image"] == "reg.local/operator:1"
     assert "&id" not in out.out and "skipping 'Namespace'" in out.err
 
 
@@ -370,3 +371,29 @@ def test_unsafe_model_formats_only_with_the_administrators_setting():
     args = lambda job: job["spec"]["template"]["spec"]["containers"][0]["args"]  # noqa: E731
     assert "--allow-unsafe-model-formats" not in args(build_job(spec))
     assert "--allow-unsafe-model-formats" in args(build_job(spec, allow_unsafe_formats=True))
+
+
+def test_network_policy_lets_the_pods_reach_dns_and_storage_only_and_be_reached_on_the_serving_ports():
+    from modeldeploy.resources.networkpolicy import build_network_policy, egress_from_env
+    policy = build_network_policy(md())
+    assert policy == {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "digits", "namespace": "ml", "labels": LABELS},
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "modeldeploy",
+                                            "app.kubernetes.io/instance": "digits"}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": 8500}, {"protocol": "TCP", "port": 8501}]}],
+            "egress": [{"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                       {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}}]}]}}
+    # The selector matches the optimizer Job's pods and the serving pods alike.
+    job_pod = build_job(md(optimization=OPTIMIZED))["spec"]["template"]["metadata"]["labels"]
+    serving_pod = build_deployment(md())["spec"]["template"]["metadata"]["labels"]
+    for labels in (job_pod, serving_pod):
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    narrowed = build_network_policy(md(), egress_from_env("10.20.0.0/16, 192.168.1.5/32"))
+    assert narrowed["spec"]["egress"][1] == {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}},
+                                                    {"ipBlock": {"cidr": "192.168.1.5/32"}}]}
+    assert build_network_policy(md(), egress_from_env("none")) is None
+    with pytest.raises(ValueError):
+        egress_from_env("10.0.0.0/33")

@@ -49,10 +49,12 @@ KINDS = {
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "Job": ("/apis/batch/v1", "jobs"),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "ServiceMonitor": ("/apis/monitoring.coreos.com/v1", "servicemonitors"),
     KIND: (f"/apis/{API_GROUP}/{API_VERSION}", PLURAL),
 }
-CHILD_KINDS = ("ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job", "Pod")
+CHILD_KINDS = ("ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job", "Pod",
+               "NetworkPolicy")
 OVERLAY_SECONDS = 10.0
 REQUEST_TIMEOUT = (5, 30)     # connect, read: a hung API call must not hold a worker forever
 WRITE_LOG_ENV = "MODELDEPLOY_WRITE_LOG"

@@ -36,6 +36,7 @@ CHILDREN = {
     "ConfigMap": ("v1", "configmaps"),
     "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
+    "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
 }
 ANNOTATION_PREFIX = "kopf.modeldeploy.io"
 
@@ -145,8 +146,14 @@ async def md_pdbs(namespace, labels, body, **_):
     return {_index_key(namespace, labels): apply.slim(plain(body))}
 
 
+@kopf.index(*CHILDREN["NetworkPolicy"], labels=LABELS)
+async def md_networkpolicies(namespace, labels, body, **_):
+    return {_index_key(namespace, labels): apply.slim(plain(body))}
+
+
 INDEX_OF = {"Deployment": "md_deployments", "Job": "md_jobs", "Pod": "md_pods", "Service": "md_services",
-            "ConfigMap": "md_configmaps", "HorizontalPodAutoscaler": "md_hpas", "PodDisruptionBudget": "md_pdbs"}
+            "ConfigMap": "md_configmaps", "HorizontalPodAutoscaler": "md_hpas", "PodDisruptionBudget": "md_pdbs",
+            "NetworkPolicy": "md_networkpolicies"}
 
 
 def cache(kind: str, namespace: str, md_name: str) -> list[dict] | None:

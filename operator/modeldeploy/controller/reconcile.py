@@ -20,7 +20,7 @@ from modeldeploy.api.crd import status_schema as bundled_status_schema
 from modeldeploy.api.status import Reason
 from modeldeploy.controller import apply, decide, health, metrics, observe, obslog, published
 from modeldeploy.resources import job as job_builder
-from modeldeploy.resources import servicemonitor
+from modeldeploy.resources import networkpolicy, servicemonitor
 from modeldeploy.resources.common import OperatorImages, operator_images_from_env
 from modeldeploy.resources.render import build_serving
 
@@ -56,6 +56,9 @@ class Context:
     s3_endpoint: str | None = field(default_factory=lambda: os.environ.get("MODELDEPLOY_S3_ENDPOINT_URL") or None)
     ambient_storage: bool = field(default_factory=lambda: os.environ.get(
         "MODELDEPLOY_AMBIENT_STORAGE_CREDENTIALS") == "1")
+    # MODELDEPLOY_EGRESS_CIDRS: where the pods' NetworkPolicy lets them connect (storage); "none": no policy.
+    egress_cidrs: tuple | None = field(default_factory=lambda: networkpolicy.egress_from_env(
+        os.environ.get("MODELDEPLOY_EGRESS_CIDRS")))
     # Model formats that run Python when loaded (.h5, Lambda layers): refused by the optimizer unless allowed.
     allow_unsafe_formats: bool = field(default_factory=lambda: os.environ.get(
         "MODELDEPLOY_ALLOW_UNSAFE_MODEL_FORMATS") == "1")
@@ -224,28 +227,37 @@ def _write_children(ctx: Context, spec, plan, owner: dict, kids: dict, result: R
     """Create the Job and apply the serving children the plan asks for. Every name is checked before the first
     write, so a conflict changes nothing."""
     kube, name = ctx.kube, spec.name
-    serving = build_serving(spec, plan.target, ctx.tool_images, plan.last_good) if plan.target is not None else {}
+    # The NetworkPolicy first: it must hold before the Job's pod or a serving pod starts.
+    serving = {"NetworkPolicy": networkpolicy.build_network_policy(spec, ctx.egress_cidrs)}
+    if plan.target is not None:
+        serving.update(build_serving(spec, plan.target, ctx.tool_images, plan.last_good))
     lives = {kind: apply.first(kids[kind], names.config_map_name(name) if kind == "ConfigMap" else
                                names.serving_name(name)) for kind in serving}
     for kind, desired in serving.items():
         if desired is not None:
             kube.check_owner(desired, owner, lives[kind])
+    policy = serving.pop("NetworkPolicy")
+    _apply_or_delete(kube, "NetworkPolicy", policy, owner, lives["NetworkPolicy"], result)
     if plan.create_job:
         action, _ = kube.create(job_builder.build_job(spec, images=ctx.tool_images,
                                                       allow_unsafe_formats=ctx.allow_unsafe_formats), owner)
         result.actions.append(f"job {action}")
     for kind, desired in serving.items():
-        live = lives[kind]
-        if desired is None:
-            if live is not None and apply.owned_by(live, owner["uid"]):
-                kube.delete(kind, live)
-                result.actions.append(f"{kind} deleted")
-            continue
-        action, _ = kube.ensure(desired, owner, live)
-        if action != "unchanged":
-            result.actions.append(f"{kind} {action}")
+        _apply_or_delete(kube, kind, desired, owner, lives[kind], result)
     if plan.target is not None:
         _service_monitor(ctx, spec, owner, result)
+
+
+def _apply_or_delete(kube, kind: str, desired: dict | None, owner: dict, live: dict | None, result: Result) -> None:
+    """Apply `desired`; None means the child must not exist (ours is deleted, anyone else's left alone)."""
+    if desired is None:
+        if live is not None and apply.owned_by(live, owner["uid"]):
+            kube.delete(kind, live)
+            result.actions.append(f"{kind} deleted")
+        return
+    action, _ = kube.ensure(desired, owner, live)
+    if action != "unchanged":
+        result.actions.append(f"{kind} {action}")
 
 
 def _write_status(ctx: Context, body: dict, old: dict, new: dict, result: Result) -> None:

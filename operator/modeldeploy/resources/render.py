@@ -16,6 +16,7 @@ from modeldeploy.resources.config import build_config_map
 from modeldeploy.resources.deployment import ServingTarget, build_deployment
 from modeldeploy.resources.hpa import build_hpa
 from modeldeploy.resources.job import build_job
+from modeldeploy.resources.networkpolicy import build_network_policy
 from modeldeploy.resources.pdb import build_pdb
 from modeldeploy.resources.service import build_service
 
@@ -38,8 +39,9 @@ def build_serving(spec: specmod.ModelDeploymentSpec, target: ServingTarget | Non
 
 def build_all(spec: specmod.ModelDeploymentSpec, target: ServingTarget | None = None,
               images: OperatorImages = DEFAULT_OPERATOR_IMAGES, include_job: bool = True) -> list[dict]:
-    """Every child as a list in apply order: the optimizer Job (when optimization is requested) first."""
-    out = []
+    """Every child as a list in apply order: the pods' NetworkPolicy, the optimizer Job (when optimization is
+    requested), then the serving children."""
+    out = [build_network_policy(spec)]
     if include_job and spec.optimization is not None:
         out.append(build_job(spec, images=images))
     out += [obj for obj in build_serving(spec, target, images).values() if obj is not None]
