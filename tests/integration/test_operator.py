@@ -261,17 +261,18 @@ def test_a_name_taken_by_someone_elses_object_is_never_taken_over(kubectl, names
 @pytest.mark.timeout(180)
 def test_a_child_the_api_server_refuses_is_stalled_invalid_spec_with_the_servers_message(kubectl, namespace,
                                                                                        operator):
-    """A spec the parser accepts but the API server refuses in a child (a node selector value that is not a
-    label value) is reported, not retried in a hot loop without a condition."""
-    apply_md(kubectl, namespace, md_body("refused", serving={"nodeSelector": {"team": "not valid!"}}, **FAST))
+    """A spec the parser accepts but the API server refuses in a child (an affinity, passed through as it is,
+    with an operator Kubernetes does not know) is reported, not retried in a hot loop without a condition."""
+    bogus = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "team", "operator": "Sometimes", "values": ["ml"]}]}]}}}
+    apply_md(kubectl, namespace, md_body("refused", serving={"affinity": bogus}, **FAST))
     md = wait_md(kubectl, namespace, "refused", lambda o: condition(o, "Stalled").get("reason") == "InvalidSpec",
                  60, "Stalled InvalidSpec")
     message = condition(md, "Stalled")["message"]
-    assert "the API server refused a child" in message and "nodeSelector" in message, message
-    assert "not valid!" in message and md["status"]["phase"] == "Failed", message
+    assert "the API server refused a child" in message and "affinity" in message, message
+    assert "Sometimes" in message and md["status"]["phase"] == "Failed", message
     reasons = [e["reason"] for e in events(kubectl, namespace, "refused")]
     assert reasons.count("InvalidSpec") == 1, reasons
     # A fixed spec goes on by itself.
-    apply_md(kubectl, namespace, md_body("refused", serving={"nodeSelector": {"modeldeploy.io/node-pool": "cpu"}},
-                                         **FAST))
+    apply_md(kubectl, namespace, md_body("refused", **FAST))
     wait_md(kubectl, namespace, "refused", is_ready, 60, "Ready once the spec is fixed")

@@ -258,3 +258,25 @@ def test_source_uri():
     trailing = copy.deepcopy(DIGITS)
     trailing["optimization"]["outputUri"] += "/"
     assert S.source_uri(S.parse(md(trailing)), 4) == "s3://models/digits/optimized/4"
+
+
+def test_inputs_json_cannot_carry_are_refused_by_the_parser_naming_the_field():
+    """NaN, a metadata list and a 3,000-deep affinity cannot reach the API server as JSON, but `modeldeploy
+    render` and a buggy client can hand them to the parser: a SpecError naming the field, never a traceback."""
+    nan = md({"model": {"uri": "s3://m/a"}, "optimization": {"outputUri": "s3://m/o", "dataset": {"uri": "s3://m/d"},
+                                                             "gates": {"maxAccuracyDrop": float("nan")}}})
+    with pytest.raises(S.SpecError) as err:
+        S.parse(nan)
+    assert err.value.field == "spec.optimization.gates.maxAccuracyDrop" and "NaN" in err.value.message
+    body = md(MINIMAL)
+    body["metadata"] = ["digits"]
+    with pytest.raises(S.SpecError) as err:
+        S.parse(body)
+    assert err.value.field == "metadata"
+    deep = cur = {}
+    for _ in range(3000):
+        cur["a"] = {}
+        cur = cur["a"]
+    with pytest.raises(S.SpecError) as err:
+        S.parse(md({"model": {"uri": "s3://m/a"}, "serving": {"affinity": deep}}))
+    assert err.value.field == "spec.serving.affinity" and "deeper than 32" in err.value.message

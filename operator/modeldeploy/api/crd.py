@@ -122,8 +122,17 @@ def uri(description: str, field: str) -> dict:
              f"a model volume")])
 
 
-def string_map(description: str) -> dict:
-    return {"type": "object", "description": description, "additionalProperties": {"type": "string"}}
+def label_map(description: str, field: str) -> dict:
+    """A node selector: label keys and values as the API server checks them on a pod."""
+    return {"type": "object", "description": description, "maxProperties": MAX_LIST,
+            "additionalProperties": {"type": "string", "maxLength": 63},
+            "x-kubernetes-validations": [
+                rule(f"self.all(k, size(k) <= 317 && k.matches('{S.LABEL_KEY_PATTERN}'))",
+                     f"{field} keys must be label keys: [prefix/]name, the name at most 63 letters, digits, '-', "
+                     f"'_' or '.'"),
+                rule(f"self.all(k, self[k].matches('{S.LABEL_VALUE_PATTERN}'))",
+                     f"{field} values must be label values: at most 63 letters, digits, '-', '_' or '.', starting "
+                     f"and ending with a letter or digit")]}
 
 
 def quantity_map(description: str) -> dict:
@@ -142,9 +151,14 @@ def resources(description: str) -> dict:
 def tolerations(description: str) -> dict:
     return {"type": "array", "description": description, "maxItems": MAX_LIST, "items": obj(
         "A Kubernetes Toleration.", {
-            "key": string("Taint key the toleration applies to; empty with operator Exists matches every taint."),
+            "key": string("Taint key the toleration applies to; empty with operator Exists matches every taint.",
+                          max_length=317, rules=[rule(f"self == '' || self.matches('{S.LABEL_KEY_PATTERN}')",
+                                                      "a toleration key must be a taint key: [prefix/]name")]),
             "operator": string("Exists or Equal (default Equal).", enum=S.TOLERATION_OPERATORS),
-            "value": string("Taint value to match when operator is Equal."),
+            "value": string("Taint value to match when operator is Equal.", max_length=63,
+                            rules=[rule(f"self.matches('{S.LABEL_VALUE_PATTERN}')",
+                                        "a toleration value must be a label value: at most 63 letters, digits, "
+                                        "'-', '_' or '.'")]),
             "effect": string("Taint effect to match; empty matches all effects.",
                              enum=("",) + S.TOLERATION_EFFECTS),
             "tolerationSeconds": integer("For NoExecute: how long the pod stays bound after the taint appears.",
@@ -229,15 +243,17 @@ def spec_schema() -> dict:
                              "report.json). Must not overlap spec.model.uri or the dataset's URI.",
                              "spec.optimization.outputUri"),
             "resources": resources("CPU and memory for the optimizer Job's container."),
-            "nodeSelector": string_map("Node labels the optimizer Job's pod must match."),
+            "nodeSelector": label_map("Node labels the optimizer Job's pod must match.",
+                                      "spec.optimization.nodeSelector"),
             "tolerations": tolerations("Tolerations of the optimizer Job's pod."),
             "backoffLimit": integer("Retries of the optimizer Job before it counts as failed.",
                                     default=1, minimum=0, maximum=20),
-            "activeDeadlineSeconds": integer("Time limit of the optimizer Job, in seconds.",
-                                             default=7200, minimum=60, fmt="int64"),
+            "activeDeadlineSeconds": integer("Time limit of the optimizer Job, in seconds (at most a week).",
+                                             default=7200, minimum=60, maximum=S.MAX_DEADLINE_SECONDS, fmt="int64"),
             "ttlSecondsAfterFinished": integer(
                 "Delete the finished optimizer Job after this many seconds. Unset: the Job is kept (the "
-                "ModelDeployment owns it, so deleting the ModelDeployment removes it).", minimum=0),
+                "ModelDeployment owns it, so deleting the ModelDeployment removes it). At most a year.", minimum=0,
+                maximum=S.MAX_TTL_SECONDS),
         }, required=["outputUri"], rules=[
             rule("!has(self.quantization) || !has(self.quantization.mode) || "
                  "!(self.quantization.mode in ['int8', 'qat']) || has(self.dataset)",
@@ -259,7 +275,10 @@ def spec_schema() -> dict:
         "The TensorFlow Serving Deployment (gRPC on 8500, REST on 8501) and its Service.", {
             "image": string(
                 f"TF Serving image. Empty: tensorflow/serving:{S.TF_SERVING_VERSION}, or the -gpu tag when gpus > "
-                f"0 (the operator may be configured with mirrors).", max_length=512),
+                f"0 (the operator may be configured with mirrors).", max_length=512, rules=[rule(
+                    f"self == '' || self.matches('{S.IMAGE_PATTERN}')",
+                    "spec.serving.image must be an image reference such as tensorflow/serving:2.21.0 or "
+                    "registry.example.com:5000/serving@sha256:<digest>")]),
             "replicas": integer(
                 "Serving replicas (the scale subresource: kubectl scale changes this). Ignored while "
                 "spec.autoscaling is set: the HorizontalPodAutoscaler owns the replica count then.",
@@ -270,7 +289,8 @@ def spec_schema() -> dict:
                 "TF Serving places a model on one GPU, so scale out with replicas instead.",
                 default=0, minimum=0), **{"x-kubernetes-validations": [rule(
                     f"self <= {S.MAX_GPUS}", f"spec.serving.gpus {S.GPUS_MESSAGE}")]}),
-            "nodeSelector": string_map("Node labels the serving pods must match (replaces the GPU default)."),
+            "nodeSelector": label_map("Node labels the serving pods must match (replaces the GPU default).",
+                                      "spec.serving.nodeSelector"),
             "tolerations": tolerations("Tolerations of the serving pods (replace the GPU default)."),
             "affinity": raw_object("A Kubernetes Affinity for the serving pods (node, pod and anti-affinity)."),
             "resources": resources("CPU and memory of the TF Serving container (GPUs come from spec.serving.gpus)."),

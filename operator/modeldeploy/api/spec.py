@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -78,8 +79,20 @@ URI_PATTERN = rf"^((s3|gs|pvc)://[A-Za-z0-9._~-]+({_URI_SEGMENT})*|file://({_URI
 # Local paths a pod must never read as a model or dataset: kernel and device files, and the service-account
 # token (which the optimizer pod does not mount, but a node-level path could reach it).
 FORBIDDEN_FILE_PATTERN = r"^file:///(proc|sys|dev|run|var/run|etc)(/.*)?$"
-QUANTITY_PATTERN = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+# Kubernetes' quantity syntax without a minus sign: a negative request or limit is never meant.
+QUANTITY_PATTERN = (r"^[+]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
                     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
+# Label keys (an optional DNS-subdomain prefix, then a name of at most 63 characters) and values, as the API
+# server checks them on a pod's nodeSelector and tolerations; refused here with the field, not in a child.
+LABEL_KEY_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+# An image reference: [registry[:port]/]path[:tag][@sha256:digest], lower-case path components.
+IMAGE_PATTERN = (r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+                 r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+MAX_DEADLINE_SECONDS = 7 * 86400       # an optimizer Job running longer than a week is stuck
+MAX_TTL_SECONDS = 365 * 86400
+MAX_NESTING = 32                       # pass-through objects (affinity): deeper is never a real Affinity
 MAX_NAME_LENGTH = 63
 OUTPUT_OVERLAP_MESSAGE = ("must not be {other}, lie inside it or contain it: versions are published under "
                           "<outputUri>/<version>/, and publishing must never overwrite its own source")
@@ -282,6 +295,8 @@ def _num(obj, key, path, *, default=_MISSING, minimum=None, maximum=None, exclus
     if value is None:
         return None
     value = float(value)
+    if math.isnan(value):
+        raise SpecError(f"{path}.{key}", "must be a number, got NaN")
     low_bad = minimum is not None and (value <= minimum if exclusive else value < minimum)
     high_bad = maximum is not None and (value >= maximum if exclusive else value > maximum)
     if low_bad or high_bad:
@@ -341,13 +356,39 @@ def _known(obj: Mapping | None, path: str, cls) -> None:
             raise SpecError(f"{path}.{key}", f"unknown field; known fields: {', '.join(sorted(known))}")
 
 
-def _string_map(obj, key, path) -> dict:
+def _string_map(obj, key, path, labels: bool = False) -> dict:
     value = _get(obj, key, path, dict, "a map of strings", {})
     for k, v in value.items():
         if not isinstance(v, str):
             raise SpecError(f"{path}.{key}.{k}", f"must be a string, got {type(v).__name__} {v!r} "
                                                  f"(quote it in YAML)")
+        if labels and (len(k) > 317 or not re.fullmatch(LABEL_KEY_PATTERN, k)):
+            raise SpecError(f"{path}.{key}", f"{k!r} is not a label key: [prefix/]name, the name at most 63 "
+                                             "letters, digits, '-', '_' or '.'")
+        if labels and not re.fullmatch(LABEL_VALUE_PATTERN, v):
+            raise SpecError(f"{path}.{key}.{k}", f"{v!r} is not a label value: at most 63 letters, digits, '-', "
+                                                 "'_' or '.', starting and ending with a letter or digit")
     return dict(value)
+
+
+def _depth(value, limit: int) -> int:
+    """Nesting depth of a JSON value, counted no further than `limit` + 1 (no recursion, so no stack limit)."""
+    stack, deepest = [(value, 1)], 0
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            break
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else ()
+        stack.extend((c, d + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
+
+
+def _raw_object(obj, key, path, what: str) -> dict:
+    value = _get(obj, key, path, dict, what, {})
+    if _depth(value, MAX_NESTING) > MAX_NESTING:
+        raise SpecError(f"{path}.{key}", f"is nested deeper than {MAX_NESTING} levels: not {what}")
+    return value
 
 
 def _resources(obj, key, path) -> dict:
@@ -375,8 +416,14 @@ def _tolerations(obj, key, path) -> tuple:
         for k in t:
             if k not in allowed:
                 raise SpecError(f"{tpath}.{k}", f"unknown field; known fields: {', '.join(sorted(allowed))}")
-        for k in ("key", "value"):
-            _str(t, k, tpath, default=None)
+        key_ = _str(t, "key", tpath, default=None)
+        if key_ and not re.fullmatch(LABEL_KEY_PATTERN, key_):
+            raise SpecError(f"{tpath}.key", f"{key_!r} is not a taint key: [prefix/]name, the name at most 63 "
+                                            "letters, digits, '-', '_' or '.'")
+        value_ = _str(t, "value", tpath, default=None)
+        if value_ and not re.fullmatch(LABEL_VALUE_PATTERN, value_):
+            raise SpecError(f"{tpath}.value", f"{value_!r} is not a taint value: at most 63 letters, digits, '-', "
+                                              "'_' or '.'")
         op = _str(t, "operator", tpath, default=None)
         if op is not None and op not in TOLERATION_OPERATORS:
             raise SpecError(f"{tpath}.operator", f"must be one of {', '.join(TOLERATION_OPERATORS)}, got {op!r}")
@@ -437,11 +484,13 @@ def _parse_optimization(spec: Mapping, model: ModelSpec) -> OptimizationSpec | N
     opt = OptimizationSpec(
         output_uri=output_uri, pruning=pruning, quantization=quantization, dataset=dataset, gates=gates,
         resources=_resources(o, "resources", path),
-        node_selector=_string_map(o, "nodeSelector", path),
+        node_selector=_string_map(o, "nodeSelector", path, labels=True),
         tolerations=_tolerations(o, "tolerations", path),
         backoff_limit=_int(o, "backoffLimit", path, default=1, minimum=0, maximum=20),
-        active_deadline_seconds=_int(o, "activeDeadlineSeconds", path, default=7200, minimum=60),
-        ttl_seconds_after_finished=_int(o, "ttlSecondsAfterFinished", path, default=None, minimum=0),
+        active_deadline_seconds=_int(o, "activeDeadlineSeconds", path, default=7200, minimum=60,
+                                     maximum=MAX_DEADLINE_SECONDS),
+        ttl_seconds_after_finished=_int(o, "ttlSecondsAfterFinished", path, default=None, minimum=0,
+                                        maximum=MAX_TTL_SECONDS),
     )
     # Cross-field rules: the same as the CRD's CEL rules, with the same field paths.
     if dataset is None:
@@ -479,14 +528,16 @@ def _parse_serving(spec: Mapping, images: ServingImages) -> ServingSpec:
     gpus = _int(s, "gpus", path, default=0, minimum=0)
     if gpus > MAX_GPUS:
         raise SpecError(f"{path}.gpus", f"{GPUS_MESSAGE} (got {gpus})")
-    image = _str(s, "image", path, default="", max_length=512) or (images.gpu if gpus > 0 else images.cpu)
+    image = _str(s, "image", path, default="", max_length=512, pattern=IMAGE_PATTERN,
+                 hint="use an image reference such as tensorflow/serving:2.21.0 or "
+                      "registry.example.com:5000/serving@sha256:<digest>") or (images.gpu if gpus > 0 else images.cpu)
     return ServingSpec(
         image=image,
         replicas=_int(s, "replicas", path, default=1, minimum=0, maximum=1000),
         gpus=gpus,
-        node_selector=_string_map(s, "nodeSelector", path),
+        node_selector=_string_map(s, "nodeSelector", path, labels=True),
         tolerations=_tolerations(s, "tolerations", path),
-        affinity=_get(s, "affinity", path, dict, "an object (a Kubernetes Affinity)", {}),
+        affinity=_raw_object(s, "affinity", path, "an object (a Kubernetes Affinity)"),
         resources=_resources(s, "resources", path),
         batching=batching,
     )
@@ -553,6 +604,8 @@ def parse(body: Mapping[str, Any], images: ServingImages = DEFAULT_IMAGES) -> Mo
     if not isinstance(body, Mapping):
         raise SpecError("", "a ModelDeployment must be an object")
     meta = body.get("metadata") or {}
+    if not isinstance(meta, Mapping):
+        raise SpecError("metadata", f"must be an object, got {type(meta).__name__}")
     name = meta.get("name") or ""
     if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not re.fullmatch(DNS1035_LABEL, name):
         raise SpecError("metadata.name", f"{name!r} is not valid: use a DNS-1035 label (lower-case letters, digits "
