@@ -23,7 +23,7 @@ SELECTOR = {k: LABELS[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/
 POD_SC = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
           "seccompProfile": {"type": "RuntimeDefault"}}
 CONTAINER_SC = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
-                "seccompProfile": {"type": "RuntimeDefault"}}
+                "readOnlyRootFilesystem": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def md(**spec) -> specmod.ModelDeploymentSpec:
@@ -78,7 +78,8 @@ def expected_deployment(version=3, image="tensorflow/serving:2.21.0", uri="s3://
         "securityContext": CONTAINER_SC,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True},
-                         {"name": "config", "mountPath": "/etc/modeldeploy", "readOnly": True}],
+                         {"name": "config", "mountPath": "/etc/modeldeploy", "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}],
     }
     container = merge(container, container_patch or {})
     pod = {
@@ -91,10 +92,11 @@ def expected_deployment(version=3, image="tensorflow/serving:2.21.0", uri="s3://
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
             "securityContext": dict(CONTAINER_SC, runAsUser=1000),
             "terminationMessagePolicy": "FallbackToLogsOnError",
-            "volumeMounts": [{"name": "models", "mountPath": "/models"}],
+            "volumeMounts": [{"name": "models", "mountPath": "/models"}, {"name": "tmp", "mountPath": "/tmp"}],
         }],
         "containers": [container],
-        "volumes": [{"name": "models", "emptyDir": {}}, {"name": "config", "configMap": {"name": "digits-config"}}],
+        "volumes": [{"name": "models", "emptyDir": {}}, {"name": "config", "configMap": {"name": "digits-config"}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
     }
     pod = merge(pod, pod_patch or {})
     ann = {"prometheus.io/scrape": "true", "prometheus.io/port": "8501",

@@ -23,6 +23,7 @@ CONTAINER = "tf-serving"
 INIT_CONTAINER = "pull-model"
 MODELS_VOLUME = "models"
 CONFIG_VOLUME = "config"
+TMP_VOLUME = "tmp"
 ANNOTATION_CONFIG_HASH = "modeldeploy.io/config-hash"
 DEFAULT_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}}   # CPU requests: the HPA's CPU target needs them
 PULL_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
@@ -146,7 +147,8 @@ def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
         "resources": plain(PULL_RESOURCES),
         "securityContext": dict(container_security_context(), runAsUser=TOOL_UID),
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [{"name": MODELS_VOLUME, "mountPath": config.MODELS_ROOT}],
+        "volumeMounts": [{"name": MODELS_VOLUME, "mountPath": config.MODELS_ROOT},
+                         {"name": TMP_VOLUME, "mountPath": "/tmp"}],
     }
     serving = {
         "name": CONTAINER,
@@ -161,7 +163,8 @@ def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": MODELS_VOLUME, "mountPath": config.MODELS_ROOT, "readOnly": True},
-                         {"name": CONFIG_VOLUME, "mountPath": config.CONFIG_DIR, "readOnly": True}],
+                         {"name": CONFIG_VOLUME, "mountPath": config.CONFIG_DIR, "readOnly": True},
+                         {"name": TMP_VOLUME, "mountPath": "/tmp"}],
     }
     pod_spec = {
         "automountServiceAccountToken": False,
@@ -169,7 +172,9 @@ def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
         "initContainers": [init],
         "containers": [serving],
         "volumes": [{"name": MODELS_VOLUME, "emptyDir": {}},
-                    {"name": CONFIG_VOLUME, "configMap": {"name": names.config_map_name(spec.name)}}],
+                    {"name": CONFIG_VOLUME, "configMap": {"name": names.config_map_name(spec.name)}},
+                    # The root filesystems are read-only; /tmp is the one scratch place.
+                    {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}}],
     }
     pod_spec.update(scheduling(spec))
     return {"metadata": {"labels": names.labels(spec.name, names.COMPONENT_SERVING, target.version),
