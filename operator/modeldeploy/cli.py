@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 import sys
 
 
@@ -98,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--min-compression", type=float, help="gate: smallest allowed gzip compression ratio")
     opt.add_argument("--report", help="also write the full report JSON to this local path")
     opt.add_argument("--overwrite", action="store_true", help="replace an already published version")
+    opt.add_argument("--writer", default=os.environ.get("MODELDEPLOY_WRITER_ID") or socket.gethostname(),
+                     help="who publishes (default $MODELDEPLOY_WRITER_ID, the Job's name in a Job, else the host "
+                          "name): a retry by the same writer may take over a publication lock it left behind")
     opt.add_argument("--allow-unsafe-model-formats", action="store_true",
                      help="load formats that can run Python when loaded (.h5, Lambda layers); the operator passes "
                           "it only when its administrator set MODELDEPLOY_ALLOW_UNSAFE_MODEL_FORMATS=1")

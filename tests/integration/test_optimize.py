@@ -25,7 +25,20 @@ train_digits = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(train_digits)
 
 pytestmark = [pytest.mark.tf, pytest.mark.s3]
-CRASH_ENV = publish.CRASH_ENV
+# `modeldeploy optimize` in a process that SIGKILLs itself when the marker is about to be written (after the
+# copy): the crash test's wrapper, so no test hook lives in the product.
+KILLED_BEFORE_MARKER = """
+import os, sys
+from modeldeploy.storage import transfer
+real = transfer.write_bytes
+def write_bytes(loc, data):
+    if loc.name == "_COMPLETE":
+        os.kill(os.getpid(), 9)
+    return real(loc, data)
+transfer.write_bytes = write_bytes
+from modeldeploy import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -237,9 +250,9 @@ def test_dataset_and_model_errors_have_their_exit_codes(s3, s3_prefix, stored, t
 @pytest.mark.timeout(300)
 def test_publish_killed_midway_leaves_no_visible_version(s3, s3_prefix, stored, tmp_path):
     output = s3.uri(s3_prefix)
-    cmd = [sys.executable, "-m", "modeldeploy.cli", "optimize", "--source", stored["model"], "--output", output,
-           "--version", "6", "--quantize", "dynamic"]
-    env = dict(os.environ, **s3.env, **{CRASH_ENV: "before-marker"})
+    cmd = [sys.executable, "-c", KILLED_BEFORE_MARKER, "optimize", "--source", stored["model"], "--output", output,
+           "--version", "6", "--quantize", "dynamic", "--writer", "job-6"]
+    env = dict(os.environ, **s3.env)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == -9, proc.stderr[-2000:]
     keys = s3.keys(s3_prefix + "/")
@@ -248,8 +261,10 @@ def test_publish_killed_midway_leaves_no_visible_version(s3, s3_prefix, stored, 
     assert publish.list_published(parse_uri(output)) == []
     assert cli.main(["pull", f"{output}/6", str(tmp_path / "dest")]) == 10
     assert not (tmp_path / "dest").exists()
-    # The next attempt (the Job's retry) publishes normally, without --overwrite.
-    assert optimize(stored, output, 6, "--quantize", "dynamic", dataset=False)[0] == 0
+    # The next attempt (the Job's retry: the same writer, whose lock is left behind) publishes normally,
+    # without --overwrite.
+    assert s3.keys(f"{s3_prefix}/.publishing-6")
+    assert optimize(stored, output, 6, "--quantize", "dynamic", "--writer", "job-6", dataset=False)[0] == 0
     assert publish.list_published(parse_uri(output)) == [6]
 
 

@@ -118,3 +118,24 @@ def test_pull_as_is_copies_a_saved_model_and_refuses_what_tf_serving_cannot_load
     proc = _cli("pull", s3.uri(s3_prefix + "/base/variables"), str(tmp_path / "v"), "--as-is", env=s3.env)
     assert proc.returncode == 10 and "no saved_model.pb" in proc.stderr, proc.stderr
     assert not (tmp_path / "v").exists() and not (tmp_path / "k").exists()
+
+
+def test_one_writer_per_version_on_real_s3(s3, s3_prefix, model_dir, tmp_path):
+    """The publication lock is a conditional write (If-None-Match: *) the S3 server itself enforces."""
+    from modeldeploy.storage.errors import PublishInProgress
+    output = parse_uri(s3.uri(s3_prefix))
+    lock = output.join(".publishing-1")
+    assert transfer.create_exclusive(lock, b"first") is True
+    assert transfer.create_exclusive(lock, b"second") is False and transfer.read_bytes(lock) == b"first"
+    transfer.remove(output, [lock.name])
+
+    publish._acquire(output, 1, "job-a")
+    with pytest.raises(PublishInProgress):
+        publish.publish(model_dir, output, 1, writer="job-b")
+    assert not [k for k in s3.keys(s3_prefix + "/") if k.startswith(f"{s3_prefix}/1/")]
+    publish.publish(model_dir, output, 1, writer="job-a")            # the holder (its retry) goes on
+    assert publish.list_published(output) == [1]
+    assert s3.keys(s3_prefix + "/.publishing") == []                  # released
+    with pytest.raises(AlreadyPublished):
+        publish.publish(model_dir, output, 1, writer="job-b")
+    assert _cli("pull", f"{output.uri}/1", str(tmp_path / "dest")).returncode == 0

@@ -175,7 +175,9 @@ def expected_job(name, args, resources=None, job_patch=None, pod_patch=None):
             "args": args + ["--termination-message-path", "/dev/termination-log"],
             "envFrom": [{"secretRef": {"name": "model-store"}}],
             "env": [{"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"},
-                    {"name": "PYTHONUNBUFFERED", "value": "1"}],
+                    {"name": "PYTHONUNBUFFERED", "value": "1"},
+                    {"name": "MODELDEPLOY_WRITER_ID", "valueFrom": {"fieldRef": {
+                        "fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}}}],
             "resources": resources or {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
             "securityContext": CONTAINER_SC,
             "terminationMessagePath": "/dev/termination-log",

@@ -109,3 +109,43 @@ def test_pull_refuses_a_marker_listing_paths_outside_the_version(model_dir, outp
         publish.pull(output.join("7"), str(tmp_path / "dest" / "m"))
     assert "outside the version directory" in err.value.message
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "dest").exists()
+
+
+def test_one_writer_at_a_time_per_version(model_dir, output):
+    """Two Jobs publishing one version must not interleave their files under one marker."""
+    from modeldeploy.storage.errors import PublishInProgress
+    lock = publish._acquire(output, 4, "job-a")
+    with pytest.raises(PublishInProgress) as err:
+        publish.publish(model_dir, output, 4, writer="job-b")
+    assert err.value.exit_code == 12 and "'job-a'" in err.value.message
+    assert not any(f.startswith("4/") for f in transfer.list_files(output))       # b wrote nothing
+    # job-a's retry (a new pod of the same Job, after a crash) takes its own lock over.
+    publish.publish(model_dir, output, 4, writer="job-a")
+    assert publish.list_published(output) == [4] and lock.name not in transfer.list_files(output)
+
+
+def test_a_stale_lock_of_another_writer_is_taken_over(model_dir, output, monkeypatch):
+    publish._acquire(output, 5, "job-dead")
+    later = publish.time.time() + publish.LOCK_STALE_SECONDS + 1
+    monkeypatch.setattr(publish.time, "time", lambda: later)
+    publish.publish(model_dir, output, 5, writer="job-new")
+    assert publish.list_published(output) == [5]
+
+
+def test_a_marker_over_damaged_files_is_not_already_published(model_dir, output):
+    """A version whose files do not match its marker (e.g. two writers mixed them) is published again,
+    never accepted by a retry as already published."""
+    publish.publish(model_dir, output, 8)
+    with open(output.join("8", "saved_model.pb").path, "wb") as fh:
+        fh.write(b"x" * 7)
+    publish.check_not_published(output, 8, overwrite=False)          # no AlreadyPublished
+    publish.publish(model_dir, output, 8)
+    assert json.loads(transfer.read_bytes(output.join("8", "_COMPLETE")))["files"]["saved_model.pb"]["size"] == 500
+    assert os.path.getsize(output.join("8", "saved_model.pb").path) == 500
+
+
+def test_create_exclusive_creates_once(output):
+    loc = output.join("lock")
+    assert transfer.create_exclusive(loc, b"a") is True
+    assert transfer.create_exclusive(loc, b"b") is False
+    assert transfer.read_bytes(loc) == b"a"

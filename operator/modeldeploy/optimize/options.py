@@ -29,6 +29,7 @@ class OptimizeOptions:
     batch_size: int = 32
     learning_rate: float = 1e-3
     allow_unsafe_model_formats: bool = False    # the administrator's choice, never a tenant's field
+    writer: str = ""                            # who publishes: the Job's name, so its retry may take over
 
     @property
     def prunes(self) -> bool:
@@ -63,7 +64,8 @@ def from_args(ns) -> OptimizeOptions:
         min_compression=ns.min_compression, report_path=ns.report, overwrite=bool(ns.overwrite),
         termination_message_path=ns.termination_message_path, batch_size=ns.batch_size,
         learning_rate=ns.learning_rate,
-        allow_unsafe_model_formats=bool(getattr(ns, "allow_unsafe_model_formats", False)))
+        allow_unsafe_model_formats=bool(getattr(ns, "allow_unsafe_model_formats", False)),
+        writer=getattr(ns, "writer", "") or "")
     needs = []
     if opts.quantize == "int8":
         needs.append("--quantize int8 calibrates activation ranges on it")

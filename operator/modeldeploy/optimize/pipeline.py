@@ -191,7 +191,7 @@ def run(opts: OptimizeOptions) -> dict:
             raise _with_report(GateFailed("; ".join(failures) + "; nothing was published"), result)
         result["seconds"] = round(time.perf_counter() - started, 2)
         report.write_json(result, os.path.join(out_dir, REPORT_NAME))
-        publish.publish(out_dir, opts.output, opts.version, overwrite=opts.overwrite)
+        publish.publish(out_dir, opts.output, opts.version, overwrite=opts.overwrite, writer=opts.writer)
     if opts.report_path:
         report.write_json(result, opts.report_path)
     report.write_termination_message(result, opts.termination_message_path)

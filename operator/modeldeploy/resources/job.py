@@ -77,7 +77,10 @@ def build_job(spec: ModelDeploymentSpec, version: int | None = None,
             "args": literal_args(optimizer_args(spec, version, allow_unsafe_formats)),
             "envFrom": secret_env_from(spec.model.storage_secret),
             "env": [{"name": "HOME", "value": WORK_DIR}, {"name": "TMPDIR", "value": WORK_DIR},
-                    {"name": "PYTHONUNBUFFERED", "value": "1"}],
+                    {"name": "PYTHONUNBUFFERED", "value": "1"},
+                    # The publication lock's owner: every retry (pod) of this Job is the same writer.
+                    {"name": "MODELDEPLOY_WRITER_ID", "valueFrom": {"fieldRef": {
+                        "fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}}}],
             "resources": plain(opt.resources) if opt.resources else plain(DEFAULT_RESOURCES),
             "securityContext": container_security_context(),
             "terminationMessagePath": TERMINATION_MESSAGE_PATH,

@@ -76,6 +76,11 @@ class OptimizationFailed(ModelDeployError):
     exit_code, reason = 11, "OptimizationFailed"
 
 
+class PublishInProgress(ModelDeployError):
+    """Another writer holds the publication lock of this version (retryable: it will finish or expire)."""
+    exit_code, reason = 12, "PublishInProgress"
+
+
 ALL = [BadArguments, StorageUnreachable, MissingCredentials, NotFound, CorruptModel, DatasetMismatch,
-       GateFailed, AlreadyPublished, NotPublished, OptimizationFailed]
+       GateFailed, AlreadyPublished, NotPublished, OptimizationFailed, PublishInProgress]
 EXIT_CODES = {cls.reason: cls.exit_code for cls in ALL}

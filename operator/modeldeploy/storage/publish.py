@@ -5,6 +5,10 @@ Object stores have no rename, so a version is made to appear complete or not at 
 2. copy it to `<output>/<N>/` (server-side on S3/GCS) and verify again;
 3. write `<output>/<N>/_COMPLETE` LAST: JSON with every file's size and sha256;
 4. delete the temporary prefix.
+One writer at a time: steps 1-4 run while holding `<output>/.publishing-<N>`, created with a conditional write
+(If-None-Match: *), so two Jobs publishing one version (a spec change while a Job runs, two ModelDeployments
+sharing an outputUri) cannot interleave their files under one marker. The holder's retry (same writer id: the
+Job's name) or anyone after LOCK_STALE_SECONDS may take a lock over.
 A version is published exactly when its marker exists. A crash before step 3 leaves files without a marker:
 `pull` refuses them, `list_published` skips them, and the next publish of N clears them. A complete version
 is replaced only with `overwrite=True`, and then its marker is deleted first so readers never see a mix.
@@ -21,15 +25,16 @@ import time
 
 from modeldeploy import __version__
 from modeldeploy.storage import transfer
-from modeldeploy.storage.errors import AlreadyPublished, NotFound, NotPublished, StorageUnreachable
+from modeldeploy.storage.errors import (AlreadyPublished, NotFound, NotPublished, PublishInProgress,
+                                        StorageUnreachable)
 from modeldeploy.storage.uris import Location
 
 log = logging.getLogger(__name__)
 
 MARKER = "_COMPLETE"
 TMP_PREFIX = ".tmp-"
-# Test hook: the integration tests SIGKILL the process at this point to prove a crash leaves no version.
-CRASH_ENV = "MODELDEPLOY_TEST_CRASH_AT"
+LOCK_PREFIX = ".publishing-"
+LOCK_STALE_SECONDS = 3600      # a lock held this long belongs to a writer that died (uploads take minutes)
 
 
 def sha256_file(path: str) -> str:
@@ -103,29 +108,74 @@ def _verify_sizes(loc: Location, manifest: dict, stage: str) -> None:
                                      f"expected {meta['size']}; nothing was published")
 
 
-def _maybe_crash(point: str) -> None:
-    if os.environ.get(CRASH_ENV) == point:
-        log.error("%s=%s: killing this process on purpose (test hook)", CRASH_ENV, point)
-        os.kill(os.getpid(), 9)
+def _acquire(output: Location, version: int, writer: str) -> Location:
+    """Take the publication lock of version N, or raise PublishInProgress naming its holder."""
+    lock = output.join(f"{LOCK_PREFIX}{int(version)}")
+    body = json.dumps({"writer": writer, "since": int(time.time())}).encode()
+    if transfer.create_exclusive(lock, body):
+        return lock
+    try:
+        held = json.loads(transfer.read_bytes(lock))
+    except (NotFound, ValueError):
+        held = {}
+    age = time.time() - float(held.get("since") or 0)
+    if held.get("writer") == writer or age > LOCK_STALE_SECONDS:
+        log.warning("taking over the publication lock of %s from %r (%.0f s old)", lock.uri, held.get("writer"),
+                    age)
+        transfer.write_bytes(lock, body)
+        return lock
+    raise PublishInProgress(f"{version_location(output, version).uri} is being published by {held.get('writer')!r} "
+                            f"(for {age:.0f} s); this attempt stops so the two cannot mix their files. The Job "
+                            "retries, then finds the version published")
+
+
+def _release(output: Location, lock: Location, writer: str) -> None:
+    try:
+        if json.loads(transfer.read_bytes(lock)).get("writer") == writer:
+            transfer.remove(output, [lock.name])
+    except Exception as exc:  # noqa: BLE001 - a stale lock expires after LOCK_STALE_SECONDS
+        log.warning("could not release the publication lock %s: %s", lock.uri, exc)
 
 
 def check_not_published(output: Location, version: int, overwrite: bool) -> None:
-    """Fail early (before any work) when version N is already complete and overwrite is not allowed."""
-    if not overwrite and read_marker(version_location(output, version)) is not None:
-        raise AlreadyPublished(f"{version_location(output, version).uri} is already published; bump "
-                               "--version (spec.model.version) or pass --overwrite to replace it")
+    """Fail early (before any work) when version N is already complete and overwrite is not allowed. A marker
+    whose files are missing or of other sizes is a damaged version, never "already published": it is replaced."""
+    loc = version_location(output, version)
+    manifest = None if overwrite else read_marker(loc)
+    if manifest is None:
+        return
+    found = transfer.list_files(loc)
+    damaged = sorted(rel for rel, meta in manifest["files"].items() if found.get(rel) != meta["size"])
+    if damaged:
+        log.warning("%s has a marker but %d damaged or missing files (%s): publishing it again", loc.uri,
+                    len(damaged), ", ".join(damaged[:3]))
+        return
+    raise AlreadyPublished(f"{loc.uri} is already published; bump --version (spec.model.version) or pass "
+                           "--overwrite to replace it")
 
 
-def publish(local_dir: str, output: Location, version: int, overwrite: bool = False) -> dict:
-    """Publish a local directory as `<output>/<version>/` atomically; returns the manifest written."""
+def publish(local_dir: str, output: Location, version: int, overwrite: bool = False,
+            writer: str = "") -> dict:
+    """Publish a local directory as `<output>/<version>/` atomically; returns the manifest written. `writer`
+    names this attempt's owner (the Job): its own retry may take over a lock it left behind."""
     target = version_location(output, version)
     check_not_published(output, version, overwrite)
+    writer = writer or f"pid-{os.getpid()}-{secrets.token_hex(4)}"
+    lock = _acquire(output, version, writer)
+    try:
+        # Another writer may have finished while we waited for the lock.
+        check_not_published(output, version, overwrite)
+        return _publish_locked(local_dir, output, target, version)
+    finally:
+        _release(output, lock, writer)
+
+
+def _publish_locked(local_dir: str, output: Location, target: Location, version: int) -> dict:
     manifest = build_manifest(local_dir, version)
     tmp = output.join(f"{TMP_PREFIX}{int(version)}-{secrets.token_hex(4)}")
     try:
         transfer.upload_dir(local_dir, tmp)
         _verify_sizes(tmp, manifest, "upload")
-        _maybe_crash("after-upload")
         # Whatever is at <N>/ now is either an unfinished earlier attempt or (overwrite) an old version:
         # remove its marker first, so the version is invisible while it changes.
         leftovers = transfer.list_files(target)
@@ -134,7 +184,6 @@ def publish(local_dir: str, output: Location, version: int, overwrite: bool = Fa
         transfer.remove(target, [r for r in leftovers if r != MARKER])
         transfer.copy_tree(tmp, target, sorted(manifest["files"]))
         _verify_sizes(target, manifest, "copy")
-        _maybe_crash("before-marker")
         transfer.write_bytes(target.join(MARKER), json.dumps(manifest, indent=1, sort_keys=True).encode())
     finally:
         try:

@@ -84,6 +84,25 @@ def write_bytes(loc: Location, data: bytes) -> None:
     retry.call(fs.pipe_file, loc.path, data, what=f"writing {loc.uri}")
 
 
+def create_exclusive(loc: Location, data: bytes) -> bool:
+    """Create one object only if it does not exist (S3 If-None-Match: *, GCS ifGenerationMatch=0, O_EXCL
+    locally); False when it already exists."""
+    fs = filesystem(loc)
+    if loc.is_local:
+        os.makedirs(os.path.dirname(loc.path), exist_ok=True)
+    try:
+        with fs.open(loc.path, "xb") as fh:
+            fh.write(data)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        # Some S3 servers answer 412 without naming the condition, which s3fs then reports as a plain OSError.
+        if retry.call(fs.exists, loc.path, what=f"checking {loc.uri}"):
+            return False
+        raise
+
+
 def download(loc: Location, local_path: str) -> str:
     """Copy a file or a whole directory/prefix to `local_path`; returns `local_path`."""
     fs = filesystem(loc)
