@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.argo_health import lua_health
 from tests.fixtures.cluster import wait_for
-from tests.fixtures.operator import Operator, apply_md, condition, events, get_md, is_ready, md_body, wait_md
+from tests.fixtures.operator import (Operator, apply_md, assert_no_rbac_refusal, condition, events, get_md,
+                                     grant, is_ready, md_body, wait_md)
 
 pytestmark = pytest.mark.cluster
 
@@ -33,14 +34,16 @@ CRASHLOOP_IMAGE = "tensorflow/serving:2.21.0-crashloop"
 
 
 @pytest.fixture
-def op(cluster, namespace, s3):
+def op(cluster, kubectl, namespace, s3, operator_kubeconfig):
     """The operator with JSON logs at DEBUG (the fixture's default level), watching this test's namespace."""
-    operator = Operator(cluster.kubeconfig, [namespace], name=f"obs-{namespace}",
+    grant(kubectl, namespace)
+    operator = Operator(operator_kubeconfig, [namespace], name=f"obs-{namespace}",
                         env={"MODELDEPLOY_LOG_FORMAT": "json"})
     operator.start()
     yield operator
     operator.stop()
     check_logs(operator, namespace, s3)
+    assert_no_rbac_refusal(operator)
 
 
 def families(op: Operator) -> dict:
