@@ -381,11 +381,18 @@ CLUSTER_WIDE_ACCESS = [
     *[(verb, kind) for kind in ("jobs.batch", "deployments.apps", "services", "configmaps",
                                 "horizontalpodautoscalers.autoscaling", "poddisruptionbudgets.policy",
                                 "networkpolicies.networking.k8s.io", "servicemonitors.monitoring.coreos.com")
-      for verb in ("list", "watch", "create", "patch", "delete")],
+      for verb in ("list", "watch", "create")],
+    *[(verb, kind) for kind in ("deployments.apps", "services", "configmaps", "horizontalpodautoscalers.autoscaling",
+                                "poddisruptionbudgets.policy", "networkpolicies.networking.k8s.io",
+                                "servicemonitors.monitoring.coreos.com") for verb in ("patch",)],
+    *[("delete", kind) for kind in ("horizontalpodautoscalers.autoscaling", "poddisruptionbudgets.policy",
+                                    "networkpolicies.networking.k8s.io", "servicemonitors.monitoring.coreos.com")],
     ("list", "pods"), ("watch", "pods"), ("create", "events"), ("get", "secrets"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
 ]
 CLUSTER_WIDE_DENIED = [("list", "secrets"), ("watch", "secrets"), ("delete", "pods"), ("create", "pods"),
+                       ("patch", "jobs.batch"), ("delete", "jobs.batch"), ("delete", "deployments.apps"),
+                       ("delete", "services"), ("delete", "configmaps"),
                        ("update", "modeldeployments.modeldeploy.io"), ("create", "clusterroles.rbac.authorization.k8s.io"),
                        ("list", "namespaces"), ("patch", "nodes")]
 

@@ -276,3 +276,22 @@ def test_a_child_the_api_server_refuses_is_stalled_invalid_spec_with_the_servers
     # A fixed spec goes on by itself.
     apply_md(kubectl, namespace, md_body("refused", **FAST))
     wait_md(kubectl, namespace, "refused", is_ready, 60, "Ready once the spec is fixed")
+
+
+@pytest.mark.timeout(180)
+def test_the_pods_network_policy_and_its_removal_by_the_administrator(kubectl, namespace, operator):
+    apply_md(kubectl, namespace, md_body("netpol", **FAST))
+    wait_md(kubectl, namespace, "netpol", is_ready, 60, "Ready")
+    policy = get(kubectl, namespace, "networkpolicy", "netpol")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["egress"][1]["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}}]
+    pods = json.loads(kubectl("get", "pods", "-l", "app.kubernetes.io/instance=netpol", "-o", "json",
+                              namespace=namespace).stdout)["items"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert pods and all(selector.items() <= p["metadata"]["labels"].items() for p in pods)
+    # The administrator turns the policies off (MODELDEPLOY_EGRESS_CIDRS=none): the operator deletes its own.
+    operator.stop()
+    operator.extra_env["MODELDEPLOY_EGRESS_CIDRS"] = "none"
+    operator.start()
+    wait_for(lambda: get(kubectl, namespace, "networkpolicy", "netpol") is None, 60, "the NetworkPolicy deleted")
+    assert is_ready(get_md(kubectl, namespace, "netpol"))
