@@ -272,8 +272,10 @@ class PodRun:
                 env[name] = self._resource(container, value_from["resourceFieldRef"])
         return env
 
-    def _prepare(self, container: dict, volumes: dict, extra_env: dict | None = None) -> dict:
-        """Everything needed to start one container: argv, env, cwd, log and termination-message paths."""
+    def _prepare(self, container: dict, volumes: dict, extra_env: dict | None = None,
+                 program: list[str] | None = None) -> dict:
+        """Everything needed to start one container: argv, env, cwd, log and termination-message paths.
+        `program` (host paths, not mapped) goes before the container's command: an image entrypoint we play."""
         cname = container["name"]
         mapping = {}
         for mount in container.get("volumeMounts") or []:
@@ -300,7 +302,8 @@ class PodRun:
             "KUBERNETES_SERVICE_HOST": self.runner.api_host, "KUBERNETES_SERVICE_PORT": self.runner.api_port,
         }
         full_env = {**base, **(extra_env or {}), **env}
-        argv = [rewrite(expand(a, full_env)) for a in (container.get("command") or []) + (container.get("args") or [])]
+        argv = list(program or []) + [rewrite(expand(a, full_env))
+                                      for a in (container.get("command") or []) + (container.get("args") or [])]
         cwd = self.dir / "rootfs"
         if container.get("workingDir"):
             wd = rewrite(container["workingDir"])

@@ -99,25 +99,27 @@ def is_tfserving(image: str) -> bool:
     return bool(TFSERVING_RE.match(image or ""))
 
 
-def entrypoint(container: dict, python: str, repo: str) -> tuple[dict | None, str]:
-    """Map a container to what runs: (container with an explicit command, "") or (None, why it cannot start).
+def entrypoint(container: dict, python: str, repo: str) -> tuple[dict | None, list[str], str]:
+    """Map a container to what runs: (container, program, "") or (None, [], why it cannot start).
 
-    A container with ``command`` is returned as it is. A tensorflow/serving container without command gets the
-    image's entrypoint played by hack/tfserving/server.py, with the image's ENV MODEL_NAME=model and
-    MODEL_BASE_PATH=/models (the container's env overrides them; its args are appended).
+    A container with ``command`` is returned as it is (program []). A tensorflow/serving container without
+    command gets the image's entrypoint: program [python, hack/tfserving/server.py] (host paths, never mapped
+    like the pod's own paths: a checkout under /tmp must not turn into the pod's /tmp volume), then the
+    entrypoint's flags as its command, with the image's ENV MODEL_NAME=model and MODEL_BASE_PATH=/models (the
+    container's env overrides them; its args are appended).
     """
     if container.get("command"):
-        return container, ""
+        return container, [], ""
     image = container.get("image", "")
     if not is_tfserving(image):
-        return None, (f'Back-off pulling image "{image}": the local runner plays only tensorflow/serving images '
-                      "and containers with an explicit command")
+        return None, [], (f'Back-off pulling image "{image}": the local runner plays only tensorflow/serving '
+                          "images and containers with an explicit command")
     c = dict(container)
-    c["command"] = [python, f"{repo}/hack/tfserving/server.py", "--port=8500", "--rest_api_port=8501",
-                    "--model_name=$(MODEL_NAME)", "--model_base_path=$(MODEL_BASE_PATH)/$(MODEL_NAME)"]
+    c["command"] = ["--port=8500", "--rest_api_port=8501", "--model_name=$(MODEL_NAME)",
+                    "--model_base_path=$(MODEL_BASE_PATH)/$(MODEL_NAME)"]
     c["env"] = [{"name": "MODEL_NAME", "value": "model"}, {"name": "MODEL_BASE_PATH", "value": "/models"}] + \
         list(container.get("env") or [])
-    return c, ""
+    return c, [python, f"{repo}/hack/tfserving/server.py"], ""
 
 
 class IPAllocator:
@@ -457,7 +459,7 @@ class ServingPod:
 
     def _prepare(self, raw: dict, init: bool, volumes: dict) -> Container:
         run = self.run
-        c, error = entrypoint(raw, str(self.runner.venv / "bin" / "python"), str(self.runner.repo))
+        c, program, error = entrypoint(raw, str(self.runner.venv / "bin" / "python"), str(self.runner.repo))
         if error:
             return Container(self, None, raw, init, error)
         mapping = {}
@@ -471,7 +473,7 @@ class ServingPod:
             extra["MD_TFSERVING_FAULTS"] = faults
         if is_tfserving(raw.get("image", "")):
             extra["MD_TFSERVING_STRICT_FLAGS"] = "1"
-        spec = run._prepare(c, volumes, extra)
+        spec = run._prepare(c, volumes, extra, program)
         return Container(self, spec, raw, init)
 
     def _faults(self) -> str | None:

@@ -220,3 +220,28 @@ def test_a_version_turning_end_is_degraded_with_tf_servings_message_and_rolls_ba
     message = condition(md, "Stalled")["message"]
     # TF Serving's own state and message for the version, as its model-status API gave them.
     assert "ModelNotAvailable" in message and "model END" in message and "failed and was unloaded" in message, message
+
+
+@pytest.mark.timeout(300)
+def test_a_uri_naming_the_storage_secret_reaches_the_pull_literally_never_expanded(kubectl, namespace, operator,
+                                                                                 models, s3):
+    """s3://.../$(AWS_SECRET_ACCESS_KEY): the kubelet would expand it from the init container's environment (the
+    storage Secret arrives by envFrom); the operator escapes it, so the pull asks for the literal key, fails
+    NotFound, and the secret appears nowhere: not in the process's argv (its log), status or Events."""
+    secret = s3.env["AWS_SECRET_ACCESS_KEY"]
+    uri = models["good"].rsplit("/", 1)[0] + "/$(AWS_SECRET_ACCESS_KEY)"
+    apply_md(kubectl, namespace, plain("leak", uri))
+    def pull_failed(o):
+        return next((c["message"] for c in (o.get("status") or {}).get("conditions", [])
+                     if "pull-model exited 10" in c.get("message", "")), None)
+    md = wait_md(kubectl, namespace, "leak", pull_failed, 180, "the init container's NotFound in a condition")
+    message = pull_failed(md)
+    assert "$(AWS_SECRET_ACCESS_KEY)" in message and secret not in message, message
+    dep = json.loads(kubectl("get", "deployment", "leak", "-o", "json", namespace=namespace).stdout)
+    assert dep["spec"]["template"]["spec"]["initContainers"][0]["args"][0].endswith("/$$(AWS_SECRET_ACCESS_KEY)")
+    logs = "".join(p.read_text(errors="replace") for p in (REPO / ".cluster" / "pods").glob(
+        f"{namespace}_leak-*/pull-model.log"))
+    assert "$(AWS_SECRET_ACCESS_KEY)" in logs and secret not in logs, logs[-2000:]
+    events = kubectl("get", "events", "-o", "json", namespace=namespace).stdout
+    status = json.dumps(get_md(kubectl, namespace, "leak")["status"])
+    assert secret not in events and secret not in status

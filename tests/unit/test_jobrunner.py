@@ -86,16 +86,18 @@ def test_is_tfserving(image, expected):
 
 
 def test_entrypoint_plays_the_tf_serving_image_entrypoint_and_keeps_explicit_commands():
-    c, why = podrunner.entrypoint({"name": "s", "image": "tensorflow/serving:2.19.0", "args": ["--port=1"],
-                                   "env": [{"name": "MODEL_NAME", "value": "digits"}]}, "/v/bin/python", "/repo")
+    c, program, why = podrunner.entrypoint({"name": "s", "image": "tensorflow/serving:2.19.0", "args": ["--port=1"],
+                                            "env": [{"name": "MODEL_NAME", "value": "digits"}]},
+                                           "/tmp/v/bin/python", "/tmp/repo")
     assert why == ""
-    assert c["command"][:2] == ["/v/bin/python", "/repo/hack/tfserving/server.py"]
+    # Host paths apart from the command, so a checkout under /tmp is never mapped to the pod's /tmp volume.
+    assert program == ["/tmp/v/bin/python", "/tmp/repo/hack/tfserving/server.py"]
     assert "--model_base_path=$(MODEL_BASE_PATH)/$(MODEL_NAME)" in c["command"] and c["args"] == ["--port=1"]
     # The image's ENV comes first, so the container's own env wins.
     assert [e["name"] for e in c["env"]] == ["MODEL_NAME", "MODEL_BASE_PATH", "MODEL_NAME"]
     explicit = {"name": "x", "image": "tensorflow/serving:2.19.0", "command": ["sh"]}
-    assert podrunner.entrypoint(explicit, "/p", "/r") == (explicit, "")
-    none, why = podrunner.entrypoint({"name": "x", "image": "nginx:1"}, "/p", "/r")
+    assert podrunner.entrypoint(explicit, "/p", "/r") == (explicit, [], "")
+    none, _, why = podrunner.entrypoint({"name": "x", "image": "nginx:1"}, "/p", "/r")
     assert none is None and "nginx:1" in why
 
 
