@@ -154,3 +154,19 @@ def test_status_messages_are_redacted_and_secret_values_read_are_masked():
     assert "tenant-s3cr3t-value" not in text and "abc123xyz" not in text and "abcdefghijklmnop" not in text
     assert out["model"] == {"uri": "s3://models/digits/base"} and out["conditions"][0]["type"] == "Degraded"
     assert status["conditions"][0]["message"].endswith("tenant-s3cr3t-value")     # the input is not changed
+
+
+def test_a_storage_secrets_key_values_are_masked_but_not_its_region_or_endpoint(monkeypatch):
+    """What the operator reads from a storageSecret: the keys are masked from then on, the region and endpoint
+    stay readable in messages."""
+    import base64
+    from modeldeploy.controller import apply
+    from modeldeploy.controller import obslog as ol
+    data = {"AWS_SECRET_ACCESS_KEY": "s3cr3t-from-a-secret", "AWS_REGION": "eu-north-1",
+            "AWS_ENDPOINT_URL": "http://minio.storage:9000"}
+    kube = apply.Kube(None)
+    monkeypatch.setattr(kube, "get", lambda kind, ns, name: {"data": {
+        k: base64.b64encode(v.encode()).decode() for k, v in data.items()}})
+    assert kube.secret_data("ml", "model-store") == data
+    text = ol.redact("key s3cr3t-from-a-secret in eu-north-1 at http://minio.storage:9000")
+    assert "s3cr3t-from-a-secret" not in text and "eu-north-1" in text and "http://minio.storage:9000" in text

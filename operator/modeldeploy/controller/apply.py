@@ -308,8 +308,9 @@ class Kube:
         if secret is None:
             return None
         data = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (secret.get("data") or {}).items()}
-        for value in data.values():          # masked wherever it could surface: logs, status, Events
-            obslog.register_secret(value)
+        # Secret-looking values (keys, tokens) are masked wherever they could surface: logs, status, Events. Not
+        # every value: masking the region or the endpoint would only hide what a user needs to read.
+        obslog.register_env_secrets(data)
         return data
 
     def crd_exists(self, group_version: str, plural: str, ttl: float = 300.0) -> bool:
