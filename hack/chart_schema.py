@@ -14,6 +14,7 @@ from pathlib import Path
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "charts" / "modeldeploy" / "values.schema.json"
 
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DIGEST = r"^$|^sha256:[a-f0-9]{64}$"
 TAG = r"^$|^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 DURATION = r"^[0-9]+(ms|s|m|h)$"
@@ -103,6 +104,9 @@ def schema() -> dict:
             "extraArgs": {"type": "array", "description": "extra `modeldeploy run` arguments",
                           "items": {"type": "string"}},
             "extraEnv": k8s_list("extra EnvVars for the operator container"),
+            "workloadRuntimeClassName": string("RuntimeClass of every optimizer Job and serving pod; empty = "
+                                               "the cluster's default", pattern=r"^$|" + DNS1123_SUBDOMAIN,
+                                               maxLength=253),
             "serviceAccount": obj({
                 "create": boolean("create the ServiceAccount"),
                 "name": string("ServiceAccount name; empty = the release's full name"),

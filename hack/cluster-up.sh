@@ -205,6 +205,21 @@ start_etcd() {
 
 start_apiserver() {
   is_running kube-apiserver "$BIN/kube-apiserver" || check_port kube-apiserver $APISERVER_PORT
+  # The audit log records every request a ServiceAccount makes (verb, resource, namespace; no bodies): the tests
+  # run the operator as the chart's ServiceAccount, and tests/integration/test_zz_rbac_matches_calls.py derives
+  # the RBAC rules the operator needs from it. The other components use certificates or kube-system accounts.
+  cat >"$STATE/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: None          # kube-controller-manager's controllers (--use-service-account-credentials)
+    userGroups: ["system:serviceaccounts:kube-system"]
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+POLICY
+  # --enable-admission-plugins: blockOwnerDeletion needs update on the owner's finalizers, as on OpenShift.
   # --allow-privileged: privileged pods are then refused by PodSecurity admission (per namespace label), as
   #   on a real cluster, not by a global switch.
   # --endpoint-reconciler-type=none: the `kubernetes` Service would need a non-loopback endpoint address.
@@ -217,6 +232,9 @@ start_apiserver() {
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-cluster-ip-range=$SERVICE_CIDR \
     --authorization-mode=RBAC --allow-privileged=true --endpoint-reconciler-type=none \
+    --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
+    --audit-policy-file="$STATE/audit-policy.yaml" --audit-log-path="$STATE/logs/audit.log" \
+    --audit-log-format=json --audit-log-maxsize=500 --audit-log-maxbackup=1 \
     --profiling=false --v=1 || true
   wait_for kube-apiserver 120 curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
     "https://127.0.0.1:$APISERVER_PORT/readyz"

@@ -140,6 +140,7 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     names = sorted(j["metadata"]["name"] for j in jobs(kubectl, namespace))
     assert len(names) == 2 and names[0] == job1 and names[1].startswith("digits-opt-2-")
     assert md["status"]["model"]["lastGoodVersion"] == 2 and published(s3, digits_model["prefix"], 2)
+    opt2 = md["status"]["optimization"]
     dep = get(kubectl, namespace, "deployment", "digits")
     assert dep["spec"]["template"]["metadata"]["labels"]["modeldeploy.io/version"] == "2"
     wait_for(lambda: all(p["metadata"]["labels"]["modeldeploy.io/version"] == "2" for p in json.loads(kubectl(
@@ -163,3 +164,27 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     # Deleting the ModelDeployment never deletes published versions.
     kubectl("delete", "modeldeployment", "digits", "--wait=true", "--timeout=60s", namespace=namespace)
     assert published(s3, digits_model["prefix"], 1) and published(s3, digits_model["prefix"], 2)
+
+    # Re-created: version 2 is in storage. The operator reads no Secret (the chart's default); its Job finds the
+    # version published at once and passes on that version's report, which the operator adopts: no training.
+    wait_for(lambda: not jobs(kubectl, namespace), 120, "the deleted ModelDeployment's Jobs collected")
+    apply_md(kubectl, namespace, digits(digits_model, 2))
+    md = wait_md(kubectl, namespace, "digits", lambda o: is_ready(o) and o["status"]["model"].get("servingVersion") == 2,
+                 300, "the re-created ModelDeployment Ready on the published version 2")
+    assert condition(md, "Optimized")["reason"] == "AlreadyPublished", condition(md, "Optimized")
+    assert {k: md["status"]["optimization"].get(k) for k in ("compressionRatio", "optimizedAccuracy", "uri")} == \
+        {k: opt2.get(k) for k in ("compressionRatio", "optimizedAccuracy", "uri")}
+    (job,) = jobs(kubectl, namespace)
+    assert job["status"].get("failed") == 1, job["status"]       # exit 9 (AlreadyPublished), a permanent code
+
+    # Another model with the same outputUri and version: refused (OutputConflict), never served or published.
+    other = digits(digits_model, 2)
+    other["metadata"]["name"] = "other"
+    other["spec"]["model"]["uri"] = f"s3://models/{digits_model['prefix']}/other-base"
+    apply_md(kubectl, namespace, other)
+    md = wait_md(kubectl, namespace, "other", lambda o: condition(o, "Stalled").get("status") == "True", 300,
+                 "the second ModelDeployment on the same outputUri to stall")
+    assert "OutputConflict" in condition(md, "Optimized")["message"], condition(md, "Optimized")
+    assert digits_model["model"] in condition(md, "Optimized")["message"]
+    assert kubectl("get", "deployment", "other", namespace=namespace, check=False).returncode != 0
+    assert get_md(kubectl, namespace, "digits")["status"]["model"]["servingVersion"] == 2

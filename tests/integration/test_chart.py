@@ -96,7 +96,7 @@ VARIANTS = {
     "namespaced": {"watchNamespaces": ["team-a", "team-b"], "replicaCount": 2},
     "everything": {"replicaCount": 2, "metrics.serviceMonitor.enabled": True, "networkPolicy.enabled": True,
                    "networkPolicy.metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
-                   "rbac.readSecrets": False, "images.operator.digest": "sha256:" + "a" * 64,
+                   "rbac.readSecrets": True, "images.operator.digest": "sha256:" + "a" * 64,
                    "nodeSelector": {"pool": "system"}, "tolerations": [{"key": "dedicated", "operator": "Exists"}],
                    "podDisruptionBudget.maxUnavailable": "50%", "logFormat": "text"},
     "no-metrics": {"metrics.enabled": False, "serviceAccount.create": False, "serviceAccount.name": "byo"},
@@ -169,11 +169,15 @@ def test_default_rbac_is_cluster_wide_and_least_privilege():
         "name"], "namespace": "modeldeploy-system"}]
 
 
-def test_secret_access_is_get_only_and_can_be_turned_off():
-    rules = rules_of(one(render(), "ClusterRole"))
-    assert {(g, r, v) for g, r, v in rules if r == "secrets"} == {("", "secrets", "get")}
-    rules = rules_of(one(render({"rbac.readSecrets": False}), "ClusterRole"))
-    assert not any(r == "secrets" for _, r, _ in rules)
+def test_no_secret_access_by_default_and_get_only_when_asked():
+    objs = render()
+    assert not any(r == "secrets" for _, r, _ in rules_of(one(objs, "ClusterRole")))
+    env = {e["name"]: e.get("value") for e in one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELDEPLOY_READ_SECRETS"] == "0"
+    objs = render({"rbac.readSecrets": True})
+    assert {(g, r, v) for g, r, v in rules_of(one(objs, "ClusterRole")) if r == "secrets"} == {("", "secrets", "get")}
+    env = {e["name"]: e.get("value") for e in one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELDEPLOY_READ_SECRETS"] == "1"
 
 
 def test_watch_namespaces_uses_roles():
@@ -380,17 +384,18 @@ CLUSTER_WIDE_ACCESS = [
     ("patch", "modeldeployments.modeldeploy.io"), ("patch", "modeldeployments.modeldeploy.io/status"),
     *[(verb, kind) for kind in ("jobs.batch", "deployments.apps", "services", "configmaps",
                                 "horizontalpodautoscalers.autoscaling", "poddisruptionbudgets.policy",
-                                "networkpolicies.networking.k8s.io", "servicemonitors.monitoring.coreos.com")
-      for verb in ("list", "watch", "create")],
+                                "networkpolicies.networking.k8s.io") for verb in ("list", "watch", "create")],
+    ("get", "servicemonitors.monitoring.coreos.com"), ("create", "servicemonitors.monitoring.coreos.com"),
     *[(verb, kind) for kind in ("deployments.apps", "services", "configmaps", "horizontalpodautoscalers.autoscaling",
                                 "poddisruptionbudgets.policy", "networkpolicies.networking.k8s.io",
                                 "servicemonitors.monitoring.coreos.com") for verb in ("patch",)],
     *[("delete", kind) for kind in ("horizontalpodautoscalers.autoscaling", "poddisruptionbudgets.policy",
                                     "networkpolicies.networking.k8s.io", "servicemonitors.monitoring.coreos.com")],
-    ("list", "pods"), ("watch", "pods"), ("create", "events"), ("get", "secrets"),
+    ("list", "pods"), ("watch", "pods"), ("create", "events"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
 ]
-CLUSTER_WIDE_DENIED = [("list", "secrets"), ("watch", "secrets"), ("delete", "pods"), ("create", "pods"),
+CLUSTER_WIDE_DENIED = [("get", "pods"), ("get", "jobs.batch"), ("watch", "servicemonitors.monitoring.coreos.com"),
+                       ("patch", "events"), ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("delete", "pods"), ("create", "pods"),
                        ("patch", "jobs.batch"), ("delete", "jobs.batch"), ("delete", "deployments.apps"),
                        ("delete", "services"), ("delete", "configmaps"),
                        ("update", "modeldeployments.modeldeploy.io"), ("create", "clusterroles.rbac.authorization.k8s.io"),

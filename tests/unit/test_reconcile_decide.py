@@ -13,6 +13,7 @@ from modeldeploy.api.status import get_condition
 from modeldeploy.controller import decide as dc
 from modeldeploy.controller.observe import JobView, deployment_view, job_view
 from modeldeploy.resources.deployment import ServingTarget, build_deployment
+from modeldeploy.resources.job import job_name
 from tests.kstatus import check_kstatus
 
 NOW = "2025-01-01T00:00:00Z"
@@ -237,6 +238,20 @@ def test_already_published_version_is_served_without_a_job():
     assert not plan.create_job and plan.target == serving(spec)
     assert cond(plan, "Optimized")[:2] == ("True", "AlreadyPublished")
     assert plan.status["optimization"]["compressionRatio"] == 3.2
+
+
+def test_a_job_that_found_the_version_published_is_adopted_with_the_figures_it_reported():
+    """The Job's termination message carries the published version's report.json: the operator adopts it
+    without reading storage (it holds no Secret access by default)."""
+    spec = md(version=2, optimization=OPT)
+    failed = dict(REPORT, ok=False, error={"reason": "AlreadyPublished", "exitCode": 9, "message": "published"})
+    job = JobView(name=job_name(spec), state="failed", report=failed, reason="AlreadyPublished",
+                  message="published")
+    plan = checked(spec, observe(job=job))
+    assert not plan.create_job and plan.target == serving(spec)
+    assert cond(plan, "Optimized")[:2] == ("True", "AlreadyPublished")
+    assert plan.status["optimization"]["compressionRatio"] == 3.2
+    assert plan.status["optimization"]["uri"] == REPORT["uri"]
 
 
 # ------------------------------------------------------------------------------------------------ rollback

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from modeldeploy.api import spec as specmod
-from modeldeploy.resources import config, render
+from modeldeploy.resources import common, config, render
 from modeldeploy.resources.common import OperatorImages
 from modeldeploy.resources.deployment import ServingTarget, build_deployment
 from modeldeploy.resources.hpa import build_hpa
@@ -194,7 +194,7 @@ def expected_job(name, args, resources=None, job_patch=None, pod_patch=None):
             "podFailurePolicy": {"rules": [
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
                 {"action": "FailJob", "onExitCodes": {"containerName": "optimizer", "operator": "In",
-                                                      "values": [2, 4, 5, 6, 7, 8, 9, 11]}}]},
+                                                      "values": [2, 4, 5, 6, 7, 8, 9, 11, 13, 14]}}]},
             "template": {"metadata": {"labels": JOB_LABELS}, "spec": merge(pod, pod_patch or {})},
         },
     }
@@ -401,3 +401,17 @@ def test_network_policy_lets_the_pods_reach_dns_and_storage_only_and_be_reached_
     assert build_network_policy(md(), egress_from_env("none")) is None
     with pytest.raises(ValueError):
         egress_from_env("10.0.0.0/33")
+
+
+def test_the_administrators_runtime_class_runs_every_job_and_serving_pod():
+    """MODELDEPLOY_RUNTIME_CLASS (an operator setting, never a tenant's field) sandboxes the pods that run a
+    tenant's model; unset, the pods use the cluster's default runtime."""
+    images = common.operator_images_from_env({"MODELDEPLOY_RUNTIME_CLASS": "gvisor"})
+    spec = md(optimization={"outputUri": "s3://models/x/opt"})
+    assert build_job(spec, images=images)["spec"]["template"]["spec"]["runtimeClassName"] == "gvisor"
+    assert build_deployment(spec, images=images)["spec"]["template"]["spec"]["runtimeClassName"] == "gvisor"
+    assert "runtimeClassName" not in build_deployment(spec)["spec"]["template"]["spec"]
+    assert "runtimeClassName" not in build_job(spec)["spec"]["template"]["spec"]
+    for bad in ("gVisor", "a b", "x" * 254, "$(SECRET)"):
+        with pytest.raises(ValueError, match="MODELDEPLOY_RUNTIME_CLASS"):
+            common.operator_images_from_env({"MODELDEPLOY_RUNTIME_CLASS": bad})

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from modeldeploy.storage import publish, transfer
-from modeldeploy.storage.errors import AlreadyPublished, NotPublished
+from modeldeploy.storage.errors import AlreadyPublished, NotPublished, OutputConflict
 from modeldeploy.storage.uris import parse_uri
 
 
@@ -122,6 +122,21 @@ def test_one_writer_at_a_time_per_version(model_dir, output):
     # job-a's retry (a new pod of the same Job, after a crash) takes its own lock over.
     publish.publish(model_dir, output, 4, writer="job-a")
     assert publish.list_published(output) == [4] and lock.name not in transfer.list_files(output)
+
+
+def test_already_published_carries_the_versions_report_and_another_source_is_a_conflict(model_dir, output):
+    with open(os.path.join(model_dir, "report.json"), "w") as fh:
+        json.dump({"source": "s3://models/a", "compressionRatio": 4.0}, fh)
+    publish.publish(model_dir, output, 2, source="s3://models/a")
+    with pytest.raises(AlreadyPublished) as err:
+        publish.check_not_published(output, 2, overwrite=False, source="s3://models/a")
+    assert err.value.report == {"source": "s3://models/a", "compressionRatio": 4.0,
+                                "uri": output.join("2").uri}
+    # Two ModelDeployments sharing an outputUri: the second never adopts (serves) the first one's model.
+    with pytest.raises(OutputConflict) as err:
+        publish.publish(model_dir, output, 2, source="s3://models/b")
+    assert err.value.exit_code == 13 and "s3://models/a" in err.value.message
+    assert "spec.optimization.outputUri" in err.value.message
 
 
 def test_a_stale_lock_of_another_writer_is_taken_over(model_dir, output, monkeypatch):

@@ -134,10 +134,13 @@ def _optimization(spec: ModelDeploymentSpec, obs: Observed, plan: Plan, conds: _
         conds.set(st.OPTIMIZED, False, latch["reason"], latch.get("message") or "the optimization failed")
         return "failed", prev
 
-    job = obs.job
+    job, published, published_report = obs.job, obs.published, obs.published_report
     if job is not None and job.state == FAILED and job.reason == "AlreadyPublished":
-        job = JobView(name=job.name, state=SUCCEEDED, report=obs.published_report,
-                      start_time=job.start_time, completion_time=job.completion_time)
+        # The Job found the version complete; its termination message carries that version's report.json, so
+        # the operator needs no storage access (nor the tenant's Secret) to adopt it.
+        if job.report and job.report.get("uri"):
+            published_report = {k: v for k, v in job.report.items() if k not in ("ok", "error")}
+        job, published = None, True
     record = {"job": name, "version": version, "hash": opt_hash}
     if job is not None and job.start_time:
         record["startTime"] = job.start_time
@@ -171,8 +174,8 @@ def _optimization(spec: ModelDeploymentSpec, obs: Observed, plan: Plan, conds: _
         conds.set(st.OPTIMIZED, False, reason, message)
         plan.events.append((WARNING, reason, message))
         return "failed", record
-    if obs.published:
-        figures = optimization_record(obs.published_report)
+    if published:
+        figures = optimization_record(published_report)
         figures.setdefault("uri", source_uri(spec, version))
         record.update(figures)
         message = (f"version {version} is already published at {record['uri']}: serving it without optimizing "

@@ -14,11 +14,10 @@ import logging
 
 import fsspec
 
-from modeldeploy.storage.publish import MARKER
+from modeldeploy.storage.publish import MARKER, REPORT_NAME
 from modeldeploy.storage.uris import parse_uri
 
 log = logging.getLogger(__name__)
-REPORT_NAME = "report.json"
 
 
 def _filesystem(protocol: str, creds: dict[str, str], endpoint_url: str | None):

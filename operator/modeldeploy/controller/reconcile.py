@@ -59,6 +59,10 @@ class Context:
     # MODELDEPLOY_EGRESS_CIDRS: where the pods' NetworkPolicy lets them connect (storage); "none": no policy.
     egress_cidrs: tuple | None = field(default_factory=lambda: networkpolicy.egress_from_env(
         os.environ.get("MODELDEPLOY_EGRESS_CIDRS")))
+    # MODELDEPLOY_READ_SECRETS=1 (chart: rbac.readSecrets): the operator reads a ModelDeployment's storageSecret
+    # to check storage itself (saves a Job run for a version already published). Off by default: no Secret
+    # access at all; the Job checks and reports instead.
+    read_secrets: bool = field(default_factory=lambda: os.environ.get("MODELDEPLOY_READ_SECRETS") == "1")
     # Model formats that run Python when loaded (.h5, Lambda layers): refused by the optimizer unless allowed.
     allow_unsafe_formats: bool = field(default_factory=lambda: os.environ.get(
         "MODELDEPLOY_ALLOW_UNSAFE_MODEL_FORMATS") == "1")
@@ -112,7 +116,7 @@ def _needs_storage(spec: specmod.ModelDeploymentSpec, status: dict, job: observe
     if job is None:
         return True
     return (job.state == observe.SUCCEEDED and not job.report) or \
-        (job.state == observe.FAILED and job.reason == "AlreadyPublished")
+        (job.state == observe.FAILED and job.reason == "AlreadyPublished" and not (job.report or {}).get("uri"))
 
 
 def _storage_check(ctx: Context, spec: specmod.ModelDeploymentSpec) -> tuple[bool | None, dict | None]:
@@ -120,8 +124,12 @@ def _storage_check(ctx: Context, spec: specmod.ModelDeploymentSpec) -> tuple[boo
     key = (spec.namespace, uri)
     if key in ctx._published:          # a published version stays published: ask storage once
         return ctx._published[key]
+    if spec.model.storage_secret and not ctx.read_secrets:
+        return None, None              # unknown: the Job checks storage itself, with the tenant's Secret
     creds = ctx.kube.secret_data(spec.namespace, spec.model.storage_secret) if spec.model.storage_secret else {}
     answer = published.check(uri, creds, ctx.s3_endpoint, ctx.ambient_storage)
+    if answer[0] and (answer[1] or {}).get("source") not in (None, spec.model.uri):
+        return None, None              # published from another model: the Job reports the OutputConflict
     if answer[0]:
         ctx._published[key] = answer
     return answer

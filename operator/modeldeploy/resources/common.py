@@ -10,11 +10,13 @@ import copy
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Mapping
 
 from modeldeploy import __version__
 from modeldeploy.api import names
+from modeldeploy.api.spec import DNS1123_SUBDOMAIN
 
 # Images `make images` tags; the chart overrides them through the environment.
 DEFAULT_OPTIMIZER_IMAGE = f"ghcr.io/modeldeploy/optimizer:{__version__}"
@@ -33,19 +35,33 @@ DEFAULT_GPU_NODE_SELECTOR = {GPU_NODE_LABEL: "true"}
 
 @dataclass(frozen=True)
 class OperatorImages:
-    """Images of our own tools: the optimizer Job (TensorFlow inside) and the serving pods' pull init container."""
+    """How the pods the operator makes run, as the administrator set it: the images of our own tools (the
+    optimizer Job, TensorFlow inside; the serving pods' pull init container) and the RuntimeClass of every Job
+    and serving pod (a sandbox such as gVisor or Kata for tenants' models; None: the cluster's default)."""
     optimizer: str = DEFAULT_OPTIMIZER_IMAGE
     pull: str = DEFAULT_OPTIMIZER_IMAGE    # the optimizer image has `modeldeploy pull` too; the chart uses the
                                            # operator image (no TensorFlow, smaller)
+    runtime_class: str | None = None
 
 
 DEFAULT_OPERATOR_IMAGES = OperatorImages()
 
 
 def operator_images_from_env(environ: Mapping[str, str] = os.environ) -> OperatorImages:
-    """MODELDEPLOY_OPTIMIZER_IMAGE and MODELDEPLOY_PULL_IMAGE (default: the optimizer image)."""
+    """MODELDEPLOY_OPTIMIZER_IMAGE, MODELDEPLOY_PULL_IMAGE (default: the optimizer image) and
+    MODELDEPLOY_RUNTIME_CLASS (a RuntimeClass name; ValueError when it cannot be one)."""
     optimizer = environ.get("MODELDEPLOY_OPTIMIZER_IMAGE") or DEFAULT_OPTIMIZER_IMAGE
-    return OperatorImages(optimizer=optimizer, pull=environ.get("MODELDEPLOY_PULL_IMAGE") or optimizer)
+    runtime_class = environ.get("MODELDEPLOY_RUNTIME_CLASS") or None
+    if runtime_class is not None and not (len(runtime_class) <= 253 and re.fullmatch(DNS1123_SUBDOMAIN, runtime_class)):
+        raise ValueError(f"MODELDEPLOY_RUNTIME_CLASS={runtime_class!r} is not a RuntimeClass name (a DNS-1123 "
+                         "subdomain: lower-case letters, digits, '-' and '.')")
+    return OperatorImages(optimizer=optimizer, pull=environ.get("MODELDEPLOY_PULL_IMAGE") or optimizer,
+                          runtime_class=runtime_class)
+
+
+def runtime(images: OperatorImages) -> dict:
+    """The pod spec's runtimeClassName, when the administrator chose one."""
+    return {"runtimeClassName": images.runtime_class} if images.runtime_class else {}
 
 
 def pod_security_context(uid: int) -> dict:

@@ -17,7 +17,7 @@ from modeldeploy.resources import config
 from modeldeploy.resources.common import (DEFAULT_GPU_NODE_SELECTOR, DEFAULT_GPU_TOLERATION,
                                           DEFAULT_OPERATOR_IMAGES, GPU_RESOURCE, SERVING_UID, TOOL_UID,
                                           OperatorImages, container_security_context, literal_args,
-                                          plain, pod_security_context, secret_env_from)
+                                          plain, pod_security_context, runtime, secret_env_from)
 
 CONTAINER = "tf-serving"
 INIT_CONTAINER = "pull-model"
@@ -177,6 +177,7 @@ def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
                     {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}}],
     }
     pod_spec.update(scheduling(spec))
+    pod_spec.update(runtime(images))
     return {"metadata": {"labels": names.labels(spec.name, names.COMPONENT_SERVING, target.version),
                          "annotations": annotations},
             "spec": pod_spec}

@@ -10,7 +10,8 @@ from modeldeploy.api import names
 from modeldeploy.api.spec import ModelDeploymentSpec, optimization_hash
 from modeldeploy.resources.common import (DEFAULT_OPERATOR_IMAGES, TOOL_UID, OperatorImages,
                                           container_security_context, literal_args, plain,
-                                          pod_security_context, secret_env_from)
+                                          pod_security_context, runtime, secret_env_from)
+from modeldeploy.storage.errors import EXIT_CODES
 
 CONTAINER = "optimizer"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
@@ -18,7 +19,9 @@ WORK_DIR = "/tmp"
 DEFAULT_RESOURCES = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}
 # Exit codes of `modeldeploy optimize` (storage/errors.py) that another attempt cannot fix: fail the Job at once
 # instead of spending backoffLimit on them. 1 (unexpected) and 3 (storage unreachable) are retried.
-PERMANENT_EXIT_CODES = [2, 4, 5, 6, 7, 8, 9, 11]
+PERMANENT_EXIT_CODES = sorted(EXIT_CODES[reason] for reason in (
+    "BadArguments", "MissingCredentials", "NotFound", "CorruptModel", "DatasetMismatch", "GateFailed",
+    "AlreadyPublished", "OptimizationFailed", "OutputConflict", "UnsupportedModel"))
 
 
 def _number(value: float) -> str:
@@ -89,6 +92,7 @@ def build_job(spec: ModelDeploymentSpec, version: int | None = None,
         }],
         "volumes": [{"name": "work", "emptyDir": {}}],
     }
+    pod_spec.update(runtime(images))
     if opt.node_selector:
         pod_spec["nodeSelector"] = plain(opt.node_selector)
     if opt.tolerations:

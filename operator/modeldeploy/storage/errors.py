@@ -2,8 +2,8 @@
 
 `modeldeploy optimize` and `modeldeploy pull` exit with these codes and print the message; the optimizer Job
 also puts `{"error": {"reason", "exitCode", "message"}}` in its termination message, so the operator can set
-`Stalled` with the reason without parsing logs. Codes 0-1 keep their usual meaning (1 = unexpected bug) and
-2 matches argparse's own usage error.
+`Stalled` with the reason without parsing logs. Codes 0-1 keep their usual meaning (1 = unexpected bug: its
+stack goes to the log, one line to the termination message) and 2 matches argparse's own usage error.
 
 | code | reason              | meaning                                                                     |
 |------|---------------------|-----------------------------------------------------------------------------|
@@ -17,6 +17,9 @@ also puts `{"error": {"reason", "exitCode", "message"}}` in its termination mess
 | 9    | AlreadyPublished    | the version exists and is complete; pass --overwrite to replace it          |
 | 10   | NotPublished        | (pull) the version has no completion marker or fails its checksums         |
 | 11   | OptimizationFailed  | the optimization did not reach its target (e.g. sparsity short of target)   |
+| 12   | PublishInProgress   | another writer holds the version's publication lock (retryable)             |
+| 13   | OutputConflict      | the version was published from another model (a shared outputUri)           |
+| 14   | UnsupportedModel    | a valid model the optimizer cannot handle as asked (e.g. nothing to prune)  |
 """
 from __future__ import annotations
 
@@ -81,6 +84,17 @@ class PublishInProgress(ModelDeployError):
     exit_code, reason = 12, "PublishInProgress"
 
 
+class OutputConflict(ModelDeployError):
+    """The version under outputUri was published from another source model: never adopted, never replaced."""
+    exit_code, reason = 13, "OutputConflict"
+
+
+class UnsupportedModel(ModelDeployError):
+    """The model loads and runs but cannot be optimized as asked: not corrupt, and not fixed by a retry."""
+    exit_code, reason = 14, "UnsupportedModel"
+
+
 ALL = [BadArguments, StorageUnreachable, MissingCredentials, NotFound, CorruptModel, DatasetMismatch,
-       GateFailed, AlreadyPublished, NotPublished, OptimizationFailed, PublishInProgress]
+       GateFailed, AlreadyPublished, NotPublished, OptimizationFailed, PublishInProgress, OutputConflict,
+       UnsupportedModel]
 EXIT_CODES = {cls.reason: cls.exit_code for cls in ALL}

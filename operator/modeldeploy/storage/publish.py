@@ -25,13 +25,14 @@ import time
 
 from modeldeploy import __version__
 from modeldeploy.storage import transfer
-from modeldeploy.storage.errors import (AlreadyPublished, NotFound, NotPublished, PublishInProgress,
-                                        StorageUnreachable)
+from modeldeploy.storage.errors import (AlreadyPublished, NotFound, NotPublished, OutputConflict,
+                                        PublishInProgress, StorageUnreachable)
 from modeldeploy.storage.uris import Location
 
 log = logging.getLogger(__name__)
 
 MARKER = "_COMPLETE"
+REPORT_NAME = "report.json"
 TMP_PREFIX = ".tmp-"
 LOCK_PREFIX = ".publishing-"
 LOCK_STALE_SECONDS = 3600      # a lock held this long belongs to a writer that died (uploads take minutes)
@@ -137,9 +138,23 @@ def _release(output: Location, lock: Location, writer: str) -> None:
         log.warning("could not release the publication lock %s: %s", lock.uri, exc)
 
 
-def check_not_published(output: Location, version: int, overwrite: bool) -> None:
+def read_report(version_loc: Location) -> dict | None:
+    """The version's report.json (the optimizer's figures), or None when missing or unreadable."""
+    try:
+        report = json.loads(transfer.read_bytes(version_loc.join(REPORT_NAME)))
+    except (NotFound, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def check_not_published(output: Location, version: int, overwrite: bool, source: str | None = None) -> None:
     """Fail early (before any work) when version N is already complete and overwrite is not allowed. A marker
-    whose files are missing or of other sizes is a damaged version, never "already published": it is replaced."""
+    whose files are missing or of other sizes is a damaged version, never "already published": it is replaced.
+
+    AlreadyPublished carries the version's report (`exc.report`), so the Job's termination message gives the
+    operator the figures without the operator reading storage itself. When `source` is given and the version
+    was published from another model (two ModelDeployments sharing an outputUri, or spec.model.uri changed
+    without a new version), it is OutputConflict: adopting it would serve someone else's model."""
     loc = version_location(output, version)
     manifest = None if overwrite else read_marker(loc)
     if manifest is None:
@@ -150,21 +165,30 @@ def check_not_published(output: Location, version: int, overwrite: bool) -> None
         log.warning("%s has a marker but %d damaged or missing files (%s): publishing it again", loc.uri,
                     len(damaged), ", ".join(damaged[:3]))
         return
-    raise AlreadyPublished(f"{loc.uri} is already published; bump --version (spec.model.version) or pass "
+    report = read_report(loc)
+    published_from = (report or {}).get("source")
+    if source and published_from and published_from != source:
+        raise OutputConflict(f"{loc.uri} holds a version published from {published_from}, not from {source}: "
+                             "give this ModelDeployment its own spec.optimization.outputUri, or a new "
+                             "spec.model.version for a new model")
+    exc = AlreadyPublished(f"{loc.uri} is already published; bump --version (spec.model.version) or pass "
                            "--overwrite to replace it")
+    if report is not None:
+        exc.report = dict(report, uri=loc.uri)
+    raise exc
 
 
 def publish(local_dir: str, output: Location, version: int, overwrite: bool = False,
-            writer: str = "") -> dict:
+            writer: str = "", source: str | None = None) -> dict:
     """Publish a local directory as `<output>/<version>/` atomically; returns the manifest written. `writer`
     names this attempt's owner (the Job): its own retry may take over a lock it left behind."""
     target = version_location(output, version)
-    check_not_published(output, version, overwrite)
+    check_not_published(output, version, overwrite, source)
     writer = writer or f"pid-{os.getpid()}-{secrets.token_hex(4)}"
     lock = _acquire(output, version, writer)
     try:
         # Another writer may have finished while we waited for the lock.
-        check_not_published(output, version, overwrite)
+        check_not_published(output, version, overwrite, source)
         return _publish_locked(local_dir, output, target, version)
     finally:
         _release(output, lock, writer)
