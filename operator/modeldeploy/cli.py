@@ -44,6 +44,14 @@ def _optimize(ns) -> int:
         failed = dict(getattr(exc, "report", None) or {}, ok=False, error=exc.as_dict())
         report.write_termination_message(failed, ns.termination_message_path)
         return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - a bug: the stack to the log, one line to the termination message
+        logging.getLogger("modeldeploy.optimize").exception("unexpected error")
+        line = (str(exc).strip().splitlines() or [""])[0][:500]
+        error = {"reason": "InternalError", "exitCode": 1,
+                 "message": f"{type(exc).__name__}: {line} (a bug in modeldeploy; the stack is in the Job's log)"}
+        report.write_termination_message({"ok": False, "error": error}, ns.termination_message_path)
+        print(f"modeldeploy optimize: InternalError: {error['message']}", file=sys.stderr)
+        return 1
     print(report.compact_json(result))
     return 0
 

@@ -48,51 +48,62 @@ def _files(path: str, exclude: tuple[str, ...]) -> list[str]:
 
 
 class SavedModelRunner:
-    """`serving_default` of a SavedModel on disk, called like TF Serving does (one named input)."""
+    """`serving_default` of a SavedModel on disk, called like TF Serving does (named inputs); returns the
+    output `output` (default: the first in key order)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, output: str | None = None):
         self.loaded = tf.saved_model.load(path)
         self.fn = self.loaded.signatures["serving_default"]
         _, kwargs = self.fn.structured_input_signature
-        (self.input_key, spec), = kwargs.items()
-        self.dtype = spec.dtype
-        self.output_key = sorted(self.fn.structured_outputs)[0]
+        self.dtypes = {k: spec.dtype for k, spec in kwargs.items()}
+        self.output_key = output or sorted(self.fn.structured_outputs)[0]
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.fn(**{self.input_key: tf.constant(x, dtype=self.dtype)})[self.output_key].numpy()
+    def __call__(self, x: dict) -> np.ndarray:
+        out = self.fn(**{k: tf.constant(v, dtype=self.dtypes[k]) for k, v in x.items()})
+        return out[self.output_key].numpy()
 
 
 class TFLiteRunner:
-    """A .tflite model; the input tensor is resized to each batch size it sees."""
+    """A .tflite model through its serving_default signature runner (named inputs and outputs, as the
+    SavedModel's); inputs are resized to each batch they see."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, output: str | None = None):
         self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=os.cpu_count() or 1)
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        self.batch = None
+        signatures = self.interpreter.get_signature_list()
+        name = "serving_default" if "serving_default" in signatures else next(iter(signatures))
+        self.runner = self.interpreter.get_signature_runner(name)
+        details = self.runner.get_input_details()
+        self.dtypes = {k: d["dtype"] for k, d in details.items()}
+        self.output_key = output if output in signatures[name]["outputs"] else sorted(signatures[name]["outputs"])[0]
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.batch != len(x):
-            self.interpreter.resize_tensor_input(self.input["index"], [len(x), *x.shape[1:]])
-            self.interpreter.allocate_tensors()
-            self.batch = len(x)
-        self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output["index"]).copy()
+    def __call__(self, x: dict) -> np.ndarray:
+        out = self.runner(**{k: np.asarray(v).astype(self.dtypes[k]) for k, v in x.items()})
+        return np.asarray(out[self.output_key]).copy()
 
 
-def predict(runner, x: np.ndarray, batch: int = 256) -> np.ndarray:
+def predict(runner, x: dict, batch: int = 256) -> np.ndarray:
     """Predictions for all rows, in batches."""
-    return np.concatenate([runner(x[i:i + batch]) for i in range(0, len(x), batch)], axis=0)
+    n = datasets.rows(x)
+    return np.concatenate([runner(datasets.take(x, slice(i, i + batch))) for i in range(0, n, batch)], axis=0)
+
+
+def classes(pred: np.ndarray) -> np.ndarray:
+    """A classifier's answer per row: argmax, or > 0.5 for one sigmoid output."""
+    flat = pred.reshape(len(pred), -1)
+    return (flat[:, 0] > 0.5).astype(np.int64) if flat.shape[1] == 1 else flat.argmax(axis=1)
 
 
 def score(pred: np.ndarray, y: np.ndarray, classification: bool) -> float:
-    """Accuracy (classifiers: argmax, or >0.5 for one sigmoid output) or mean squared error (regressors)."""
+    """Accuracy (classifiers) or mean squared error (regressors)."""
     if classification:
-        flat = pred.reshape(len(pred), -1)
-        guess = (flat[:, 0] > 0.5).astype(np.int64) if flat.shape[1] == 1 else flat.argmax(axis=1)
-        return float(np.mean(guess == datasets.labels(y)))
+        return float(np.mean(classes(pred) == datasets.labels(y)))
     return float(np.mean((pred.reshape(y.shape).astype(np.float64) - y.astype(np.float64)) ** 2))
+
+
+def agreement(baseline: np.ndarray, optimized: np.ndarray) -> float:
+    """Share of rows where two classifiers give the same answer: what an untrained or unlabelled model is
+    judged by, and how far the optimized model strays from the original beyond the accuracy figure."""
+    return round(float(np.mean(classes(baseline) == classes(optimized))), 6)
 
 
 def drop(baseline: float, optimized: float, classification: bool) -> float:
@@ -102,10 +113,10 @@ def drop(baseline: float, optimized: float, classification: bool) -> float:
     return round((optimized - baseline) / max(baseline, 1e-12), 6)
 
 
-def latency_ms(runner, sample: np.ndarray, batch: int) -> float:
+def latency_ms(runner, sample: dict, batch: int) -> float:
     """Median milliseconds per call at `batch` rows, after two warm-up calls."""
-    reps = int(np.ceil(batch / len(sample)))
-    x = np.concatenate([sample] * reps, axis=0)[:batch]
+    n = datasets.rows(sample)
+    x = datasets.take(sample, np.arange(batch) % n)
     for _ in range(2):
         runner(x)
     times, started = [], time.perf_counter()

@@ -3,8 +3,8 @@
 TFLite converters produce .tflite files, not SavedModels, and TF Serving serves SavedModels. So quantized
 weights are stored inside the SavedModel graph:
 1. the model's forward function is frozen (variables become constants);
-2. every weight constant feeding a MatMul / Conv2D / DepthwiseConv2dNative / Conv3D (through Identity or
-   fake-quant ops) is replaced by a smaller constant plus dequantizing ops under the original node name:
+2. every weight constant feeding a MatMul / Conv2D / DepthwiseConv2dNative / Conv3D, or an embedding table
+   feeding a GatherV2 (through Identity or fake-quant ops) is replaced by a smaller constant plus dequantizing ops under the original node name:
    - float16: `Cast(Const half)`;
    - int8: `Mul(Cast(Const int8), Const scale)`, symmetric per output channel, 127 levels each side, zero
      point 0 -- so pruned zeros stay exact int8 zeros, which gzip compresses;
@@ -31,6 +31,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 # Consumers whose weight input (index) we compress, and the axes that index one output channel.
 WEIGHT_CONSUMERS = {
     "MatMul": 1, "Conv2D": 1, "DepthwiseConv2dNative": 1, "Conv3D": 1, "Conv2DBackpropInput": 1,
+    "GatherV2": 0,   # embedding tables (params); one scale per embedding column
 }
 # Ops between a weight constant and its consumer that we look through.
 PASS_THROUGH = ("Identity", "FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel",
@@ -44,42 +45,78 @@ NO_INLINE = "_noinline"  # tf.function(jit_compile=True) also marks its function
 log = logging.getLogger(__name__)
 
 
-def freeze(fn, spec: tf.TensorSpec) -> tuple[graph_pb2.GraphDef, str, str]:
-    """Freeze `fn(spec)` into a GraphDef; returns (graph_def, input tensor name, output tensor name)."""
-    graph_def, input_tensor, output_tensor, _ = freeze_for_serving(fn, spec)
-    return graph_def, input_tensor, output_tensor
+Names = dict  # serving key -> tensor name in the frozen graph
 
 
-def freeze_for_serving(fn, spec: tf.TensorSpec) -> tuple[graph_pb2.GraphDef, str, str, list[str]]:
+def freeze(fn, specs: list[tf.TensorSpec]) -> tuple[graph_pb2.GraphDef, Names, Names]:
+    """Freeze `fn` ({input key: tensor} -> {output key: tensor}) over `specs` (each named by its key) into a
+    GraphDef; returns (graph_def, input key -> tensor name, output key -> tensor name)."""
+    graph_def, inputs, outputs, _ = freeze_for_serving(fn, specs)
+    return graph_def, inputs, outputs
+
+
+def freeze_for_serving(fn, specs: list[tf.TensorSpec]) -> tuple[graph_pb2.GraphDef, Names, Names, list[str]]:
     """`freeze`, plus the names of the functions and nodes whose XLA must-compile attribute was removed.
 
     A must-compile function survives the first freeze as a call (grappler does not inline it) with its weights
     passed in as arguments; once the attribute is cleared, the graph is frozen once more so the calls are
     inlined and every weight constant sits next to the op that consumes it.
     """
-    graph_def, input_tensor, output_tensor = _freeze_once(fn, spec)
+    graph_def, inputs, outputs = _freeze_once(fn, specs)
     removed = strip_must_compile(graph_def)
     if removed:
-        def reimported(x):
-            y, = tf.graph_util.import_graph_def(graph_def, input_map={input_tensor: x},
-                                                return_elements=[output_tensor], name="md_inline")
-            return y
-
         try:
-            graph_def, input_tensor, output_tensor = _freeze_once(reimported, spec)
+            graph_def, inputs, outputs = _freeze_once(imported(graph_def, inputs, outputs, "md_inline"), specs)
         except Exception as exc:  # noqa: BLE001 - the stripped graph still serves; only its weights stay float
             log.warning("could not inline the former must-compile functions (%s); their weights stay float32",
                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         left = must_compile(graph_def)
         if left:  # cannot happen unless TensorFlow re-adds it; never publish what TF Serving refuses
             raise ValueError(f"XLA must-compile is still set on {', '.join(left)} after removing it")
-    return graph_def, input_tensor, output_tensor, removed
+    return graph_def, inputs, outputs, removed
 
 
-def _freeze_once(fn, spec: tf.TensorSpec) -> tuple[graph_pb2.GraphDef, str, str]:
-    concrete = tf.function(fn).get_concrete_function(spec)
-    frozen = convert_variables_to_constants_v2(concrete)
-    return frozen.graph.as_graph_def(), frozen.inputs[0].name, frozen.outputs[0].name
+def imported(graph_def: graph_pb2.GraphDef, inputs: Names, outputs: Names, scope: str):
+    """A function {input key: tensor} -> {output key: tensor} that runs a frozen graph."""
+    out_keys = list(outputs)
+
+    def fn(x: dict):
+        ys = tf.graph_util.import_graph_def(graph_def, input_map={inputs[k]: x[k] for k in inputs},
+                                            return_elements=[outputs[k] for k in out_keys], name=scope)
+        return dict(zip(out_keys, ys))
+    return fn
+
+
+def _freeze_once(fn, specs: list[tf.TensorSpec]) -> tuple[graph_pb2.GraphDef, Names, Names]:
+    keys = [s.name for s in specs]
+
+    def positional(*args):
+        return fn(dict(zip(keys, args)))
+
+    concrete = tf.function(positional).get_concrete_function(*specs)
+    # Functional control flow (While, If) stays functional: lowered to v1 frames, a loop (an RNN) could not be
+    # imported into the serving function again.
+    frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False)
+    # The frozen function's inputs are the placeholders of `specs`, in order; its outputs follow the flattened
+    # (sorted by key) structure of the returned dict.
+    out_keys = sorted(concrete.structured_outputs)
+    inputs = {k: t.name for k, t in zip(keys, frozen.inputs[:len(keys)])}
+    outputs = {k: t.name for k, t in zip(out_keys, frozen.outputs)}
+    graph_def = frozen.graph.as_graph_def()
+    # Freezing turns variables into constants; any other resource (a lookup table of StringLookup or
+    # TextVectorization, a hash table) is left as an unfed placeholder, and the exported model would fail
+    # every request.
+    fed = {_producer(n) for n in inputs.values()}
+    unfed = sorted(n.name for n in _all_nodes(graph_def) if n.op == "Placeholder" and n.name not in fed
+                   and n.attr["dtype"].type == tf.resource.as_datatype_enum)
+    if unfed:
+        raise UnfreezableModel(f"the model holds state other than variables, which a frozen graph cannot carry "
+                               f"(lookup tables such as StringLookup or TextVectorization: {', '.join(unfed[:3])})")
+    return graph_def, inputs, outputs
+
+
+class UnfreezableModel(ValueError):
+    """The model's graph cannot be frozen into constants (it holds tables or other non-variable resources)."""
 
 
 def _must_compile_holders(graph_def):
@@ -315,22 +352,23 @@ class _Served(tf.Module):
     """Holds the serving function so tf.saved_model.save can track it."""
 
 
-def save(graph_def: graph_pb2.GraphDef, input_tensor: str, output_tensor: str, spec: tf.TensorSpec,
-         output_key: str, out_dir: str) -> None:
-    """Save a frozen graph as a SavedModel with one `serving_default` signature {spec.name} -> {output_key}."""
+def save(graph_def: graph_pb2.GraphDef, inputs: Names, outputs: Names, specs: list[tf.TensorSpec],
+         out_dir: str) -> None:
+    """Save a frozen graph as a SavedModel with one `serving_default` signature: inputs named by `specs`,
+    outputs by the keys of `outputs`."""
     module = _Served()
+    run = imported(graph_def, inputs, outputs, "model")
+    keys = [s.name for s in specs]
 
-    @tf.function(input_signature=[spec])
-    def serve(x):
-        y, = tf.graph_util.import_graph_def(graph_def, input_map={input_tensor: x},
-                                            return_elements=[output_tensor], name="model")
-        return {output_key: y}
+    @tf.function(input_signature=list(specs))
+    def serve(*args):
+        return run(dict(zip(keys, args)))
 
     module.serve = serve
     tf.saved_model.save(module, out_dir, signatures={"serving_default": serve})
 
 
-def export(fn, spec: tf.TensorSpec, output_key: str, out_dir: str, storage: str = "float32") -> None:
+def export(fn, specs: list[tf.TensorSpec], out_dir: str, storage: str = "float32") -> None:
     """Freeze `fn`, store its weights as `storage`, and save the SavedModel to `out_dir`."""
-    graph_def, input_tensor, output_tensor = freeze(fn, spec)
-    save(compress_weights(graph_def, storage), input_tensor, output_tensor, spec, output_key, out_dir)
+    graph_def, inputs, outputs = freeze(fn, specs)
+    save(compress_weights(graph_def, storage), inputs, outputs, specs, out_dir)

@@ -1,30 +1,49 @@
 """Load the source model: a Keras file (.keras, .h5) or a SavedModel directory, into a `Source`.
 
-A Keras model can be pruned and trained (QAT); a plain SavedModel without Keras metadata can still be
-weight-quantized through its `serving_default` signature. Loading failures become `CorruptModel`.
+Three kinds, told apart by what the files say, each with its own optimizer path:
+- **tf-keras** (`.h5`, a `.keras` file written by tf-keras, a SavedModel with `keras_metadata.pb`): pruned and
+  QAT-trained with tensorflow-model-optimization, which works on tf-keras models only.
+- **Keras 3** (a `.keras` file whose metadata says Keras 3, what `model.save()` writes with TensorFlow 2.16+):
+  loaded with Keras 3 itself in safe mode; pruned by magnitude with fine-tuning on its variables
+  (`prune.prune_variables`).
+- **SavedModel** (any other, e.g. Keras 3's `model.export()` or a `tf.Module`): served through its
+  `serving_default` signature; pruned the same way on its trainable variables when it has them.
+Every kind may have several named inputs and outputs (the serving signature's). Loading failures become
+`CorruptModel`; a model the optimizer cannot handle is `UnsupportedModel`.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import zipfile
 
 import tensorflow as tf
 
 from modeldeploy.storage.errors import BadArguments, CorruptModel
 
+TF_KERAS, KERAS3, SAVED_MODEL = "tf-keras", "keras3", "savedmodel"
+
 
 @dataclasses.dataclass
 class Source:
-    """The model to optimize and how it is served (one input tensor, one output tensor)."""
+    """The model to optimize and how it is served."""
 
-    fn: object                  # callable: float input tensor -> output tensor (graph-traceable)
-    input_key: str              # serving signature input name
-    output_key: str             # serving signature output name
-    input_shape: tuple          # with batch dimension None
-    input_dtype: object
-    output_shape: tuple
-    keras: object | None = None  # tf_keras.Model when the source is Keras (pruning and QAT need it)
-    keep_alive: object | None = None  # the loaded SavedModel object whose variables `fn` reads
+    fn: object                  # callable: {input key: tensor} -> {output key: tensor} (graph-traceable)
+    inputs: dict                # input key -> tf.TensorSpec (batch dimension None, named by its key)
+    outputs: dict               # output key -> shape (batch dimension None)
+    kind: str = SAVED_MODEL
+    keras: object | None = None  # the tf_keras.Model (tfmot prunes and QAT-trains it)
+    variables: tuple = ()       # trainable variables `fn` reads (magnitude pruning of Keras 3 / SavedModels)
+    keep_alive: object | None = None  # the loaded object whose variables `fn` reads
+
+    @property
+    def input_keys(self) -> list[str]:
+        return list(self.inputs)
+
+    @property
+    def output_keys(self) -> list[str]:
+        return list(self.outputs)
 
 
 def _keras():
@@ -32,16 +51,46 @@ def _keras():
     return tf_keras
 
 
+def _spec(key: str, shape, dtype) -> tf.TensorSpec:
+    return tf.TensorSpec((None,) + tuple(shape[1:]), tf.as_dtype(dtype), name=key)
+
+
+def _as_dict(keys: list[str], result) -> dict:
+    if isinstance(result, dict):
+        return dict(result)
+    flat = tf.nest.flatten(result)
+    return dict(zip(keys, flat))
+
+
+def keras_call(model, in_keys: list[str], out_keys: list[str]):
+    """`model` as a Source function keyed by `in_keys`/`out_keys` in the model's order. A pruned or QAT-wrapped
+    copy renames its layers (quant_digit), so it is called with the source's keys: the published signature
+    keeps the names clients send."""
+    def fn(inputs: dict):
+        args = inputs[in_keys[0]] if len(in_keys) == 1 else [inputs[k] for k in in_keys]
+        return _as_dict(out_keys, model(args, training=False))
+    return fn
+
+
 def from_keras(model) -> Source:
-    """A Source from an in-memory tf_keras model."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise CorruptModel(f"the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; the "
-                           "optimizer supports exactly one of each")
-    input_shape = (None,) + tuple(model.input_shape[1:])
-    output_shape = (None,) + tuple(model.output_shape[1:])
-    return Source(fn=lambda x: model(x, training=False), input_key=model.input_names[0],
-                  output_key=model.output_names[0], input_shape=input_shape, input_dtype=model.inputs[0].dtype,
-                  output_shape=output_shape, keras=model)
+    """A Source from an in-memory tf_keras model (inputs and outputs keyed by the layers' names)."""
+    in_keys, out_keys = list(model.input_names), list(model.output_names)
+    inputs = {k: _spec(k, t.shape, t.dtype) for k, t in zip(in_keys, model.inputs)}
+    outputs = {k: (None,) + tuple(t.shape[1:]) for k, t in zip(out_keys, model.outputs)}
+    return Source(fn=keras_call(model, in_keys, out_keys), inputs=inputs, outputs=outputs, kind=TF_KERAS,
+                  keras=model)
+
+
+def from_keras3(model) -> Source:
+    """A Source from a Keras 3 model, keyed as Keras 3's own `model.export()` keys its serving signature:
+    inputs by their names, outputs `output_0`, `output_1`, ..."""
+    in_keys = [t.name for t in model.inputs]
+    out_keys = [f"output_{i}" for i in range(len(model.outputs))]
+    inputs = {k: _spec(k, t.shape, t.dtype) for k, t in zip(in_keys, model.inputs)}
+    outputs = {k: (None,) + tuple(t.shape[1:]) for k, t in zip(out_keys, model.outputs)}
+    variables = tuple(getattr(v, "value", v) for v in model.trainable_variables)
+    return Source(fn=keras_call(model, in_keys, out_keys), inputs=inputs, outputs=outputs, kind=KERAS3,
+                  variables=variables, keep_alive=model)
 
 
 UNSAFE_HINT = ("convert it to a .keras file (whose loader refuses code) or to a SavedModel without Lambda layers, "
@@ -53,6 +102,29 @@ def _lambda_layers(metadata_path: str) -> bool:
     """Whether a Keras SavedModel's metadata holds a Lambda layer: its Python code runs when Keras loads it."""
     with open(metadata_path, "rb") as fh:
         return b'"class_name": "Lambda"' in fh.read()
+
+
+def keras_file_version(path: str) -> str | None:
+    """The Keras version that wrote a .keras zip (its metadata.json), None when unreadable."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return str(json.loads(zf.read("metadata.json")).get("keras_version") or "") or None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def _load_keras_file(path: str, allow_unsafe: bool) -> Source:
+    lower = path.lower()
+    if lower.endswith((".h5", ".hdf5")):
+        return from_keras(_keras().models.load_model(path, compile=False))
+    version = keras_file_version(path)
+    if version is None:
+        raise CorruptModel(f"--source: {os.path.basename(path)} is not a .keras archive (no readable "
+                           "metadata.json); save it with model.save('model.keras')")
+    if int(version.split(".")[0]) >= 3:
+        import keras  # Keras 3 (TF_USE_LEGACY_KERAS only redirects tf.keras to tf-keras)
+        return from_keras3(keras.saving.load_model(path, compile=False, safe_mode=not allow_unsafe))
+    return from_keras(_keras().models.load_model(path, compile=False, safe_mode=not allow_unsafe))
 
 
 def load(path: str, allow_unsafe: bool = False) -> Source:
@@ -70,13 +142,12 @@ def load(path: str, allow_unsafe: bool = False) -> Source:
             raise BadArguments(f"--source: {os.path.basename(path)} is a legacy HDF5 model, which can run "
                                f"arbitrary Python when loaded (Lambda layers); {UNSAFE_HINT}")
         try:
-            if lower.endswith(".keras"):
-                return from_keras(_keras().models.load_model(path, compile=False, safe_mode=not allow_unsafe))
-            return from_keras(_keras().models.load_model(path, compile=False))
+            return _load_keras_file(path, allow_unsafe)
         except (CorruptModel, BadArguments):
             raise
         except Exception as exc:  # noqa: BLE001 - anything the loader throws means unusable input
-            raise CorruptModel(f"--source: cannot load Keras file {os.path.basename(path)}: {exc}") from None
+            raise CorruptModel(f"--source: cannot load Keras file {os.path.basename(path)}: "
+                               f"{_first_line(exc)}") from None
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
         raise CorruptModel(f"--source: {path} is neither a Keras file nor a SavedModel directory (no "
                            "saved_model.pb)")
@@ -87,11 +158,14 @@ def load(path: str, allow_unsafe: bool = False) -> Source:
                                f"it is loaded; {UNSAFE_HINT}")
         try:
             return from_keras(_keras().models.load_model(path, compile=False))
-        except CorruptModel:
-            raise
         except Exception:  # noqa: BLE001 - fall back to the plain SavedModel signature below
             pass
     return _from_signature(path)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__
 
 
 def _from_signature(path: str) -> Source:
@@ -101,19 +175,20 @@ def _from_signature(path: str) -> Source:
     except KeyError:
         raise CorruptModel(f"--source: SavedModel {path} has no serving_default signature") from None
     except Exception as exc:  # noqa: BLE001
-        raise CorruptModel(f"--source: cannot load SavedModel {path}: {exc}") from None
+        raise CorruptModel(f"--source: cannot load SavedModel {path}: {_first_line(exc)}") from None
     _, kwargs = sig.structured_input_signature
-    outputs = sig.structured_outputs
-    if len(kwargs) != 1 or len(outputs) != 1:
-        raise CorruptModel(f"--source: serving_default has inputs {sorted(kwargs)} and outputs "
-                           f"{sorted(outputs)}; the optimizer supports exactly one of each")
-    (in_key, spec), = kwargs.items()
-    (out_key, out_spec), = outputs.items()
-    return Source(fn=lambda x: sig(**{in_key: x})[out_key], input_key=in_key, output_key=out_key,
-                  input_shape=(None,) + tuple(spec.shape[1:]), input_dtype=spec.dtype,
-                  output_shape=(None,) + tuple(out_spec.shape[1:]), keep_alive=loaded)
+    inputs = {k: _spec(k, s.shape, s.dtype) for k, s in sorted(kwargs.items())}
+    outputs = {k: (None,) + tuple(s.shape[1:]) for k, s in sorted(sig.structured_outputs.items())}
+    # The variables the signature itself reads (a Keras 3 export, a tf.Module): what pruning may change.
+    variables = tuple(sig.trainable_variables)
+
+    def fn(x: dict):
+        return dict(sig(**x))
+
+    return Source(fn=fn, inputs=inputs, outputs=outputs, kind=SAVED_MODEL, variables=variables,
+                  keep_alive=loaded)
 
 
-def input_spec(src: Source) -> tf.TensorSpec:
-    """The serving signature's input spec (dynamic batch)."""
-    return tf.TensorSpec(src.input_shape, src.input_dtype, name=src.input_key)
+def input_specs(src: Source) -> list[tf.TensorSpec]:
+    """The serving signature's input specs (dynamic batch), in the Source's input order."""
+    return list(src.inputs.values())

@@ -11,19 +11,20 @@ import tempfile
 import time
 
 import numpy as np
+import tensorflow as tf
 
 from modeldeploy.optimize import dataset as datasets
-from modeldeploy.optimize import evaluate, export, graphinfo, loading, quantize, report, training
+from modeldeploy.optimize import evaluate, export, graphinfo, loading, prune, quantize, report, training
 from modeldeploy.optimize.options import OptimizeOptions
 from modeldeploy.storage import publish, transfer
-from modeldeploy.storage.errors import (BadArguments, CorruptModel, GateFailed,
-                                        ModelDeployError, NotFound, OptimizationFailed)
+from modeldeploy.storage.errors import (CorruptModel, GateFailed, ModelDeployError, NotFound,
+                                        OptimizationFailed, UnsupportedModel)
 
 log = logging.getLogger(__name__)
 
 SPARSITY_TOLERANCE = 0.01  # tfmot rounds per layer; a point below target is still the target
 TFLITE_NAME = "model.tflite"
-REPORT_NAME = "report.json"
+REPORT_NAME = publish.REPORT_NAME
 NOT_SAVEDMODEL = (TFLITE_NAME, REPORT_NAME, publish.MARKER)
 
 
@@ -34,12 +35,13 @@ def _fetch_source(opts: OptimizeOptions, work: str) -> str:
     return transfer.download(opts.source, local)
 
 
-def _fetch_dataset(opts: OptimizeOptions) -> datasets.Dataset | None:
+def _fetch_dataset(opts: OptimizeOptions, src: loading.Source) -> datasets.Dataset | None:
     if opts.dataset is None:
         return None
     if not transfer.exists(opts.dataset):
         raise NotFound(f"--dataset {opts.dataset.uri}: nothing stored there")
-    return datasets.from_bytes(transfer.read_bytes(opts.dataset), opts.dataset.uri, need_train=opts.trains)
+    return datasets.from_bytes(transfer.read_bytes(opts.dataset), opts.dataset.uri, opts.trains,
+                               src.input_keys, src.output_keys)
 
 
 def _measure(path: str, runner, data, task, sample) -> dict:
@@ -48,82 +50,138 @@ def _measure(path: str, runner, data, task, sample) -> dict:
            "latencyMsB1": evaluate.latency_ms(runner, sample, 1),
            "latencyMsB32": evaluate.latency_ms(runner, sample, 32)}
     if data is not None:
-        out["metric"] = evaluate.score(evaluate.predict(runner, data.x_val), data.y_val, task.classification)
+        out["pred"] = evaluate.predict(runner, data.x_val)
+        out["metric"] = evaluate.score(out["pred"], data.y_val, task.classification)
     return out
 
 
-def _sample_inputs(src: loading.Source, data) -> np.ndarray:
-    """Inputs for latency runs: validation rows when we have them, else deterministic random ones."""
+def download_figures(source_path: str, version_dir: str) -> dict:
+    """What a serving pod downloads, before and after: gzip bytes of the model as the user stored it and of
+    the version directory `modeldeploy pull` copies (the artefacts; report.json and the marker excluded)."""
+    before = evaluate.gzip_bytes(source_path)
+    after = evaluate.gzip_bytes(version_dir, (REPORT_NAME, publish.MARKER))
+    return {"sourceBytes": evaluate.dir_bytes(source_path), "sourceCompressedBytes": before,
+            "versionBytes": evaluate.dir_bytes(version_dir, (REPORT_NAME, publish.MARKER)),
+            "versionCompressedBytes": after, "ratio": round(before / after, 3)}
+
+
+def _sample_inputs(src: loading.Source, data) -> dict[str, np.ndarray]:
+    """Inputs for latency runs: validation rows when we have them, else deterministic ones of each input's
+    shape and dtype (random floats, zero ids, empty strings)."""
     if data is not None:
-        return data.x_val[:32].astype(src.input_dtype.as_numpy_dtype)
-    shape = [32] + [d if d is not None else 1 for d in src.input_shape[1:]]
-    return np.random.default_rng(0).random(shape, dtype=np.float32).astype(src.input_dtype.as_numpy_dtype)
+        return datasets.take(data.x_val, slice(0, 32))
+    rng, out = np.random.default_rng(0), {}
+    for key, spec in src.inputs.items():
+        shape = [32] + [d if d is not None else 1 for d in spec.shape[1:]]
+        if spec.dtype == tf.string:
+            out[key] = np.full(shape, "")
+        elif spec.dtype.is_floating:
+            out[key] = rng.random(shape, dtype=np.float32).astype(spec.dtype.as_numpy_dtype)
+        else:
+            out[key] = np.zeros(shape, dtype=spec.dtype.as_numpy_dtype)
+    return out
+
+
+def _tensors(src: loading.Source, x: dict) -> dict:
+    return {k: tf.constant(v, dtype=src.inputs[k].dtype) for k, v in x.items()}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) -> tuple[dict, str]:
     """Everything between loading and publishing; returns (report, directory to publish). Pure of storage."""
     started = time.perf_counter()
-    spec = loading.input_spec(src)
+    specs = loading.input_specs(src)
     sample = _sample_inputs(src, data)
     task = training.Task(classification=True)
+    output = data.output if data is not None else src.output_keys[0]
+    warnings: list[str] = []
     if data is not None:
-        datasets.check_fits(data, src.input_shape, src.output_shape, opts.dataset.uri if opts.dataset else "")
+        datasets.check_fits(data, src.inputs, src.outputs[output], opts.dataset.uri if opts.dataset else "")
         try:
-            probe = np.asarray(src.fn(sample[:8]))
+            probe = np.asarray(src.fn(_tensors(src, datasets.take(sample, slice(0, 8))))[output])
         except Exception as exc:  # noqa: BLE001
-            raise CorruptModel(f"--source: the model fails on dataset rows: {exc}") from None
-        task = training.detect(data.y_val, src.output_shape, probe)
+            raise CorruptModel(f"--source: the model fails on dataset rows: {_first_line(exc)}") from None
+        task = training.detect(data.y_val, src.outputs[output], probe)
+    if opts.quantize == "qat" and src.keras is None:
+        raise UnsupportedModel(f"--quantize qat: quantization-aware training needs a tf-keras model "
+                               f"(tensorflow-model-optimization), and this is a {src.kind} model; use "
+                               "--quantize int8 (post-training, calibrated), which needs no training")
+    if opts.prunes and src.keras is None and not prune.prunable(src.variables):
+        raise UnsupportedModel("--prune-sparsity: the model has no trainable weight matrices to prune (a frozen "
+                               "graph keeps its weights as constants); quantize it without pruning, or give the "
+                               "model with its variables")
     timings = {}
 
     t = time.perf_counter()
     baseline_dir = os.path.join(work, "baseline")
-    export.export(src.fn, spec, src.output_key, baseline_dir, "float32")
+    try:
+        export.export(src.fn, specs, baseline_dir, "float32")
+    except Exception as exc:  # noqa: BLE001 - before any training: what cannot be exported cannot be served
+        raise UnsupportedModel(f"the model cannot be exported as a SavedModel for TF Serving (freezing its "
+                               f"variables failed: {_first_line(exc)})") from None
     timings["export"] = time.perf_counter() - t
 
     model, fn = src.keras, src.fn
-    if (opts.prunes or opts.quantize == "qat") and model is None:
-        raise BadArguments("--prune-sparsity/--quantize qat need a Keras model (.keras, .h5 or a Keras "
-                           "SavedModel); this SavedModel has no Keras metadata")
     t = time.perf_counter()
-    if opts.prunes:
-        from modeldeploy.optimize import prune
+    if opts.prunes and model is not None:
         model = prune.prune(model, opts.prune_sparsity, opts.fine_tune_epochs, data, task, opts.batch_size,
                             opts.learning_rate)
-        fn = loading.from_keras(model).fn
+        fn = loading.keras_call(model, src.input_keys, src.output_keys)
+    elif opts.prunes:  # Keras 3 or a SavedModel: its own variables, pruned in place (fn reads them)
+        prune.prune_variables(src.fn, src.variables, src.inputs, opts.prune_sparsity, opts.fine_tune_epochs, data,
+                              task, opts.batch_size, opts.learning_rate)
     if opts.quantize == "qat":
         model = quantize.quantization_aware_train(
-            model, max(1, opts.fine_tune_epochs), data.x_train, data.y_train, task, opts.batch_size,
-            opts.learning_rate, pruned=opts.prunes)
-        fn = loading.from_keras(model).fn
+            model, max(1, opts.fine_tune_epochs), data, task, opts.batch_size, opts.learning_rate,
+            pruned=opts.prunes)
+        fn = loading.keras_call(model, src.input_keys, src.output_keys)
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
     out_dir = os.path.join(work, "out")
-    graph_def, in_t, out_t, jit_removed = export.freeze_for_serving(fn, spec)
+    graph_def, ins, outs, jit_removed = export.freeze_for_serving(fn, specs)
     if jit_removed:
         log.warning("removed XLA must-compile (_XlaMustCompile=true, i.e. jit_compile=True) from %d function(s)/"
                     "node(s) (%s): TF Serving runs without XLA unless started with an XLA flag, so the published "
                     "SavedModel runs the same ops as a plain TensorFlow graph", len(jit_removed),
                     ", ".join(jit_removed[:5]) + (", ..." if len(jit_removed) > 5 else ""))
-    export.save(export.compress_weights(graph_def, quantize.STORAGE[opts.quantize]), in_t, out_t, spec,
-                src.output_key, out_dir)
-    tflite_path = None
+    export.save(export.compress_weights(graph_def, quantize.STORAGE[opts.quantize]), ins, outs, specs, out_dir)
+    tflite_path = tflite_skipped = None
     if opts.quantize in quantize.TFLITE_MODES:
         float_dir = os.path.join(work, "float")  # the trained graph before weight compression
-        export.save(graph_def, in_t, out_t, spec, src.output_key, float_dir)
+        export.save(graph_def, ins, outs, specs, float_dir)
         calibration = data.calibration() if data is not None else None
-        tflite_path = os.path.join(out_dir, TFLITE_NAME)
-        with open(tflite_path, "wb") as fh:
-            fh.write(quantize.to_tflite(float_dir, opts.quantize, calibration))
+        try:
+            tflite = quantize.to_tflite_isolated(float_dir, opts.quantize, calibration, specs, work)
+        except RuntimeError as exc:  # a side artefact: the SavedModel is published without it
+            tflite_skipped = f"the TFLite converter cannot convert this model with builtin ops: {exc}"
+            warnings.append(f"{TFLITE_NAME} skipped: {tflite_skipped}")
+            log.warning("%s skipped (the SavedModel is published without it): %s", TFLITE_NAME, tflite_skipped)
+        else:
+            tflite_path = os.path.join(out_dir, TFLITE_NAME)
+            with open(tflite_path, "wb") as fh:
+                fh.write(tflite)
     timings["export"] += time.perf_counter() - t
 
     t = time.perf_counter()
     try:
-        base = _measure(baseline_dir, evaluate.SavedModelRunner(baseline_dir), data, task, sample)
-        opt = _measure(out_dir, evaluate.SavedModelRunner(out_dir), data, task, sample)
+        base = _measure(baseline_dir, evaluate.SavedModelRunner(baseline_dir, output), data, task, sample)
+        opt = _measure(out_dir, evaluate.SavedModelRunner(out_dir, output), data, task, sample)
     except Exception as exc:  # noqa: BLE001 - an export that cannot run must not be published
-        raise CorruptModel(f"the exported model does not run through serving_default: {exc}") from None
-    tfl = _measure(tflite_path, evaluate.TFLiteRunner(tflite_path), data, task, sample) if tflite_path else None
+        raise CorruptModel(f"the exported model does not run through serving_default: {_first_line(exc)}") from None
+    tfl = None
+    if tflite_path:
+        try:
+            tfl = _measure(tflite_path, evaluate.TFLiteRunner(tflite_path, output), data, task, sample)
+        except Exception as exc:  # noqa: BLE001 - converted but not runnable here: never publish it
+            os.remove(tflite_path)
+            tflite_path, tflite_skipped = None, f"the converted model does not run in the TFLite interpreter: " \
+                                                f"{_first_line(exc)}"
+            warnings.append(f"{TFLITE_NAME} skipped: {tflite_skipped}")
     sparsity, zeros, total = graphinfo.weight_sparsity(out_dir)
     left = graphinfo.must_compile(out_dir)
     if left:  # TF Serving (XLA off by default) would load it and fail every request
@@ -131,7 +189,9 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
     timings["evaluate"] = time.perf_counter() - t
 
     result = {
-        "ok": True, "version": opts.version, "quantize": opts.quantize,
+        "ok": True, "version": opts.version, "quantize": opts.quantize, "sourceKind": src.kind,
+        "inputs": {k: {"dtype": s.dtype.name, "shape": [d for d in s.shape]} for k, s in src.inputs.items()},
+        "outputs": list(src.outputs), "scoredOutput": output,
         "sparsityTarget": opts.prune_sparsity, "sparsity": round(sparsity, 4), "weightCount": total,
         "weightDtypes": sorted(graphinfo.stored_weight_dtypes(out_dir)),
         "originalBytes": base["bytes"], "optimizedBytes": opt["bytes"],
@@ -144,10 +204,14 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
         # Functions/nodes of the source that required XLA (jit_compile=True): published without it.
         "xlaMustCompileRemoved": len(jit_removed),
     }
+    if warnings:
+        result["warnings"] = warnings
     if data is not None:
         result.update(baselineAccuracy=round(base["metric"], 6), optimizedAccuracy=round(opt["metric"], 6),
                       accuracyDrop=evaluate.drop(base["metric"], opt["metric"], task.classification),
-                      validationRows=len(data.x_val))
+                      validationRows=len(data.y_val))
+        if task.classification:
+            result["agreement"] = evaluate.agreement(base["pred"], opt["pred"])
     if tfl is not None:
         result["tflite"] = {"file": TFLITE_NAME, "bytes": tfl["bytes"], "compressedBytes": tfl["gzipBytes"],
                             "compressionRatio": round(base["gzipBytes"] / tfl["gzipBytes"], 3)}
@@ -155,6 +219,8 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
         if data is not None:
             result["tflite"].update(accuracy=round(tfl["metric"], 6),
                                     accuracyDrop=evaluate.drop(base["metric"], tfl["metric"], task.classification))
+    elif tflite_skipped:
+        result["tflite"] = {"skipped": tflite_skipped}
     result["timings"] = {k: round(v, 2) for k, v in timings.items()}
     result["seconds"] = round(time.perf_counter() - started, 2)
 
@@ -175,11 +241,13 @@ def run(opts: OptimizeOptions) -> dict:
     """The whole `modeldeploy optimize` run; returns the report of the published version."""
     started = time.perf_counter()
     # Fail fast, before downloading or training: unreachable storage, bad credentials, existing version.
-    publish.check_not_published(opts.output, opts.version, opts.overwrite)
+    publish.check_not_published(opts.output, opts.version, opts.overwrite, opts.source.uri)
     with tempfile.TemporaryDirectory(prefix="modeldeploy-") as work:
-        src = loading.load(_fetch_source(opts, work), opts.allow_unsafe_model_formats)
-        data = _fetch_dataset(opts)
+        source_path = _fetch_source(opts, work)
+        src = loading.load(source_path, opts.allow_unsafe_model_formats)
+        data = _fetch_dataset(opts, src)
         result, out_dir = optimize_model(src, opts, data, work)
+        result["download"] = download_figures(source_path, out_dir)
         target = publish.version_location(opts.output, opts.version)
         result.update(source=opts.source.uri, uri=target.uri, output=opts.output.uri)
         result["gates"] = {"maxAccuracyDrop": opts.max_accuracy_drop, "minCompression": opts.min_compression}
@@ -191,7 +259,8 @@ def run(opts: OptimizeOptions) -> dict:
             raise _with_report(GateFailed("; ".join(failures) + "; nothing was published"), result)
         result["seconds"] = round(time.perf_counter() - started, 2)
         report.write_json(result, os.path.join(out_dir, REPORT_NAME))
-        publish.publish(out_dir, opts.output, opts.version, overwrite=opts.overwrite, writer=opts.writer)
+        publish.publish(out_dir, opts.output, opts.version, overwrite=opts.overwrite, writer=opts.writer,
+                        source=opts.source.uri)
     if opts.report_path:
         report.write_json(result, opts.report_path)
     report.write_termination_message(result, opts.termination_message_path)

@@ -13,6 +13,10 @@ Serving loads, on CPU or GPU.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -23,11 +27,13 @@ log = logging.getLogger(__name__)
 
 STORAGE = {"none": "float32", "float16": "float16", "dynamic": "int8", "int8": "int8", "qat": "int8"}
 TFLITE_MODES = ("dynamic", "int8", "qat")
+TFLITE_TIMEOUT_S = float(os.environ.get("MODELDEPLOY_TFLITE_TIMEOUT_S", "900"))
 
 
-def quantization_aware_train(model, epochs: int, x, y, task: training.Task, batch_size: int,
+def quantization_aware_train(model, epochs: int, data, task: training.Task, batch_size: int,
                              learning_rate: float, pruned: bool):
-    """Wrap `model` for QAT (keeping pruned zeros when `pruned`) and train it; returns the QAT model."""
+    """Wrap `model` for QAT (keeping pruned zeros when `pruned`) and train it on the dataset's training
+    split; returns the QAT model."""
     import tensorflow_model_optimization as tfmot
 
     if pruned:
@@ -37,24 +43,71 @@ def quantization_aware_train(model, epochs: int, x, y, task: training.Task, batc
             annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
     else:
         qat = tfmot.quantization.keras.quantize_model(model)
-    log.info("quantization-aware training for %d epoch(s) on %d rows", epochs, len(x))
-    return training.fit(qat, x, y, task, epochs, batch_size, learning_rate)
+    log.info("quantization-aware training for %d epoch(s) on %d rows", epochs, data.rows_train)
+    return training.fit(qat, data.x_train, data.y_train, task, epochs, batch_size, learning_rate, data.output)
 
 
-def to_tflite(saved_model_dir: str, mode: str, calibration: np.ndarray | None) -> bytes:
-    """Convert a float SavedModel (with fake-quant ops for QAT) to the mode's TFLite model."""
+def to_tflite(saved_model_dir: str, mode: str, calibration: dict | None) -> bytes:
+    """Convert a float SavedModel (with fake-quant ops for QAT) to the mode's TFLite model, with TFLite's
+    builtin ops only (what a TFLite runtime without the TensorFlow-ops delegate runs). `calibration`: input
+    name -> rows, already of each input's dtype. Raises what the converter raises."""
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "int8":
-        if calibration is None or not len(calibration):
+        if not calibration:
             raise ValueError("int8 needs calibration data")
+        n = min(len(v) for v in calibration.values())
 
         def representative():
-            for row in calibration:
-                yield [row[None, ...].astype(np.float32)]
+            for i in range(n):
+                yield {k: v[i:i + 1] for k, v in calibration.items()}
 
         converter.representative_dataset = representative
-        # Full integer: fail rather than silently keep float ops. Inputs/outputs stay float32 so clients
+        # Full integer: fail rather than silently keep float ops. Inputs/outputs keep their dtypes so clients
         # send the same tensors to every artefact.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter.convert()
+
+
+def to_tflite_isolated(saved_model_dir: str, mode: str, calibration: dict | None, specs: list, work: str) -> bytes:
+    """`to_tflite` in a child process. The converter and its int8 calibrator are native code that can crash
+    the whole process (TensorFlow 2.21 segfaults calibrating a tf.while_loop): in a child, a crash costs the
+    side artefact only, never the Job and its SavedModel. Raises RuntimeError with one line saying why."""
+    # Rows cast to each input's dtype; strings stay numpy strings (an object array would need pickle).
+    dtypes = {s.name: None if s.dtype == tf.string else s.dtype.as_numpy_dtype for s in specs}
+    calib = os.path.join(work, "calibration.npz")
+    np.savez(calib, **{k: np.asarray(v).astype(dtypes[k] or np.asarray(v).dtype)
+                       for k, v in (calibration or {}).items()})
+    out = os.path.join(work, "converted.tflite")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "modeldeploy.optimize.quantize", saved_model_dir, mode, calib,
+                               out], capture_output=True, text=True, timeout=TFLITE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"the TFLite converter did not finish within {TFLITE_TIMEOUT_S:.0f} s") from None
+    if proc.returncode < 0:
+        raise RuntimeError(f"the TFLite converter crashed ({signal.Signals(-proc.returncode).name})")
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        raise RuntimeError(lines[-1] if lines else f"the TFLite converter exited with {proc.returncode}")
+    with open(out, "rb") as fh:
+        return fh.read()
+
+
+def _main(argv: list[str]) -> int:
+    """The child of `to_tflite_isolated`: SAVED_MODEL_DIR MODE CALIBRATION_NPZ OUT."""
+    saved_model_dir, mode, calib, out = argv
+    with np.load(calib, allow_pickle=False) as npz:
+        calibration = {k: npz[k] for k in npz.files} or None
+    try:
+        converted = to_tflite(saved_model_dir, mode, calibration)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+        text = str(exc).strip()
+        print((text.splitlines()[0] if text else type(exc).__name__)[:300], file=sys.stderr)
+        return 3
+    with open(out, "wb") as fh:
+        fh.write(converted)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

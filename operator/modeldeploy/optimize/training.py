@@ -35,18 +35,28 @@ def detect(y: np.ndarray, output_shape: tuple, sample_output: np.ndarray) -> Tas
     return Task(classification=True, from_logits=not probabilities, binary=binary)
 
 
-def fit(model, x, y, task: Task, epochs: int, batch_size: int, learning_rate: float, callbacks=()):
-    """Compile with the task's loss and a fresh Adam, then train quietly (the Job log stays readable)."""
+def loss_for(task: Task, y: np.ndarray):
+    """(tf-keras loss, labels in the shape that loss takes) for the task."""
     import tf_keras
 
     if task.classification and task.binary:
-        loss = tf_keras.losses.BinaryCrossentropy(from_logits=task.from_logits)
-        y = datasets.labels(y).astype(np.float32).reshape(-1, 1)
-    elif task.classification:
-        loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=task.from_logits)
-        y = datasets.labels(y)
-    else:
-        loss = tf_keras.losses.MeanSquaredError()
+        return (tf_keras.losses.BinaryCrossentropy(from_logits=task.from_logits),
+                datasets.labels(y).astype(np.float32).reshape(-1, 1))
+    if task.classification:
+        return tf_keras.losses.SparseCategoricalCrossentropy(from_logits=task.from_logits), datasets.labels(y)
+    return tf_keras.losses.MeanSquaredError(), y
+
+
+def fit(model, x: dict, y, task: Task, epochs: int, batch_size: int, learning_rate: float, output: str,
+        callbacks=()):
+    """Compile with the task's loss and a fresh Adam, then train quietly (the Job log stays readable).
+    `x`: inputs by name; `y`: the labels of the output named `output` (the only one scored and trained)."""
+    import tf_keras
+
+    loss, y = loss_for(task, y)
+    if len(model.output_names) > 1:
+        loss, y = {output: loss}, {output: y}
     model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate), loss=loss)
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=list(callbacks), shuffle=True)
+    inputs = x[model.input_names[0]] if len(model.input_names) == 1 else x
+    model.fit(inputs, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=list(callbacks), shuffle=True)
     return model
