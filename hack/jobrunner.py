@@ -484,21 +484,7 @@ class PodRun:
             procs = list(self.procs.values())
         grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
         log.info("%s/%s: stopping (%s), grace %ss", self.ns, self.name, why, grace)
-        for p in procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        end = time.monotonic() + min(float(grace), 30.0)
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.0, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        podrunner.stop_groups(procs, min(float(grace), podrunner.MAX_GRACE))
 
 
 # --- the watch loop --------------------------------------------------------------------------------------

@@ -173,6 +173,26 @@ def resolve_port(port, container: dict) -> int:
     raise ValueError(f"port {port!r} not found in the container's ports")
 
 
+def stop_groups(procs: list, grace: float) -> None:
+    """Stop processes as a kubelet stops a pod's containers: SIGTERM to each process group, SIGKILL to what
+    still runs after `grace` seconds (at once when grace <= 0)."""
+    running = [p for p in procs if p.poll() is None]
+    for p in running:
+        try:
+            os.killpg(p.pid, signal.SIGKILL if grace <= 0 else signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    end = time.monotonic() + (grace if grace > 0 else 5)
+    for p in running:
+        try:
+            p.wait(timeout=max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def rss_of_group(pgid: int) -> int:
     """Resident memory (bytes) of every process in process group `pgid` (the container's process tree)."""
     total, page = 0, os.sysconf("SC_PAGE_SIZE")
@@ -244,7 +264,7 @@ class Container:
         self.name, self.image = raw["name"], raw.get("image", "")
         self.error = error
         self.restarts = 0
-        self.state: dict = {"waiting": {"reason": "PodInitializing" if not init else "PodInitializing"}}
+        self.state: dict = {"waiting": {"reason": "PodInitializing"}}
         self.last: dict | None = None
         self.ready = self.started = False
         self.proc: subprocess.Popen | None = None
@@ -293,17 +313,7 @@ class Container:
         self.kill_reason = self.kill_reason or reason
         if grace is None:
             grace = min(float(self.pod.pod["spec"].get("terminationGracePeriodSeconds", 30)), MAX_GRACE)
-        sig = signal.SIGKILL if grace <= 0 else signal.SIGTERM
-        try:
-            os.killpg(p.pid, sig)
-            p.wait(timeout=grace if grace > 0 else 5)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        except ProcessLookupError:
-            pass
+        stop_groups([p], grace)
 
     def watch(self):
         """While the process runs: poll memory and run probes (main containers). Returns the exit code."""

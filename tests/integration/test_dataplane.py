@@ -68,9 +68,7 @@ def models(s3, tmp_path_factory):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     prefix = f"dataplane/{os.getpid()}-{int(time.time())}"
-    for path in out.rglob("*"):
-        if path.is_file():
-            s3.client.upload_file(str(path), s3.bucket, f"{prefix}/good/{path.relative_to(out)}")
+    s3.upload_dir(out, f"{prefix}/good")
     s3.client.put_object(Bucket=s3.bucket, Key=f"{prefix}/broken/saved_model.pb", Body=b"not a SavedModel")
     return {"good": s3.uri(f"{prefix}/good"), "broken": s3.uri(f"{prefix}/broken")}
 

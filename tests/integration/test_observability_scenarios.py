@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import urllib.request
 
 import numpy as np
