@@ -63,7 +63,7 @@ def _pull(ns) -> int:
 
     try:
         loc = parse_uri(ns.uri, "URI")
-        manifest = publish.pull_as_is(loc, ns.dest) if ns.as_is else publish.pull(loc, ns.dest)
+        manifest = publish.pull_as_is(loc, ns.dest) if ns.as_is else publish.pull(loc, ns.dest, ns.runtime)
     except ModelDeployError as exc:
         print(f"modeldeploy pull: {exc.reason}: {exc.message}", file=sys.stderr)
         return exc.exit_code
@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "it only when its administrator set MODELDEPLOY_ALLOW_UNSAFE_MODEL_FORMATS=1")
     opt.add_argument("--termination-message-path", default="/dev/termination-log",
                      help="compact report for Kubernetes (written when its directory exists)")
+    opt.add_argument("--serving-threads", type=int,
+                     help="TensorFlow's intra- and inter-op threads while measuring latency: the serving pod's "
+                          "(its CPU limit, else request); default TensorFlow's own (the machine's cores)")
     opt.add_argument("--batch-size", type=int, default=32, help="batch size for fine-tuning (default 32)")
     opt.add_argument("--learning-rate", type=float, default=1e-3,
                      help="fine-tuning learning rate (default 1e-3, Adam's usual rate, which tfmot's pruning "
@@ -125,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     pull = sub.add_parser("pull", parents=[common], help="copy one published version (checks its _COMPLETE marker)")
     pull.add_argument("uri", metavar="URI", help="version URI, e.g. s3://models/digits/optimized/3")
     pull.add_argument("dest", metavar="DEST", help="local directory to create, e.g. /models/digits/3")
+    from modeldeploy.api.spec import RUNTIMES
+    pull.add_argument("--runtime", choices=RUNTIMES,
+                      help="copy only what TF Serving with this runtime reads (the SavedModel, or model.tflite), "
+                           "with the warmup records; default every file of the version")
     pull.add_argument("--as-is", action="store_true",
                       help="copy a SavedModel directory that was never published (serving without optimization)")
     pull.set_defaults(func=_pull)

@@ -67,11 +67,11 @@ def digits(model: dict, version: int, gates: dict | None = None) -> dict:
     }
 
 
-def assert_served_accuracy(cluster, namespace: str, model: dict, reported: float):
+def assert_served_accuracy(cluster, namespace: str, model: dict, reported: float, name: str = "digits"):
     """hack/demo_predict.py (the demo's last step) against the serving pods: each answers, within the gate,
-    and within 0.01 of the accuracy status.optimization reports (the same SavedModel, the same images)."""
+    and within 0.01 of the accuracy status.optimization reports (the same artefact, the same images)."""
     proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(REPO / "hack" / "demo_predict.py"),
-                           "--namespace", namespace, "--name", "digits", "--dataset", model["npz"],
+                           "--namespace", namespace, "--name", name, "--dataset", model["npz"],
                            "--kubectl", kubectl_binary()], capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, KUBECONFIG=cluster.kubeconfig))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -118,6 +118,11 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     assert opt["compressionRatio"] > 1.5 and -1.0 < opt["accuracyDrop"] <= 0.1 and opt["sparsity"] >= 0.45
     assert opt["uri"] == f"s3://models/{digits_model['prefix']}/optimized/1" and opt["quantization"] == "int8"
     assert condition(md, "Optimized")["reason"] == "JobSucceeded" and published(s3, digits_model["prefix"], 1)
+    # Latency measured with the serving pod's thread pools (its 500m CPU request -> 1 thread), p99 and
+    # throughput beside the p50; what a pod downloads, before and after.
+    assert opt["latencyThreads"] == 1 and opt["latencyRuntime"] == "tensorflow"
+    assert opt["optimizedLatencyP99Ms"] >= opt["optimizedLatencyMs"] > 0 and opt["optimizedThroughput"] > 0
+    assert opt["pulledCompressionRatio"] == round(opt["sourceCompressedBytes"] / opt["pulledCompressedBytes"], 3)
 
     # Serving: GPU pods on the GPU node, pulling the published version; HPA, Service and PDB exist.
     pods = json.loads(kubectl("get", "pods", "-l", "app.kubernetes.io/component=serving", "-o", "json",
@@ -125,10 +130,15 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     assert pods and all(p["spec"]["nodeName"] == "run-gpu-0" for p in pods)
     # Every Ready pod answers :predict on the validation images with the accuracy the optimizer reported.
     assert_served_accuracy(cluster, namespace, digits_model, opt["optimizedAccuracy"])
+    # TF Serving replayed the version's warmup records before reporting it AVAILABLE.
+    logs = "".join(p.read_text(errors="replace") for p in (REPO / ".cluster" / "pods").glob(
+        f"{namespace}_digits-*/tf-serving.log"))
+    from modeldeploy.optimize import warmup
+    assert f"Number of warmup records read: {warmup.RECORDS}." in logs, logs[-2000:]
     tpl = get(kubectl, namespace, "deployment", "digits")["spec"]["template"]["spec"]
     assert tpl["containers"][0]["image"].endswith("-gpu")
     assert tpl["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert tpl["initContainers"][0]["args"] == [opt["uri"], "/models/digits/1"]
+    assert tpl["initContainers"][0]["args"] == [opt["uri"], "/models/digits/1", "--runtime", "tensorflow"]
     hpa = get(kubectl, namespace, "hpa", "digits")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
     assert get(kubectl, namespace, "service", "digits") and get(kubectl, namespace, "pdb", "digits")
@@ -188,3 +198,39 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     assert digits_model["model"] in condition(md, "Optimized")["message"]
     assert kubectl("get", "deployment", "other", namespace=namespace, check=False).returncode != 0
     assert get_md(kubectl, namespace, "digits")["status"]["model"]["servingVersion"] == 2
+
+
+@pytest.mark.timeout(900)
+def test_digits_served_by_tflite_on_cpu_then_by_tensorflow_without_a_new_job(kubectl, cluster, namespace, operator,
+                                                                             s3, digits_model):
+    """spec.serving.runtime tflite: the pod pulls model.tflite only and TF Serving runs it
+    (--prefer_tflite_model); status.optimization gives that artefact's accuracy, latency and pulled bytes, and
+    the pod answers with that accuracy. Switching to tensorflow rolls the same version out again, no Job."""
+    md = digits(digits_model, 1)
+    md["metadata"]["name"] = "lite"
+    md["spec"]["optimization"]["outputUri"] = f"s3://models/{digits_model['prefix']}/lite"
+    md["spec"]["serving"] = {"runtime": "tflite", "nodeSelector": {"modeldeploy.io/runner": "true"},
+                             "tolerations": [{"key": "modeldeploy.io/runner", "operator": "Exists"}]}
+    del md["spec"]["autoscaling"]
+    apply_md(kubectl, namespace, md)
+    got = wait_md(kubectl, namespace, "lite", lambda o: is_ready(o) and o["status"].get("serving", {}).get(
+        "runtime") == "tflite", JOB_TIMEOUT, "the tflite runtime Ready")
+    opt = got["status"]["optimization"]
+    lite = opt["runtimes"]["tflite"]
+    assert opt["latencyRuntime"] == "tflite" and opt["optimizedLatencyMs"] == lite["latencyMs"]
+    assert (opt["pulledCompressedBytes"], opt["optimizedAccuracy"]) == (lite["pulledCompressedBytes"], lite["accuracy"])
+    assert lite["pulledCompressedBytes"] < opt["runtimes"]["tensorflow"]["pulledCompressedBytes"]
+    logs = "".join(p.read_text(errors="replace") for p in (REPO / ".cluster" / "pods").glob(
+        f"{namespace}_lite-*/tf-serving.log"))
+    assert "serving TFLite model" in logs, logs[-2000:]
+    assert_served_accuracy(cluster, namespace, digits_model, opt["optimizedAccuracy"], name="lite")
+
+    md["spec"]["serving"]["runtime"] = "tensorflow"
+    apply_md(kubectl, namespace, md)
+    got = wait_md(kubectl, namespace, "lite", lambda o: is_ready(o) and o["status"]["serving"]["runtime"] ==
+                  "tensorflow" and o["status"]["observedGeneration"] == o["metadata"]["generation"], 300,
+                  "the same version Ready on the tensorflow runtime")
+    opt = got["status"]["optimization"]
+    assert opt["latencyRuntime"] == "tensorflow" and opt["optimizedAccuracy"] == opt["runtimes"]["tensorflow"]["accuracy"]
+    assert len([j for j in jobs(kubectl, namespace) if j["metadata"]["name"].startswith("lite-opt-")]) == 1
+    assert_served_accuracy(cluster, namespace, digits_model, opt["optimizedAccuracy"], name="lite")

@@ -43,7 +43,7 @@ def test_render_passes_server_dry_run_under_restricted_pod_security(kubectl, nam
     from modeldeploy.api import spec as specmod
     from modeldeploy.resources import render
     docs = []
-    for path in ("examples/gpu-pruned-int8-autoscaling.yaml", "examples/cpu-as-is.yaml"):
+    for path in ("examples/gpu-pruned-int8-autoscaling.yaml", "examples/cpu-as-is.yaml", "examples/cpu-tflite-int8.yaml"):
         body = yaml.safe_load(open(path))
         body["metadata"]["namespace"] = namespace
         docs += render.build_all(specmod.parse(body))

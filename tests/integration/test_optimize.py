@@ -299,9 +299,7 @@ def test_plain_savedmodel_regressor(s3, s3_prefix, digits, tmp_path):
     module.serve = serve
     local = tmp_path / "plain"
     tf.saved_model.save(module, str(local), signatures={"serving_default": serve})
-    for path in local.rglob("*"):
-        if path.is_file():
-            s3.client.upload_file(str(path), s3.bucket, f"{s3_prefix}-src/{path.relative_to(local)}")
+    s3.upload_dir(local, f"{s3_prefix}-src")
     targets = serve(tf.constant(x_val))["value"].numpy() + rng.normal(size=(len(x_val), 1)).astype(np.float32) * 0.1
     buf = io.BytesIO()
     np.savez(buf, x_val=x_val, y_val=targets.astype(np.float32))
@@ -379,9 +377,7 @@ def test_xla_must_compile_model_is_quantized_and_published_without_xla(s3, s3_pr
     local = tmp_path / "xla-src"
     tf.saved_model.save(module, str(local), signatures={"serving_default": serve})
     assert _must_compile_attrs(local), "the source must require XLA, or this test proves nothing"
-    for path in local.rglob("*"):
-        if path.is_file():
-            s3.client.upload_file(str(path), s3.bucket, f"{s3_prefix}-src/{path.relative_to(local)}")
+    s3.upload_dir(local, f"{s3_prefix}-src")
     buf = io.BytesIO()
     np.savez(buf, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
     s3.client.put_object(Bucket=s3.bucket, Key=f"{s3_prefix}-src.npz", Body=buf.getvalue())
@@ -439,10 +435,7 @@ def test_formats_that_run_code_when_loaded_are_refused_unless_the_administrator_
     local.mkdir()
     model.save(local / "lambda.h5")
     model.save(local / "lambda-savedmodel", save_format="tf")
-    for path in (local / "lambda-savedmodel").rglob("*"):
-        if path.is_file():
-            s3.client.upload_file(str(path), s3.bucket,
-                                  f"{s3_prefix}-in/savedmodel/{path.relative_to(local / 'lambda-savedmodel')}")
+    s3.upload_dir(local / "lambda-savedmodel", f"{s3_prefix}-in/savedmodel")
     s3.client.upload_file(str(local / "lambda.h5"), s3.bucket, f"{s3_prefix}-in/lambda.h5")
     output = s3.uri(s3_prefix)
     try:

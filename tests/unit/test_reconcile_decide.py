@@ -89,7 +89,7 @@ def cond(plan, type_):
 
 def serving(spec, version=None):
     version = version or spec.model.version
-    return ServingTarget(version, spec.serving.image, specmod.source_uri(spec, version))
+    return ServingTarget(version, spec.serving.image, specmod.source_uri(spec, version), spec.serving.runtime)
 
 
 # ------------------------------------------------------------------------------------------------ as is
@@ -254,6 +254,45 @@ def test_a_job_that_found_the_version_published_is_adopted_with_the_figures_it_r
     assert plan.status["optimization"]["uri"] == REPORT["uri"]
 
 
+# ------------------------------------------------------------------------------------------------ runtimes
+
+def _pulled(compressed, ratio):
+    return {"bytes": compressed * 2, "compressedBytes": compressed, "ratio": ratio}
+
+
+RUNTIME_REPORT = dict(REPORT, latency={"savedModelB1": 2.0, "savedModelB1P99": 3.0, "savedModelB32": 9.0,
+                                       "savedModelThroughputB32": 3500.0, "tfliteB1": 0.2, "tfliteB1P99": 0.5,
+                                       "tfliteB32": 4.0, "tfliteThroughputB32": 8000.0, "threads": 2},
+                      download={"sourceCompressedBytes": 1000, "runtimes": {"tensorflow": _pulled(400, 2.5),
+                                                                            "tflite": _pulled(100, 10.0)}})
+
+
+@pytest.mark.parametrize("runtime, latency, p99, pulled", [("tensorflow", 2.0, 3.0, 400), ("tflite", 0.2, 0.5, 100)])
+def test_status_gives_the_figures_of_the_runtime_that_serves(runtime, latency, p99, pulled):
+    """optimizedLatencyMs and the pulled bytes are those of the artefact the pods run; both runtimes' figures
+    stay in status.optimization.runtimes, so a runtime change needs no new Job."""
+    spec = md(version=2, optimization=OPT, serving={"runtime": runtime})
+    plan = checked(spec, observe(job=JobView(name=job_name(spec), state="succeeded", report=RUNTIME_REPORT)))
+    o = plan.status["optimization"]
+    assert (o["latencyRuntime"], o["optimizedLatencyMs"], o["optimizedLatencyP99Ms"]) == (runtime, latency, p99)
+    assert (o["sourceCompressedBytes"], o["pulledCompressedBytes"], o["latencyThreads"]) == (1000, pulled, 2)
+    assert set(o["runtimes"]) == {"tensorflow", "tflite"}
+    assert plan.target == serving(spec) and plan.target.runtime == runtime
+    args = build_deployment(spec, plan.target)["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert args[-2:] == ["--runtime", runtime]
+
+
+def test_tflite_for_a_version_published_without_model_tflite_keeps_what_serves_and_stalls():
+    report = dict(RUNTIME_REPORT, download={"sourceCompressedBytes": 1000,
+                                            "runtimes": {"tensorflow": _pulled(400, 2.5)}})
+    spec = md(version=2, optimization=OPT, serving={"runtime": "tflite"})
+    plan = checked(spec, observe(job=JobView(name=job_name(spec), state="succeeded", report=report)))
+    status, reason, message = cond(plan, "Optimized")
+    assert (status, reason) == ("False", "RuntimeUnavailable") and "runtime tensorflow" in message
+    assert cond(plan, "Stalled")[:2] == ("True", "RuntimeUnavailable")
+    assert plan.target is None and not plan.create_job
+
+
 # ------------------------------------------------------------------------------------------------ rollback
 
 def _serving_v1_then_v2(failure_threshold=2, rollback=True, image2=None):
@@ -344,7 +383,7 @@ def test_rollback_target_image_from_the_configmap_annotation_when_status_cannot_
     assert plan.rolled_back and plan.target.image == "tensorflow/serving:crashloop"   # nothing recorded: spec's
     cm = build_config_map(spec2, serving(spec1, 1))
     assert cm["metadata"]["annotations"]["modeldeploy.io/last-good"] == \
-        '{"image":"tensorflow/serving:2.21.0","uri":"s3://models/digits/base","version":1}'
+        '{"image":"tensorflow/serving:2.21.0","runtime":"tensorflow","uri":"s3://models/digits/base","version":1}'
     plan = dc.decide(spec2, observe(good, generation=2, deployment=live, pods=(pod("a", 1),),
                                     recorded_last_good=recorded_last_good(cm)))
     assert plan.rolled_back and plan.target == serving(spec1, 1) and plan.last_good == serving(spec1, 1)

@@ -87,7 +87,8 @@ def expected_deployment(version=3, image="tensorflow/serving:2.21.0", uri="s3://
         "securityContext": POD_SC,
         "initContainers": [{
             "name": "pull-model", "image": "reg.local/operator:1", "command": ["modeldeploy", "pull"],
-            "args": [uri, f"/models/digits/{version}"] + (["--as-is"] if uri.endswith("/base") else []),
+            "args": [uri, f"/models/digits/{version}"] + (["--as-is"] if uri.endswith("/base")
+                                                          else ["--runtime", "tensorflow"]),
             "envFrom": [{"secretRef": {"name": "model-store"}}], "env": [{"name": "HOME", "value": "/tmp"}],
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
             "securityContext": dict(CONTAINER_SC, runAsUser=1000),
@@ -167,12 +168,12 @@ def test_config_hash_changes_with_batching_and_not_with_version():
 JOB_LABELS = dict(LABELS, **{"app.kubernetes.io/component": "optimizer", "modeldeploy.io/version": "3"})
 
 
-def expected_job(name, args, resources=None, job_patch=None, pod_patch=None):
+def expected_job(name, args, resources=None, job_patch=None, pod_patch=None, threads="1"):
     pod = {
         "restartPolicy": "Never", "automountServiceAccountToken": False, "securityContext": POD_SC,
         "containers": [{
             "name": "optimizer", "image": "reg.local/optimizer:1", "command": ["modeldeploy", "optimize"],
-            "args": args + ["--termination-message-path", "/dev/termination-log"],
+            "args": args + ["--serving-threads", threads, "--termination-message-path", "/dev/termination-log"],
             "envFrom": [{"secretRef": {"name": "model-store"}}],
             "env": [{"name": "HOME", "value": "/tmp"}, {"name": "TMPDIR", "value": "/tmp"},
                     {"name": "PYTHONUNBUFFERED", "value": "1"},
@@ -226,6 +227,15 @@ def test_job(name, optimization, expect):
     s = md(optimization=optimization)
     job_name = f"digits-opt-3-{specmod.optimization_hash(s)}"
     assert build_job(s, images=IMAGES) == expected_job(job_name, **expect)
+
+
+def test_job_measures_latency_with_the_serving_pods_threads():
+    """The serving container's CPU limit (else request), rounded up: TF Serving's op pools in that pod."""
+    for resources, threads in (({"limits": {"cpu": "2500m"}, "requests": {"cpu": "1"}}, "3"),
+                               ({"requests": {"cpu": "2"}}, "2")):
+        args = build_job(md(optimization=OPTIMIZED, serving={"resources": resources}))["spec"]["template"][
+            "spec"]["containers"][0]["args"]
+        assert args[args.index("--serving-threads") + 1] == threads
 
 
 def test_job_never_carries_credentials_and_needs_optimization():
@@ -415,3 +425,15 @@ def test_the_administrators_runtime_class_runs_every_job_and_serving_pod():
     for bad in ("gVisor", "a b", "x" * 254, "$(SECRET)"):
         with pytest.raises(ValueError, match="MODELDEPLOY_RUNTIME_CLASS"):
             common.operator_images_from_env({"MODELDEPLOY_RUNTIME_CLASS": bad})
+
+
+def test_tflite_runtime_serves_model_tflite_with_interpreter_pools_from_the_cpu_limit():
+    spec = md(optimization=dict(OPTIMIZED, quantization={"mode": "int8"}),
+              serving={"runtime": "tflite", "resources": {"limits": {"cpu": "2"}}})
+    pod = build_deployment(spec)["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert {"--prefer_tflite_model=true", "--num_tflite_pools=2", "--num_tflite_interpreters_per_pool=1"} <= set(args)
+    assert pod["initContainers"][0]["args"][-2:] == ["--runtime", "tflite"]
+    tensorflow = build_deployment(md(optimization=OPTIMIZED))["spec"]["template"]["spec"]
+    assert not any("tflite" in a for a in tensorflow["containers"][0]["args"])
+    assert tensorflow["initContainers"][0]["args"][-2:] == ["--runtime", "tensorflow"]

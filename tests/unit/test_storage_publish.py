@@ -164,3 +164,29 @@ def test_create_exclusive_creates_once(output):
     assert transfer.create_exclusive(loc, b"a") is True
     assert transfer.create_exclusive(loc, b"b") is False
     assert transfer.read_bytes(loc) == b"a"
+
+
+def test_a_pod_pulls_only_its_runtimes_artefact_with_the_warmup_records(model_dir, output, tmp_path):
+    """What a pod pulls is what it serves: the SavedModel for tensorflow, model.tflite for tflite."""
+    os.makedirs(os.path.join(model_dir, "assets.extra"))
+    for rel, data in (("model.tflite", b"tflite" * 50), ("report.json", b"{}"),
+                      ("assets.extra/tf_serving_warmup_requests", b"records")):
+        with open(os.path.join(model_dir, rel), "wb") as fh:
+            fh.write(data)
+    publish.publish(model_dir, output, 1)
+    pulled = {}
+    for runtime in ("tensorflow", "tflite", None):
+        dest = tmp_path / f"pulled-{runtime}"
+        manifest = publish.pull(output.join("1"), str(dest), runtime)
+        pulled[runtime] = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+        assert sorted(manifest["files"]) == [p for p in pulled[runtime] if p != "_COMPLETE"]
+    assert pulled["tensorflow"] == ["_COMPLETE", "assets.extra/tf_serving_warmup_requests", "saved_model.pb",
+                                    "variables/variables.data-00000-of-00001"]
+    assert pulled["tflite"] == ["_COMPLETE", "assets.extra/tf_serving_warmup_requests", "model.tflite"]
+    assert "report.json" in pulled[None] and "model.tflite" in pulled[None]
+
+
+def test_tflite_runtime_of_a_version_without_model_tflite_is_not_published(model_dir, output, tmp_path):
+    publish.publish(model_dir, output, 1)
+    with pytest.raises(NotPublished, match="runtime tensorflow"):
+        publish.pull(output.join("1"), str(tmp_path / "x"), "tflite")

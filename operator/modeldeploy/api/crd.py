@@ -294,6 +294,11 @@ def spec_schema() -> dict:
             "tolerations": tolerations("Tolerations of the serving pods (replace the GPU default)."),
             "affinity": raw_object("A Kubernetes Affinity for the serving pods (node, pod and anti-affinity)."),
             "resources": resources("CPU and memory of the TF Serving container (GPUs come from spec.serving.gpus)."),
+            "runtime": string(
+                "What TF Serving runs: tensorflow (the SavedModel) or tflite (the model.tflite the optimizer "
+                "publishes for quantization modes dynamic, int8 and qat: TF Serving's --prefer_tflite_model, CPU "
+                "only, usually several times faster on CPU at small batches). A serving pod pulls only its "
+                "runtime's artefact.", default="tensorflow", enum=S.RUNTIMES),
             "batching": obj("Server-side batching in TF Serving. Leave it out to serve request by request.", {
                 "maxBatchSize": integer("Largest batch TF Serving forms. TF Serving refuses a request with more "
                                         "rows (HTTP 400 'Task size N is larger than maximum input batch size'): "
@@ -305,7 +310,9 @@ def spec_schema() -> dict:
                 "numBatchThreads": integer("Threads that run batches in parallel.",
                                            default=4, minimum=1, maximum=1024),
             }),
-        }, default={})
+        }, default={}, rules=[rule("!has(self.runtime) || self.runtime != 'tflite' || !has(self.gpus) || "
+                                   "self.gpus == 0", "spec.serving.runtime " + S.TFLITE_GPU_MESSAGE,
+                                   field_path=".runtime")])
 
     metric_sources = {
         key: raw_object(f"The autoscaling/v2 {key} metric source (for type {key[0].upper() + key[1:]}).")
@@ -370,7 +377,11 @@ def spec_schema() -> dict:
             "spec.optimization.outputUri " + S.OUTPUT_OVERLAP_MESSAGE.format(other="spec.optimization.dataset.uri"),
             field_path=".optimization.outputUri"), rule(
             f"has(self.optimization) || !self.model.uri.lowerAscii().matches('{S.KERAS_FILE_PATTERN}')",
-            f"spec.model.uri {S.KERAS_AS_IS_MESSAGE}", field_path=".model.uri")])
+            f"spec.model.uri {S.KERAS_AS_IS_MESSAGE}", field_path=".model.uri"), rule(
+            "!has(self.serving) || !has(self.serving.runtime) || self.serving.runtime != 'tflite' || "
+            "(has(self.optimization) && has(self.optimization.quantization) && "
+            "self.optimization.quantization.mode in " + str(list(S.TFLITE_QUANTIZATION_MODES)) + ")",
+            "spec.serving.runtime " + S.TFLITE_MODE_MESSAGE, field_path=".serving.runtime")])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -404,7 +415,22 @@ def status_schema() -> dict:
         "uri": string("Storage location of the serving version."),
         "lastGoodImage": string("TF Serving image that served lastGoodVersion (restored by a rollback)."),
         "lastGoodUri": string("Storage location lastGoodVersion was pulled from (restored by a rollback)."),
+        "lastGoodRuntime": string("Runtime (tensorflow or tflite) lastGoodVersion served with (restored by a "
+                                  "rollback)."),
     })
+    runtime_figures = {
+        "latencyMs": number("p50 latency at batch 1, milliseconds."),
+        "latencyP99Ms": number("p99 latency at batch 1, milliseconds."),
+        "latencyB32Ms": number("p50 latency at batch 32, milliseconds."),
+        "throughput": number("Rows per second at batch 32 (one caller)."),
+        "accuracy": number("Metric of this artefact on the validation split."),
+        "accuracyDrop": number("Metric lost against the original (for mse: the relative increase)."),
+        "compressionRatio": number("gzip size of the original re-export over this artefact's."),
+        "compressedBytes": i64("gzip size of this artefact."),
+        "bytes": i64("Size on disk of this artefact."),
+        "pulledCompressedBytes": i64("gzip bytes a serving pod with this runtime pulls."),
+        "pulledCompressionRatio": number("sourceCompressedBytes / pulledCompressedBytes."),
+    }
     optimization = obj("The last optimization: its Job and the report's figures.", {
         "job": string("Name of the optimizer Job."),
         "version": i64("Model version the Job optimized."),
@@ -412,19 +438,36 @@ def status_schema() -> dict:
         "startTime": ts("When the Job started."),
         "completionTime": ts("When the Job finished."),
         "originalBytes": i64("Size on disk of the original model."),
-        "optimizedBytes": i64("Size on disk of the optimized model."),
+        "optimizedBytes": i64("Size on disk of the optimized artefact that serves (latencyRuntime's)."),
         "originalCompressedBytes": i64("gzip size of the original model."),
-        "compressedBytes": i64("gzip size of the optimized model."),
+        "compressedBytes": i64("gzip size of the optimized artefact that serves."),
         "compressionRatio": number("originalCompressedBytes / compressedBytes."),
         "sparsity": number("Fraction of zero weights measured on the exported model."),
         "metric": string("Quality metric: accuracy (classifiers) or mse (regressors)."),
         "baselineAccuracy": number("Metric of the original model on the validation split."),
-        "optimizedAccuracy": number("Metric of the optimized model on the validation split."),
+        "optimizedAccuracy": number("Metric of the optimized artefact that serves on the validation split."),
         "accuracyDrop": number("baselineAccuracy - optimizedAccuracy (for mse: the increase)."),
         "baselineLatencyMs": number("CPU latency of the original model at batch 1, milliseconds."),
-        "optimizedLatencyMs": number("CPU latency of the optimized model at batch 1, milliseconds."),
+        "optimizedLatencyMs": number("p50 CPU latency of the artefact that serves at batch 1, milliseconds, in "
+                                     "its runtime (latencyRuntime) with latencyThreads threads."),
         "baselineLatencyB32Ms": number("CPU latency of the original model at batch 32, milliseconds."),
-        "optimizedLatencyB32Ms": number("CPU latency of the optimized model at batch 32, milliseconds."),
+        "optimizedLatencyB32Ms": number("p50 CPU latency of the artefact that serves at batch 32, milliseconds."),
+        "baselineLatencyP99Ms": number("99th percentile CPU latency of the original model at batch 1, ms."),
+        "optimizedLatencyP99Ms": number("p99 CPU latency of the artefact that serves at batch 1, milliseconds."),
+        "baselineThroughput": number("Rows per second of the original model at batch 32 (one caller)."),
+        "optimizedThroughput": number("Rows per second of the artefact that serves at batch 32 (one caller)."),
+        "latencyRuntime": string("The runtime that serves (spec.serving.runtime), whose artefact the optimized*, "
+                                 "compressedBytes and pulled* figures describe."),
+        "latencyThreads": i64("TensorFlow intra- and inter-op threads of the latency runs: the serving pod's "
+                              "(its CPU limit, else request), as TF Serving is started with."),
+        "sourceCompressedBytes": i64("gzip bytes of the model as stored at spec.model.uri."),
+        "pulledCompressedBytes": i64("gzip bytes of the version directory a serving pod pulls (every artefact, "
+                                     "warmup records included)."),
+        "pulledCompressionRatio": number("sourceCompressedBytes / pulledCompressedBytes: how much less a pod "
+                                         "downloads than the model as it was stored."),
+        "runtimes": obj("The figures of each runtime the version can be served with; those of "
+                        "spec.serving.runtime (latencyRuntime) are also the optimized* and pulled* fields above.",
+                        {name: obj(f"Figures of the {name} artefact.", runtime_figures) for name in S.RUNTIMES}),
         "quantization": string("Quantization mode applied."),
         "uri": string("Where the optimized version was published."),
         "message": string("Outcome in words (why a gate or the Job failed)."),
@@ -433,6 +476,7 @@ def status_schema() -> dict:
         "deployment": string("Name of the Deployment."),
         "service": string("Name of the Service."),
         "image": string("TF Serving image in use."),
+        "runtime": string("What TF Serving runs: tensorflow (the SavedModel) or tflite (model.tflite)."),
         "version": i64("Model version of the Deployment's pod template."),
         "replicas": integer("Current replicas (the scale subresource's status).", minimum=0, fmt="int32"),
         "readyReplicas": integer("Ready replicas.", minimum=0, fmt="int32"),

@@ -59,6 +59,14 @@ KERAS_AS_IS_MESSAGE = ("is a Keras file, which TF Serving cannot load (it serves
                        "optimizer Job exports a SavedModel, or point spec.model.uri at a SavedModel directory")
 # Modes that need a dataset: int8 calibrates on it, qat trains on it.
 QUANTIZATION_MODES_NEEDING_DATA = ("int8", "qat")
+# What TF Serving runs: the SavedModel (TensorFlow), or the model.tflite the optimizer writes for these modes
+# (--prefer_tflite_model; TF Serving's TFLite path runs on CPU only).
+RUNTIMES = ("tensorflow", "tflite")
+TFLITE_QUANTIZATION_MODES = ("dynamic", "int8", "qat")
+TFLITE_MODE_MESSAGE = ("serves model.tflite, which the optimizer writes for quantization modes dynamic, int8 and "
+                       "qat: set spec.optimization.quantization.mode to one of them, or use runtime: tensorflow")
+TFLITE_GPU_MESSAGE = ("tflite runs on CPU (TF Serving's TFLite path has no GPU support): set spec.serving.gpus: 0, "
+                      "or use runtime: tensorflow on GPUs")
 METRIC_TYPES = ("Resource", "Pods", "Object", "External", "ContainerResource")
 TOLERATION_OPERATORS = ("Exists", "Equal")
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -208,6 +216,7 @@ class ServingSpec:
     affinity: dict = field(default_factory=dict)
     resources: dict = field(default_factory=dict)
     batching: BatchingSpec | None = None
+    runtime: str = "tensorflow"
 
 
 @dataclass(frozen=True)
@@ -528,6 +537,11 @@ def _parse_serving(spec: Mapping, images: ServingImages) -> ServingSpec:
     gpus = _int(s, "gpus", path, default=0, minimum=0)
     if gpus > MAX_GPUS:
         raise SpecError(f"{path}.gpus", f"{GPUS_MESSAGE} (got {gpus})")
+    runtime = _str(s, "runtime", path, default="tensorflow")
+    if runtime not in RUNTIMES:
+        raise SpecError(f"{path}.runtime", f"unknown runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
+    if runtime == "tflite" and gpus > 0:
+        raise SpecError(f"{path}.runtime", TFLITE_GPU_MESSAGE)
     image = _str(s, "image", path, default="", max_length=512, pattern=IMAGE_PATTERN,
                  hint="use an image reference such as tensorflow/serving:2.21.0 or "
                       "registry.example.com:5000/serving@sha256:<digest>") or (images.gpu if gpus > 0 else images.cpu)
@@ -540,6 +554,7 @@ def _parse_serving(spec: Mapping, images: ServingImages) -> ServingSpec:
         affinity=_raw_object(s, "affinity", path, "an object (a Kubernetes Affinity)"),
         resources=_resources(s, "resources", path),
         batching=batching,
+        runtime=runtime,
     )
 
 
@@ -619,11 +634,15 @@ def parse(body: Mapping[str, Any], images: ServingImages = DEFAULT_IMAGES) -> Mo
     optimization = _parse_optimization(spec, model)
     if optimization is None and re.fullmatch(KERAS_FILE_PATTERN, model.uri.lower()):
         raise SpecError("spec.model.uri", KERAS_AS_IS_MESSAGE)
+    serving = _parse_serving(spec, images)
+    if serving.runtime == "tflite" and (optimization is None or optimization.quantization is None
+                                        or optimization.quantization.mode not in TFLITE_QUANTIZATION_MODES):
+        raise SpecError("spec.serving.runtime", TFLITE_MODE_MESSAGE)
     return ModelDeploymentSpec(
         name=name,
         namespace=meta.get("namespace") or "default",
         model=model,
-        serving=_parse_serving(spec, images),
+        serving=serving,
         optimization=optimization,
         autoscaling=_parse_autoscaling(spec),
         monitoring=_parse_monitoring(spec),

@@ -63,6 +63,7 @@ class Reason:
     COMPRESSION_GATE_FAILED = "CompressionGateFailed"
     ALREADY_PUBLISHED = "AlreadyPublished"
     REPORT_UNREADABLE = "ReportUnreadable"
+    RUNTIME_UNAVAILABLE = "RuntimeUnavailable"
     # Reconciling / rollout
     ROLLOUT_IN_PROGRESS = "RolloutInProgress"
     ROLLOUT_COMPLETE = "RolloutComplete"

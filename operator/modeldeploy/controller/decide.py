@@ -23,7 +23,8 @@ from modeldeploy.api.spec import ModelDeploymentSpec, optimization_hash, source_
 from modeldeploy.api.status import Reason
 from modeldeploy.controller import health as hl
 from modeldeploy.controller.observe import (FAILED, RUNNING, SUCCEEDED, DeploymentView, JobView,
-                                            failure_reason, is_ready_pod_of, optimization_record)
+                                            failure_reason, for_runtime, is_ready_pod_of, optimization_record,
+                                            runtimes_of)
 from modeldeploy.resources import job as job_builder
 from modeldeploy.resources.deployment import ServingTarget, target_from_spec
 
@@ -80,7 +81,8 @@ def minimum_ready(spec: ModelDeploymentSpec) -> int:
 def _target_from_status(status: dict) -> ServingTarget | None:
     serving, model = status.get("serving") or {}, status.get("model") or {}
     if serving.get("version") and serving.get("image") and model.get("uri"):
-        return ServingTarget(int(serving["version"]), serving["image"], model["uri"])
+        return ServingTarget(int(serving["version"]), serving["image"], model["uri"],
+                             serving.get("runtime") or "tensorflow")
     return None
 
 
@@ -97,10 +99,11 @@ def last_good_target(spec: ModelDeploymentSpec, status: dict, recorded: ServingT
         return None
     version = int(version)
     if recorded is not None and recorded.version == version:
-        image, uri = recorded.image, recorded.uri
+        image, uri, runtime = recorded.image, recorded.uri, recorded.runtime
     else:
-        image, uri = spec.serving.image, source_uri(spec, version)
-    return ServingTarget(version, model.get("lastGoodImage") or image, model.get("lastGoodUri") or uri)
+        image, uri, runtime = spec.serving.image, source_uri(spec, version), "tensorflow"
+    return ServingTarget(version, model.get("lastGoodImage") or image, model.get("lastGoodUri") or uri,
+                         model.get("lastGoodRuntime") or runtime)
 
 
 class _Conditions:
@@ -124,11 +127,13 @@ def _optimization(spec: ModelDeploymentSpec, obs: Observed, plan: Plan, conds: _
     mine = prev.get("version") == version and prev.get("hash") == opt_hash
     if mine and prev.get("uri"):
         optimized = _cond(conds.items, st.OPTIMIZED)
-        if optimized.get("status") != "True":       # e.g. the condition was lost: say it again
+        if spec.serving.runtime not in runtimes_of(prev):
+            pass                                    # _servable says why it cannot serve
+        elif optimized.get("status") != "True":     # e.g. the condition was lost: say it again
             conds.set(st.OPTIMIZED, True, Reason.JOB_SUCCEEDED, f"version {version} is published at {prev['uri']}")
         else:
             conds.set(st.OPTIMIZED, True, optimized["reason"], optimized.get("message") or "published")
-        return "published", prev
+        return _servable(spec, prev, conds)
     latch = _latched(conds.items, st.OPTIMIZED, OPTIMIZATION_FAILURES, obs.generation, "False")
     if mine and latch:
         conds.set(st.OPTIMIZED, False, latch["reason"], latch.get("message") or "the optimization failed")
@@ -164,7 +169,7 @@ def _optimization(spec: ModelDeploymentSpec, obs: Observed, plan: Plan, conds: _
                        f"report.json could be read: figures are missing")
             conds.set(st.OPTIMIZED, True, Reason.REPORT_UNREADABLE, message)
         plan.events.append((NORMAL, "JobSucceeded", f"Job {name}: {message}"))
-        return "published", record
+        return _servable(spec, record, conds)
     if job is not None and job.state == FAILED:
         reason = failure_reason(job)
         message = f"Job {name} failed: {job.reason}: {job.message}".rstrip(": ")
@@ -181,12 +186,25 @@ def _optimization(spec: ModelDeploymentSpec, obs: Observed, plan: Plan, conds: _
         message = (f"version {version} is already published at {record['uri']}: serving it without optimizing "
                    f"again (raise spec.model.version to optimize with the current settings)")
         conds.set(st.OPTIMIZED, True, Reason.ALREADY_PUBLISHED, message)
-        return "published", record
+        return _servable(spec, record, conds)
     plan.create_job = True
     conds.set(st.OPTIMIZED, False, Reason.JOB_RUNNING, f"Job {name} is optimizing version {version}")
     if prev.get("job") != name:
         plan.events.append((NORMAL, "JobStarted", f"created Job {name} to optimize version {version}"))
     return "wait", record
+
+
+def _servable(spec: ModelDeploymentSpec, record: dict, conds: _Conditions) -> tuple[str, dict]:
+    """A published version, with the figures of the runtime the spec serves it with; "failed" (nothing rolls
+    out, what serves keeps serving) when the version has no artefact for that runtime."""
+    runtime = spec.serving.runtime
+    if runtime in runtimes_of(record):
+        return "published", for_runtime(record, runtime)
+    conds.set(st.OPTIMIZED, False, Reason.RUNTIME_UNAVAILABLE,
+              f"version {spec.model.version} has no artefact for spec.serving.runtime {runtime} (the TFLite "
+              f"converter could not convert this model; the optimizer Job's log and report.json say why): serve "
+              f"it with runtime tensorflow")
+    return "failed", record
 
 
 def _fmt(value) -> str:
@@ -233,7 +251,8 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
         target, rolled_back = current, None
     # A target is "rolling out" until it has been good once: only then can its failure mean a failed rollout.
     new_version = (target == requested and last_good is not None
-                   and (last_good.version, last_good.image) != (requested.version, requested.image))
+                   and (last_good.version, last_good.image, last_good.runtime)
+                   != (requested.version, requested.image, requested.runtime))
     rolling = target == requested and (last_good is None or new_version)
 
     minimum = minimum_ready(spec)
@@ -299,6 +318,7 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
         model["lastGoodVersion"] = target.version
         # Pruned by the API server (and by apply.prune_status) when the installed CRD lacks these fields.
         model["lastGoodImage"], model["lastGoodUri"] = target.image, target.uri
+        model["lastGoodRuntime"] = target.runtime
         last_good = target
     plan.last_good = last_good
     if complete and target is not None:
@@ -390,7 +410,8 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
     if target is not None:
         status["serving"] = {
             "deployment": names.serving_name(spec.name), "service": names.serving_name(spec.name),
-            "image": target.image, "version": target.version, "replicas": dep.status_replicas,
+            "image": target.image, "version": target.version, "runtime": target.runtime,
+            "replicas": dep.status_replicas,
             "readyReplicas": dep.ready, "updatedReplicas": dep.updated, "availableReplicas": dep.available,
             "restUrl": names.rest_url(spec.name, spec.namespace, spec.model.name),
             "grpcAddress": names.grpc_address(spec.name, spec.namespace)}

@@ -134,8 +134,28 @@ def failure_reason(view: JobView) -> str:
     return Reason.JOB_FAILED
 
 
+# Per runtime: status key -> the report's latency key (prefixed with the runtime's artefact name).
+RUNTIME_LATENCY = {"latencyMs": "B1", "latencyP99Ms": "B1P99", "latencyB32Ms": "B32", "throughput": "ThroughputB32"}
+RUNTIME_ARTEFACT = {"tensorflow": "savedModel", "tflite": "tflite"}
+# status.optimization's figures of the runtime that serves (`for_runtime`), from status.optimization.runtimes.
+SERVING_FIGURES = {"optimizedLatencyMs": "latencyMs", "optimizedLatencyP99Ms": "latencyP99Ms",
+                   "optimizedLatencyB32Ms": "latencyB32Ms", "optimizedThroughput": "throughput",
+                   "pulledCompressedBytes": "pulledCompressedBytes", "pulledCompressionRatio": "pulledCompressionRatio",
+                   "optimizedAccuracy": "accuracy", "accuracyDrop": "accuracyDrop",
+                   "compressionRatio": "compressionRatio", "compressedBytes": "compressedBytes",
+                   "optimizedBytes": "bytes"}
+# Per runtime: figure -> where the report keeps it for that runtime's artefact.
+ARTEFACT_FIGURES = {"tensorflow": {"accuracy": "optimizedAccuracy", "accuracyDrop": "accuracyDrop",
+                                   "compressionRatio": "compressionRatio", "compressedBytes": "compressedBytes",
+                                   "bytes": "optimizedBytes"},
+                    "tflite": {"accuracy": "accuracy", "accuracyDrop": "accuracyDrop",
+                               "compressionRatio": "compressionRatio", "compressedBytes": "compressedBytes",
+                               "bytes": "bytes"}}
+
+
 def optimization_record(report: dict | None) -> dict:
-    """The report's figures in the shape of status.optimization (missing figures are left out)."""
+    """The report's figures in the shape of status.optimization (missing figures are left out), with the
+    figures of each runtime the version can be served with (`for_runtime` puts those that serve on top)."""
     report = report or {}
     out = {}
     for key in REPORT_FIELDS:
@@ -148,13 +168,50 @@ def optimization_record(report: dict | None) -> dict:
             out[key] = str(value)
         else:
             out[key] = float(value)
-    latency = report.get("latency") or {}
-    if latency.get("baselineB32") is not None:
-        out["baselineLatencyB32Ms"] = float(latency["baselineB32"])
-    if latency.get("savedModelB32") is not None:
-        out["optimizedLatencyB32Ms"] = float(latency["savedModelB32"])
+    latency, download = report.get("latency") or {}, report.get("download") or {}
+    for status_key, value in (("baselineLatencyB32Ms", latency.get("baselineB32")),
+                              ("baselineLatencyP99Ms", latency.get("baselineB1P99")),
+                              ("baselineThroughput", latency.get("baselineThroughputB32"))):
+        if value is not None:
+            out[status_key] = float(value)
+    for status_key, value in (("latencyThreads", latency.get("threads")),
+                              ("sourceCompressedBytes", download.get("sourceCompressedBytes"))):
+        if value is not None:
+            out[status_key] = int(value)
+    runtimes = {}
+    for name, pulled in (download.get("runtimes") or {}).items():
+        if name not in RUNTIME_ARTEFACT:
+            continue
+        figures = {key: float(latency[RUNTIME_ARTEFACT[name] + suffix]) for key, suffix in RUNTIME_LATENCY.items()
+                   if latency.get(RUNTIME_ARTEFACT[name] + suffix) is not None}
+        artefact = report if name == "tensorflow" else report.get("tflite") or {}
+        for key, source in ARTEFACT_FIGURES[name].items():
+            if artefact.get(source) is not None:
+                figures[key] = int(artefact[source]) if key in ("compressedBytes", "bytes") else float(artefact[source])
+        figures.update(pulledCompressedBytes=int(pulled["compressedBytes"]),
+                       pulledCompressionRatio=float(pulled["ratio"]))
+        runtimes[name] = figures
+    if runtimes:
+        out["runtimes"] = runtimes
     if report.get("quantize"):
         out["quantization"] = str(report["quantize"])
+    return out
+
+
+def runtimes_of(record: dict) -> set[str]:
+    """The runtimes a published version can be served with (a record from before runtimes: its SavedModel)."""
+    return set(record.get("runtimes") or {}) or {"tensorflow"}
+
+
+def for_runtime(record: dict, runtime: str) -> dict:
+    """status.optimization with the latency and download figures of the runtime that serves on top: exactly
+    what that runtime's pods pull and how fast that artefact ran (latencyRuntime names it)."""
+    figures = (record.get("runtimes") or {}).get(runtime)
+    if figures is None:
+        return record
+    out = {k: v for k, v in record.items() if k not in SERVING_FIGURES}
+    out.update({key: figures[name] for key, name in SERVING_FIGURES.items() if name in figures})
+    out["latencyRuntime"] = runtime
     return out
 
 
@@ -168,7 +225,8 @@ def target_of_template(template: dict) -> ServingTarget | None:
     args = init.get("args") or []
     if version is None or not str(version).isdigit() or image is None or not args:
         return None
-    return ServingTarget(version=int(version), image=image, uri=args[0])
+    runtime = args[args.index("--runtime") + 1] if "--runtime" in args[:-1] else "tensorflow"
+    return ServingTarget(version=int(version), image=image, uri=args[0], runtime=runtime)
 
 
 def deployment_view(dep: dict | None) -> DeploymentView:
@@ -198,13 +256,16 @@ def recorded_last_good(config_map: dict | None) -> ServingTarget | None:
 
 
 def is_ready_pod_of(pod: dict, target: ServingTarget) -> bool:
-    """True when the pod runs `target` (version label and TF Serving image) and is Ready."""
+    """True when the pod runs `target` (version label, TF Serving image, runtime) and is Ready."""
     meta = pod.get("metadata") or {}
     if meta.get("deletionTimestamp") or (meta.get("labels") or {}).get(LABEL_VERSION) != str(target.version):
         return False
     images = [c.get("image") for c in (pod.get("spec") or {}).get("containers") or ()
               if c.get("name") == dep_builder.CONTAINER]
     if images and images[0] != target.image:
+        return False
+    runs = target_of_template(pod)
+    if runs is not None and runs.runtime != target.runtime:
         return False
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (pod.get("status") or {}).get("conditions") or ())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import statistics
 import time
 
 import numpy as np
@@ -16,7 +15,7 @@ import tensorflow as tf
 
 from modeldeploy.optimize import dataset as datasets
 
-LATENCY_RUNS = int(os.environ.get("MODELDEPLOY_LATENCY_RUNS", "30"))
+LATENCY_RUNS = int(os.environ.get("MODELDEPLOY_LATENCY_RUNS", "100"))
 LATENCY_BUDGET_S = float(os.environ.get("MODELDEPLOY_LATENCY_BUDGET_S", "3"))
 
 
@@ -24,12 +23,12 @@ def dir_bytes(path: str, exclude: tuple[str, ...] = ()) -> int:
     """Total size of the files under `path` (or of one file), skipping top-level names in `exclude`."""
     if os.path.isfile(path):
         return os.path.getsize(path)
-    return sum(os.path.getsize(p) for p in _files(path, exclude))
+    return sum(os.path.getsize(p) for p in files(path, exclude))
 
 
 def gzip_bytes(path: str, exclude: tuple[str, ...] = ()) -> int:
     """Sum of each file's gzip (level 9) size: what storage and a download of the artefact cost."""
-    paths = [path] if os.path.isfile(path) else _files(path, exclude)
+    paths = [path] if os.path.isfile(path) else files(path, exclude)
     total = 0
     for p in paths:
         with open(p, "rb") as fh:
@@ -37,7 +36,8 @@ def gzip_bytes(path: str, exclude: tuple[str, ...] = ()) -> int:
     return total
 
 
-def _files(path: str, exclude: tuple[str, ...]) -> list[str]:
+def files(path: str, exclude: tuple[str, ...] = ()) -> list[str]:
+    """Every file under a directory (paths, sorted), skipping top-level names in `exclude`."""
     out = []
     for root, dirs, names in os.walk(path):
         if root == path:
@@ -67,8 +67,8 @@ class TFLiteRunner:
     """A .tflite model through its serving_default signature runner (named inputs and outputs, as the
     SavedModel's); inputs are resized to each batch they see."""
 
-    def __init__(self, path: str, output: str | None = None):
-        self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=os.cpu_count() or 1)
+    def __init__(self, path: str, output: str | None = None, threads: int | None = None):
+        self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=threads or os.cpu_count() or 1)
         signatures = self.interpreter.get_signature_list()
         name = "serving_default" if "serving_default" in signatures else next(iter(signatures))
         self.runner = self.interpreter.get_signature_runner(name)
@@ -113,8 +113,25 @@ def drop(baseline: float, optimized: float, classification: bool) -> float:
     return round((optimized - baseline) / max(baseline, 1e-12), 6)
 
 
-def latency_ms(runner, sample: dict, batch: int) -> float:
-    """Median milliseconds per call at `batch` rows, after two warm-up calls."""
+def set_threads(threads: int | None) -> None:
+    """Run TensorFlow with `threads` intra- and inter-op threads, as TF Serving runs with the pod's CPUs
+    (`--tensorflow_intra_op_parallelism`), so latency is measured as the serving pod will see it. Only before
+    TensorFlow starts running ops; later (an earlier run in this process) its pools stay as they are."""
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            pass
+
+
+def threads() -> int:
+    """TensorFlow's intra-op threads in force (the machine's cores when TensorFlow chooses)."""
+    return tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+
+
+def latency(runner, sample: dict, batch: int) -> dict:
+    """p50 and p99 milliseconds per call at `batch` rows, after two warm-up calls."""
     n = datasets.rows(sample)
     x = datasets.take(sample, np.arange(batch) % n)
     for _ in range(2):
@@ -124,4 +141,5 @@ def latency_ms(runner, sample: dict, batch: int) -> float:
         t0 = time.perf_counter()
         runner(x)
         times.append(time.perf_counter() - t0)
-    return round(statistics.median(times) * 1000, 4)
+    ms = np.array(times) * 1000
+    return {"p50": round(float(np.percentile(ms, 50)), 4), "p99": round(float(np.percentile(ms, 99)), 4)}

@@ -14,7 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from modeldeploy.optimize import dataset as datasets
-from modeldeploy.optimize import evaluate, export, graphinfo, loading, prune, quantize, report, training
+from modeldeploy.optimize import (evaluate, export, graphinfo, loading, prune, quantize, report, training,
+                                  warmup)
 from modeldeploy.optimize.options import OptimizeOptions
 from modeldeploy.storage import publish, transfer
 from modeldeploy.storage.errors import (CorruptModel, GateFailed, ModelDeployError, NotFound,
@@ -23,9 +24,10 @@ from modeldeploy.storage.errors import (CorruptModel, GateFailed, ModelDeployErr
 log = logging.getLogger(__name__)
 
 SPARSITY_TOLERANCE = 0.01  # tfmot rounds per layer; a point below target is still the target
-TFLITE_NAME = "model.tflite"
+TFLITE_NAME = publish.TFLITE_NAME
 REPORT_NAME = publish.REPORT_NAME
 NOT_SAVEDMODEL = (TFLITE_NAME, REPORT_NAME, publish.MARKER)
+BATCH = 32   # the batched latency and throughput figures
 
 
 def _fetch_source(opts: OptimizeOptions, work: str) -> str:
@@ -45,10 +47,11 @@ def _fetch_dataset(opts: OptimizeOptions, src: loading.Source) -> datasets.Datas
 
 
 def _measure(path: str, runner, data, task, sample) -> dict:
-    """Size, gzip size, metric and latency of one artefact."""
+    """Size, gzip size, metric, latency (p50, p99) at batch 1 and 32, and throughput at batch 32."""
+    b1, b32 = evaluate.latency(runner, sample, 1), evaluate.latency(runner, sample, BATCH)
     out = {"bytes": evaluate.dir_bytes(path, NOT_SAVEDMODEL), "gzipBytes": evaluate.gzip_bytes(path, NOT_SAVEDMODEL),
-           "latencyMsB1": evaluate.latency_ms(runner, sample, 1),
-           "latencyMsB32": evaluate.latency_ms(runner, sample, 32)}
+           "latencyMsB1": b1["p50"], "latencyMsB1P99": b1["p99"], "latencyMsB32": b32["p50"],
+           "throughputB32": round(BATCH * 1000 / max(b32["p50"], 1e-9), 1)}
     if data is not None:
         out["pred"] = evaluate.predict(runner, data.x_val)
         out["metric"] = evaluate.score(out["pred"], data.y_val, task.classification)
@@ -56,13 +59,17 @@ def _measure(path: str, runner, data, task, sample) -> dict:
 
 
 def download_figures(source_path: str, version_dir: str) -> dict:
-    """What a serving pod downloads, before and after: gzip bytes of the model as the user stored it and of
-    the version directory `modeldeploy pull` copies (the artefacts; report.json and the marker excluded)."""
+    """What a serving pod downloads, before and after: bytes and gzip bytes of the model as the user stored it,
+    and of the files `modeldeploy pull --runtime R` copies for each runtime the version can be served with."""
     before = evaluate.gzip_bytes(source_path)
-    after = evaluate.gzip_bytes(version_dir, (REPORT_NAME, publish.MARKER))
-    return {"sourceBytes": evaluate.dir_bytes(source_path), "sourceCompressedBytes": before,
-            "versionBytes": evaluate.dir_bytes(version_dir, (REPORT_NAME, publish.MARKER)),
-            "versionCompressedBytes": after, "ratio": round(before / after, 3)}
+    files = [os.path.relpath(p, version_dir).replace(os.sep, "/") for p in evaluate.files(version_dir)]
+    runtimes = {}
+    for runtime in ("tensorflow", "tflite") if TFLITE_NAME in files else ("tensorflow",):
+        paths = [os.path.join(version_dir, rel) for rel in publish.runtime_files(files, runtime)]
+        after = sum(evaluate.gzip_bytes(p) for p in paths)
+        runtimes[runtime] = {"bytes": sum(os.path.getsize(p) for p in paths), "compressedBytes": after,
+                             "ratio": round(before / after, 3)}
+    return {"sourceBytes": evaluate.dir_bytes(source_path), "sourceCompressedBytes": before, "runtimes": runtimes}
 
 
 def _sample_inputs(src: loading.Source, data) -> dict[str, np.ndarray]:
@@ -94,6 +101,7 @@ def _first_line(exc: BaseException) -> str:
 def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) -> tuple[dict, str]:
     """Everything between loading and publishing; returns (report, directory to publish). Pure of storage."""
     started = time.perf_counter()
+    threads = evaluate.threads()
     specs = loading.input_specs(src)
     sample = _sample_inputs(src, data)
     task = training.Task(classification=True)
@@ -176,7 +184,7 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
     tfl = None
     if tflite_path:
         try:
-            tfl = _measure(tflite_path, evaluate.TFLiteRunner(tflite_path, output), data, task, sample)
+            tfl = _measure(tflite_path, evaluate.TFLiteRunner(tflite_path, output, threads), data, task, sample)
         except Exception as exc:  # noqa: BLE001 - converted but not runnable here: never publish it
             os.remove(tflite_path)
             tflite_path, tflite_skipped = None, f"the converted model does not run in the TFLite interpreter: " \
@@ -187,6 +195,8 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
     if left:  # TF Serving (XLA off by default) would load it and fail every request
         raise CorruptModel(f"the exported model still requires XLA (_XlaMustCompile=true on {', '.join(left[:5])})")
     timings["evaluate"] = time.perf_counter() - t
+    # After measuring: the records are part of what a pod pulls (download), not of the model's size.
+    warmup_records = warmup.write(out_dir, sample, specs)
 
     result = {
         "ok": True, "version": opts.version, "quantize": opts.quantize, "sourceKind": src.kind,
@@ -198,11 +208,11 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
         "originalCompressedBytes": base["gzipBytes"], "compressedBytes": opt["gzipBytes"],
         "compressionRatio": round(base["gzipBytes"] / opt["gzipBytes"], 3),
         "baselineLatencyMs": base["latencyMsB1"], "optimizedLatencyMs": opt["latencyMsB1"],
-        "latency": {"baselineB1": base["latencyMsB1"], "baselineB32": base["latencyMsB32"],
-                    "savedModelB1": opt["latencyMsB1"], "savedModelB32": opt["latencyMsB32"]},
+        "latency": {"threads": threads, **_latency("baseline", base), **_latency("savedModel", opt)},
         "metric": task.metric,
         # Functions/nodes of the source that required XLA (jit_compile=True): published without it.
         "xlaMustCompileRemoved": len(jit_removed),
+        "warmupRecords": warmup_records,
     }
     if warnings:
         result["warnings"] = warnings
@@ -215,7 +225,7 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
     if tfl is not None:
         result["tflite"] = {"file": TFLITE_NAME, "bytes": tfl["bytes"], "compressedBytes": tfl["gzipBytes"],
                             "compressionRatio": round(base["gzipBytes"] / tfl["gzipBytes"], 3)}
-        result["latency"].update(tfliteB1=tfl["latencyMsB1"], tfliteB32=tfl["latencyMsB32"])
+        result["latency"].update(_latency("tflite", tfl))
         if data is not None:
             result["tflite"].update(accuracy=round(tfl["metric"], 6),
                                     accuracyDrop=evaluate.drop(base["metric"], tfl["metric"], task.classification))
@@ -232,6 +242,12 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
     return result, out_dir
 
 
+def _latency(prefix: str, measured: dict) -> dict:
+    """An artefact's latency figures under the report's names (baselineB1, baselineB1P99, ...)."""
+    return {f"{prefix}B1": measured["latencyMsB1"], f"{prefix}B1P99": measured["latencyMsB1P99"],
+            f"{prefix}B32": measured["latencyMsB32"], f"{prefix}ThroughputB32": measured["throughputB32"]}
+
+
 def _with_report(exc: ModelDeployError, result: dict) -> ModelDeployError:
     exc.report = dict(result, ok=False)
     return exc
@@ -240,6 +256,7 @@ def _with_report(exc: ModelDeployError, result: dict) -> ModelDeployError:
 def run(opts: OptimizeOptions) -> dict:
     """The whole `modeldeploy optimize` run; returns the report of the published version."""
     started = time.perf_counter()
+    evaluate.set_threads(opts.serving_threads)
     # Fail fast, before downloading or training: unreachable storage, bad credentials, existing version.
     publish.check_not_published(opts.output, opts.version, opts.overwrite, opts.source.uri)
     with tempfile.TemporaryDirectory(prefix="modeldeploy-") as work:

@@ -21,12 +21,13 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from modeldeploy.api.spec import TFLITE_QUANTIZATION_MODES
 from modeldeploy.optimize import training
 
 log = logging.getLogger(__name__)
 
 STORAGE = {"none": "float32", "float16": "float16", "dynamic": "int8", "int8": "int8", "qat": "int8"}
-TFLITE_MODES = ("dynamic", "int8", "qat")
+TFLITE_MODES = TFLITE_QUANTIZATION_MODES    # the modes that publish model.tflite (spec.serving.runtime tflite)
 TFLITE_TIMEOUT_S = float(os.environ.get("MODELDEPLOY_TFLITE_TIMEOUT_S", "900"))
 
 

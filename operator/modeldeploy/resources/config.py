@@ -19,23 +19,25 @@ MONITORING_CONFIG_KEY = "monitoring.config"
 BATCHING_CONFIG_KEY = "batching.config"
 # TF Serving answers 404 on this path unless a monitoring config enables it (the classic "metrics do not work").
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
-# The rollback target (version, image, source URI), recorded on the ConfigMap: it survives operator restarts
+# The rollback target (version, image, source URI, runtime), recorded on the ConfigMap: it survives operator restarts
 # without a status field, and unlike an annotation on the Deployment it does not bump the Deployment's
 # generation (which would look like a new rollout).
 ANNOTATION_LAST_GOOD = "modeldeploy.io/last-good"
 
 
-def last_good_annotation(version: int, image: str, uri: str) -> str:
+def last_good_annotation(version: int, image: str, uri: str, runtime: str = "tensorflow") -> str:
     """The annotation value recording the last good serving target (compact JSON)."""
-    return json.dumps({"version": version, "image": image, "uri": uri}, separators=(",", ":"), sort_keys=True)
+    return json.dumps({"version": version, "image": image, "uri": uri, "runtime": runtime}, separators=(",", ":"),
+                      sort_keys=True)
 
 
 def parse_last_good(value: str | None) -> dict | None:
-    """{version, image, uri} from `last_good_annotation`, or None when absent or unreadable."""
+    """{version, image, uri, runtime} from `last_good_annotation`, or None when absent or unreadable (a value
+    written before runtimes existed served tensorflow)."""
     try:
         data = json.loads(value) if value else None
-        return {"version": int(data["version"]), "image": str(data["image"]), "uri": str(data["uri"])} if data \
-            else None
+        return {"version": int(data["version"]), "image": str(data["image"]), "uri": str(data["uri"]),
+                "runtime": str(data.get("runtime") or "tensorflow")} if data else None
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -92,5 +94,5 @@ def build_config_map(spec: ModelDeploymentSpec, last_good=None) -> dict:
             "labels": names.labels(spec.name, names.COMPONENT_SERVING)}
     if last_good is not None:
         meta["annotations"] = {ANNOTATION_LAST_GOOD: last_good_annotation(last_good.version, last_good.image,
-                                                                         last_good.uri)}
+                                                                         last_good.uri, last_good.runtime)}
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": config_data(spec)}

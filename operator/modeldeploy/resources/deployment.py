@@ -41,16 +41,18 @@ REST_THREADS_PER_CPU = 4
 
 @dataclass(frozen=True)
 class ServingTarget:
-    """What the serving pods run: model version N pulled from `uri`, on TF Serving `image`."""
+    """What the serving pods run: model version N pulled from `uri`, on TF Serving `image`, as `runtime`
+    (tensorflow: the SavedModel; tflite: model.tflite with --prefer_tflite_model)."""
     version: int
     image: str
     uri: str
+    runtime: str = "tensorflow"
 
 
 def target_from_spec(spec: ModelDeploymentSpec) -> ServingTarget:
     """The target the spec asks for."""
     return ServingTarget(version=spec.model.version, image=spec.serving.image,
-                         uri=source_uri(spec, spec.model.version))
+                         uri=source_uri(spec, spec.model.version), runtime=spec.serving.runtime)
 
 
 def scrape_annotations(spec: ModelDeploymentSpec) -> dict[str, str]:
@@ -71,7 +73,7 @@ def serving_cpus(spec: ModelDeploymentSpec) -> int | None:
     return None
 
 
-def serving_args(spec: ModelDeploymentSpec) -> list[str]:
+def serving_args(spec: ModelDeploymentSpec, runtime: str = "tensorflow") -> list[str]:
     """TF Serving's command-line flags."""
     args = [f"--port={names.GRPC_PORT}", f"--rest_api_port={names.REST_PORT}",
             f"--model_name={spec.model.name}", f"--model_base_path={config.model_base_path(spec)}",
@@ -90,6 +92,10 @@ def serving_args(spec: ModelDeploymentSpec) -> list[str]:
         # 1-CPU pod would run 256 REST threads and 64-wide op pools that the CPU quota throttles.
         args += [f"--tensorflow_intra_op_parallelism={cpus}", f"--tensorflow_inter_op_parallelism={cpus}",
                  f"--rest_api_num_threads={REST_THREADS_PER_CPU * cpus}"]
+    if runtime == "tflite":
+        # model.tflite instead of the SavedModel; one interpreter pool per CPU, as TF Serving sizes its op pools.
+        args += ["--prefer_tflite_model=true", f"--num_tflite_pools={cpus or 1}",
+                 "--num_tflite_interpreters_per_pool=1"]
     if spec.serving.batching is not None:
         args += ["--enable_batching=true",
                  f"--batching_parameters_file={config.CONFIG_DIR}/{config.BATCHING_CONFIG_KEY}"]
@@ -141,7 +147,9 @@ def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
         "image": images.pull,
         "command": ["modeldeploy", "pull"],
         # A model served as it is was never published (no _COMPLETE marker): copy the SavedModel directory.
-        "args": literal_args([target.uri, model_dir] + (["--as-is"] if spec.optimization is None else [])),
+        # What a pod pulls is what it serves: the files of its runtime only (a SavedModel as it is, unoptimized).
+        "args": literal_args([target.uri, model_dir] + (["--as-is"] if spec.optimization is None
+                                                        else ["--runtime", target.runtime])),
         "envFrom": secret_env_from(spec.model.storage_secret),
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": plain(PULL_RESOURCES),
@@ -153,7 +161,7 @@ def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
     serving = {
         "name": CONTAINER,
         "image": target.image,
-        "args": literal_args(serving_args(spec)),
+        "args": literal_args(serving_args(spec, target.runtime)),
         "ports": [{"name": "grpc", "containerPort": names.GRPC_PORT, "protocol": "TCP"},
                   {"name": "http", "containerPort": names.REST_PORT, "protocol": "TCP"}],
         "resources": serving_resources(spec),

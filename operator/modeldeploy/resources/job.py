@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from modeldeploy.api import names
 from modeldeploy.api.spec import ModelDeploymentSpec, optimization_hash
+from modeldeploy.resources.deployment import serving_cpus
 from modeldeploy.resources.common import (DEFAULT_OPERATOR_IMAGES, TOOL_UID, OperatorImages,
                                           container_security_context, literal_args, plain,
                                           pod_security_context, runtime, secret_env_from)
@@ -52,6 +53,9 @@ def optimizer_args(spec: ModelDeploymentSpec, version: int, allow_unsafe_formats
     if allow_unsafe_formats:
         args += ["--allow-unsafe-model-formats"]
     # Explicit, so the path is visible in the manifest (and a kubelet stand-in can map it).
+    if (cpus := serving_cpus(spec)) is not None:
+        # Latency measured with the thread pools TF Serving will have in the serving pod.
+        args += ["--serving-threads", str(cpus)]
     args += ["--termination-message-path", TERMINATION_MESSAGE_PATH]
     return args
 

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 MARKER = "_COMPLETE"
 REPORT_NAME = "report.json"
+TFLITE_NAME = "model.tflite"
+WARMUP_DIR = "assets.extra/"       # TF Serving's warmup records: used by either runtime
 TMP_PREFIX = ".tmp-"
 LOCK_PREFIX = ".publishing-"
 LOCK_STALE_SECONDS = 3600      # a lock held this long belongs to a writer that died (uploads take minutes)
@@ -233,11 +235,24 @@ def _staging_for(dest: str) -> tuple[str, str]:
     return dest, f"{dest}.partial-{secrets.token_hex(4)}"
 
 
-def pull(version_loc: Location, dest: str) -> dict:
-    """Copy one published version to local `dest` after checking its marker and every checksum.
+def runtime_files(files, runtime: str | None) -> list[str]:
+    """The files of a published version that a TF Serving with `runtime` reads (spec.serving.runtime):
+    tensorflow, the SavedModel; tflite, model.tflite (--prefer_tflite_model); both with the warmup records.
+    None: every file. What a serving pod pulls is what it serves, and the download figures count exactly these."""
+    if runtime is None:
+        return sorted(files)
+    shared = [f for f in files if f.startswith(WARMUP_DIR)]
+    if runtime == "tflite":
+        return sorted([f for f in files if f == TFLITE_NAME] + shared)
+    return sorted(f for f in files if f not in (TFLITE_NAME, REPORT_NAME, MARKER))
+
+
+def pull(version_loc: Location, dest: str, runtime: str | None = None) -> dict:
+    """Copy one published version (the files of `runtime`, or all of them) to local `dest` after checking its
+    marker and every checksum.
 
     The files land in a sibling temporary directory first and are renamed into place, so `dest` is either the
-    previous content or the complete new version. Returns the manifest.
+    previous content or the complete new version. Returns the manifest of what was copied.
     """
     manifest = read_marker(version_loc)
     if manifest is None:
@@ -245,6 +260,11 @@ def pull(version_loc: Location, dest: str) -> dict:
             raise NotPublished(f"{version_loc.uri} has no {MARKER} marker: its publication did not finish. "
                                "Re-run the optimizer for this version.")
         raise NotPublished(f"{version_loc.uri} is not published (nothing stored there)")
+    if runtime == "tflite" and TFLITE_NAME not in manifest["files"]:
+        raise NotPublished(f"{version_loc.uri} has no {TFLITE_NAME} (the TFLite converter could not convert this "
+                           "model; its report.json says why): serve it with spec.serving.runtime tensorflow")
+    manifest = dict(manifest, files={rel: manifest["files"][rel] for rel in runtime_files(manifest["files"],
+                                                                                         runtime)})
     dest, staging = _staging_for(dest)
     try:
         for rel, meta in sorted(manifest["files"].items()):
