@@ -119,9 +119,7 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
                                f"(tensorflow-model-optimization), and this is a {src.kind} model; use "
                                "--quantize int8 (post-training, calibrated), which needs no training")
     if opts.prunes and src.keras is None and not prune.prunable(src.variables):
-        raise UnsupportedModel("--prune-sparsity: the model has no trainable weight matrices to prune (a frozen "
-                               "graph keeps its weights as constants); quantize it without pruning, or give the "
-                               "model with its variables")
+        raise UnsupportedModel(prune.NOTHING_TO_PRUNE)
     timings = {}
 
     t = time.perf_counter()

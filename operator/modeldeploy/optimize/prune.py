@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 # Kernels tfmot prunes (Dense/Conv kernels, depthwise and pointwise kernels); biases and norms stay dense.
 PRUNABLE_SUFFIXES = ("kernel:0", "depthwise_kernel:0", "pointwise_kernel:0")
 RAMP_SHARE = 0.7
+NOTHING_TO_PRUNE = ("--prune-sparsity: the model has no trainable weight matrices to prune (a frozen graph keeps "
+                    "its weights as constants); quantize it without pruning, or give the model with its variables")
 
 
 def ramp(total_steps: int) -> tuple[int, int]:
@@ -111,9 +113,7 @@ def prune_variables(fn, variables, inputs: dict, sparsity: float, epochs: int, d
 
     targets = prunable(variables)
     if not targets:
-        raise UnsupportedModel("--prune-sparsity: the model has no trainable weight matrices to prune (a frozen "
-                               "graph keeps its weights as constants); quantize it without pruning, or give the "
-                               "model with its variables")
+        raise UnsupportedModel(NOTHING_TO_PRUNE)
 
     def apply(masks):
         for v, m in zip(targets, masks):
