@@ -33,7 +33,7 @@ def _version(ns) -> int:
 
 def _optimize(ns) -> int:
     from modeldeploy.optimize import options, report
-    from modeldeploy.storage.errors import ModelDeployError
+    from modeldeploy.storage.errors import ModelDeployError, first_line
 
     try:
         opts = options.from_args(ns)
@@ -46,7 +46,7 @@ def _optimize(ns) -> int:
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - a bug: the stack to the log, one line to the termination message
         logging.getLogger("modeldeploy.optimize").exception("unexpected error")
-        line = (str(exc).strip().splitlines() or [""])[0][:500]
+        line = first_line(exc, 500) if str(exc).strip() else ""
         error = {"reason": "InternalError", "exitCode": 1,
                  "message": f"{type(exc).__name__}: {line} (a bug in modeldeploy; the stack is in the Job's log)"}
         report.write_termination_message({"ok": False, "error": error}, ns.termination_message_path)

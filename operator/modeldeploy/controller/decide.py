@@ -127,12 +127,12 @@ def _optimization(spec: ModelDeploymentSpec, obs: Observed, plan: Plan, conds: _
     mine = prev.get("version") == version and prev.get("hash") == opt_hash
     if mine and prev.get("uri"):
         optimized = _cond(conds.items, st.OPTIMIZED)
-        if spec.serving.runtime not in runtimes_of(prev):
-            pass                                    # _servable says why it cannot serve
-        elif optimized.get("status") != "True":     # e.g. the condition was lost: say it again
-            conds.set(st.OPTIMIZED, True, Reason.JOB_SUCCEEDED, f"version {version} is published at {prev['uri']}")
-        else:
-            conds.set(st.OPTIMIZED, True, optimized["reason"], optimized.get("message") or "published")
+        if spec.serving.runtime in runtimes_of(prev):   # else _servable says why it cannot serve
+            if optimized.get("status") != "True":       # e.g. the condition was lost: say it again
+                conds.set(st.OPTIMIZED, True, Reason.JOB_SUCCEEDED,
+                          f"version {version} is published at {prev['uri']}")
+            else:
+                conds.set(st.OPTIMIZED, True, optimized["reason"], optimized.get("message") or "published")
         return _servable(spec, prev, conds)
     latch = _latched(conds.items, st.OPTIMIZED, OPTIMIZATION_FAILURES, obs.generation, "False")
     if mine and latch:

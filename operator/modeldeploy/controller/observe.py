@@ -144,13 +144,10 @@ SERVING_FIGURES = {"optimizedLatencyMs": "latencyMs", "optimizedLatencyP99Ms": "
                    "optimizedAccuracy": "accuracy", "accuracyDrop": "accuracyDrop",
                    "compressionRatio": "compressionRatio", "compressedBytes": "compressedBytes",
                    "optimizedBytes": "bytes"}
-# Per runtime: figure -> where the report keeps it for that runtime's artefact.
-ARTEFACT_FIGURES = {"tensorflow": {"accuracy": "optimizedAccuracy", "accuracyDrop": "accuracyDrop",
-                                   "compressionRatio": "compressionRatio", "compressedBytes": "compressedBytes",
-                                   "bytes": "optimizedBytes"},
-                    "tflite": {"accuracy": "accuracy", "accuracyDrop": "accuracyDrop",
-                               "compressionRatio": "compressionRatio", "compressedBytes": "compressedBytes",
-                               "bytes": "bytes"}}
+# An artefact's figures, named as report["tflite"] names them; the SavedModel's are at the report's top level,
+# two of them under other names.
+ARTEFACT_FIGURES = ("accuracy", "accuracyDrop", "compressionRatio", "compressedBytes", "bytes")
+SAVED_MODEL_NAMES = {"accuracy": "optimizedAccuracy", "bytes": "optimizedBytes"}
 
 
 def optimization_record(report: dict | None) -> dict:
@@ -185,9 +182,10 @@ def optimization_record(report: dict | None) -> dict:
         figures = {key: float(latency[RUNTIME_ARTEFACT[name] + suffix]) for key, suffix in RUNTIME_LATENCY.items()
                    if latency.get(RUNTIME_ARTEFACT[name] + suffix) is not None}
         artefact = report if name == "tensorflow" else report.get("tflite") or {}
-        for key, source in ARTEFACT_FIGURES[name].items():
-            if artefact.get(source) is not None:
-                figures[key] = int(artefact[source]) if key in ("compressedBytes", "bytes") else float(artefact[source])
+        for key in ARTEFACT_FIGURES:
+            value = artefact.get(SAVED_MODEL_NAMES.get(key, key) if name == "tensorflow" else key)
+            if value is not None:
+                figures[key] = int(value) if key in ("compressedBytes", "bytes") else float(value)
         figures.update(pulledCompressedBytes=int(pulled["compressedBytes"]),
                        pulledCompressionRatio=float(pulled["ratio"]))
         runtimes[name] = figures

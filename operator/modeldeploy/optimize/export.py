@@ -4,7 +4,8 @@ TFLite converters produce .tflite files, not SavedModels, and TF Serving serves 
 weights are stored inside the SavedModel graph:
 1. the model's forward function is frozen (variables become constants);
 2. every weight constant feeding a MatMul / Conv2D / DepthwiseConv2dNative / Conv3D, or an embedding table
-   feeding a GatherV2 (through Identity or fake-quant ops) is replaced by a smaller constant plus dequantizing ops under the original node name:
+   feeding a GatherV2 (through Identity or fake-quant ops) is replaced by a smaller constant plus dequantizing ops
+   under the original node name:
    - float16: `Cast(Const half)`;
    - int8: `Mul(Cast(Const int8), Const scale)`, symmetric per output channel, 127 levels each side, zero
      point 0 -- so pruned zeros stay exact int8 zeros, which gzip compresses;
@@ -27,6 +28,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from modeldeploy.storage.errors import first_line
 
 # Consumers whose weight input (index) we compress, and the axes that index one output channel.
 WEIGHT_CONSUMERS = {
@@ -69,7 +72,7 @@ def freeze_for_serving(fn, specs: list[tf.TensorSpec]) -> tuple[graph_pb2.GraphD
             graph_def, inputs, outputs = _freeze_once(imported(graph_def, inputs, outputs, "md_inline"), specs)
         except Exception as exc:  # noqa: BLE001 - the stripped graph still serves; only its weights stay float
             log.warning("could not inline the former must-compile functions (%s); their weights stay float32",
-                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                        first_line(exc))
         left = must_compile(graph_def)
         if left:  # cannot happen unless TensorFlow re-adds it; never publish what TF Serving refuses
             raise ValueError(f"XLA must-compile is still set on {', '.join(left)} after removing it")

@@ -20,7 +20,7 @@ import zipfile
 
 import tensorflow as tf
 
-from modeldeploy.storage.errors import BadArguments, CorruptModel
+from modeldeploy.storage.errors import BadArguments, CorruptModel, first_line
 
 TF_KERAS, KERAS3, SAVED_MODEL = "tf-keras", "keras3", "savedmodel"
 
@@ -147,7 +147,7 @@ def load(path: str, allow_unsafe: bool = False) -> Source:
             raise
         except Exception as exc:  # noqa: BLE001 - anything the loader throws means unusable input
             raise CorruptModel(f"--source: cannot load Keras file {os.path.basename(path)}: "
-                               f"{_first_line(exc)}") from None
+                               f"{first_line(exc, 500)}") from None
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
         raise CorruptModel(f"--source: {path} is neither a Keras file nor a SavedModel directory (no "
                            "saved_model.pb)")
@@ -163,11 +163,6 @@ def load(path: str, allow_unsafe: bool = False) -> Source:
     return _from_signature(path)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:500] if text else type(exc).__name__
-
-
 def _from_signature(path: str) -> Source:
     try:
         loaded = tf.saved_model.load(path)
@@ -175,7 +170,7 @@ def _from_signature(path: str) -> Source:
     except KeyError:
         raise CorruptModel(f"--source: SavedModel {path} has no serving_default signature") from None
     except Exception as exc:  # noqa: BLE001
-        raise CorruptModel(f"--source: cannot load SavedModel {path}: {_first_line(exc)}") from None
+        raise CorruptModel(f"--source: cannot load SavedModel {path}: {first_line(exc, 500)}") from None
     _, kwargs = sig.structured_input_signature
     inputs = {k: _spec(k, s.shape, s.dtype) for k, s in sorted(kwargs.items())}
     outputs = {k: (None,) + tuple(s.shape[1:]) for k, s in sorted(sig.structured_outputs.items())}

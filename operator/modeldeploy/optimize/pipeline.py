@@ -19,7 +19,7 @@ from modeldeploy.optimize import (evaluate, export, graphinfo, loading, prune, q
 from modeldeploy.optimize.options import OptimizeOptions
 from modeldeploy.storage import publish, transfer
 from modeldeploy.storage.errors import (CorruptModel, GateFailed, ModelDeployError, NotFound,
-                                        OptimizationFailed, UnsupportedModel)
+                                        OptimizationFailed, UnsupportedModel, first_line)
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,6 @@ def _tensors(src: loading.Source, x: dict) -> dict:
     return {k: tf.constant(v, dtype=src.inputs[k].dtype) for k, v in x.items()}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
-
-
 def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) -> tuple[dict, str]:
     """Everything between loading and publishing; returns (report, directory to publish). Pure of storage."""
     started = time.perf_counter()
@@ -112,7 +107,7 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
         try:
             probe = np.asarray(src.fn(_tensors(src, datasets.take(sample, slice(0, 8))))[output])
         except Exception as exc:  # noqa: BLE001
-            raise CorruptModel(f"--source: the model fails on dataset rows: {_first_line(exc)}") from None
+            raise CorruptModel(f"--source: the model fails on dataset rows: {first_line(exc)}") from None
         task = training.detect(data.y_val, src.outputs[output], probe)
     if opts.quantize == "qat" and src.keras is None:
         raise UnsupportedModel(f"--quantize qat: quantization-aware training needs a tf-keras model "
@@ -128,7 +123,7 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
         export.export(src.fn, specs, baseline_dir, "float32")
     except Exception as exc:  # noqa: BLE001 - before any training: what cannot be exported cannot be served
         raise UnsupportedModel(f"the model cannot be exported as a SavedModel for TF Serving (freezing its "
-                               f"variables failed: {_first_line(exc)})") from None
+                               f"variables failed: {first_line(exc)})") from None
     timings["export"] = time.perf_counter() - t
 
     model, fn = src.keras, src.fn
@@ -178,7 +173,7 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
         base = _measure(baseline_dir, evaluate.SavedModelRunner(baseline_dir, output), data, task, sample)
         opt = _measure(out_dir, evaluate.SavedModelRunner(out_dir, output), data, task, sample)
     except Exception as exc:  # noqa: BLE001 - an export that cannot run must not be published
-        raise CorruptModel(f"the exported model does not run through serving_default: {_first_line(exc)}") from None
+        raise CorruptModel(f"the exported model does not run through serving_default: {first_line(exc)}") from None
     tfl = None
     if tflite_path:
         try:
@@ -186,7 +181,7 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
         except Exception as exc:  # noqa: BLE001 - converted but not runnable here: never publish it
             os.remove(tflite_path)
             tflite_path, tflite_skipped = None, f"the converted model does not run in the TFLite interpreter: " \
-                                                f"{_first_line(exc)}"
+                                                f"{first_line(exc)}"
             warnings.append(f"{TFLITE_NAME} skipped: {tflite_skipped}")
     sparsity, zeros, total = graphinfo.weight_sparsity(out_dir)
     left = graphinfo.must_compile(out_dir)

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from modeldeploy.api.spec import TFLITE_QUANTIZATION_MODES
 from modeldeploy.optimize import training
+from modeldeploy.storage.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,7 @@ def _main(argv: list[str]) -> int:
     try:
         converted = to_tflite(saved_model_dir, mode, calibration)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
-        text = str(exc).strip()
-        print((text.splitlines()[0] if text else type(exc).__name__)[:300], file=sys.stderr)
+        print(first_line(exc), file=sys.stderr)
         return 3
     with open(out, "wb") as fh:
         fh.write(converted)

@@ -24,6 +24,12 @@ stack goes to the log, one line to the termination message) and 2 matches argpar
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one bounded line for messages (TensorFlow's run to pages): its first line, else its type."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 class ModelDeployError(Exception):
     """Base: an error with a stable reason and exit code; the message says what to fix."""
 
