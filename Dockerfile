@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # Two images from one file (make images / hack/images.sh):
 #   --target operator   the operator: Kopf, the Kubernetes client, storage clients; no TensorFlow (the default)
-#   --target optimizer  the optimization Job: adds TensorFlow, tf-keras and tensorflow-model-optimization
+#   --target optimizer  the optimization Job: adds TensorFlow, tf-keras, tensorflow-model-optimization and (for
+#                       --export-onnx) tf2onnx, onnx and onnxruntime
 # Both run as the unprivileged user 65532 and work with a read-only root filesystem (writes go to /tmp).
 #
 # The base is pinned by tag and by the digest of its multi-architecture index; bump both together.
@@ -31,7 +32,7 @@ RUN python -m venv "$VIRTUAL_ENV" && pip install ".[gcs]"
 
 FROM source AS optimizer-venv
 # hadolint ignore=DL3013
-RUN python -m venv "$VIRTUAL_ENV" && pip install ".[optimize,gcs]"
+RUN python -m venv "$VIRTUAL_ENV" && pip install ".[optimize,onnx,gcs]"
 
 FROM base AS optimizer
 LABEL org.opencontainers.image.title="modeldeploy-optimizer" \

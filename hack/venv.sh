@@ -19,7 +19,7 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv"
   "$py" -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip "setuptools>=77"
-  "$venv/bin/pip" install -q -e '.[optimize,test,gcs]'
+  "$venv/bin/pip" install -q -e '.[optimize,onnx,test,gcs]'
   touch "$venv/.complete"
 fi
 here="$PWD/operator/modeldeploy/__init__.py"

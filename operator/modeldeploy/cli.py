@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--serving-threads", type=int,
                      help="TensorFlow's intra- and inter-op threads while measuring latency: the serving pod's "
                           "(its CPU limit, else request); default TensorFlow's own (the machine's cores)")
+    opt.add_argument("--export-onnx", action="store_true",
+                     help="also publish model.onnx (tf2onnx, checked in onnxruntime) beside the SavedModel, for "
+                          "serving outside TF Serving; a failed conversion is a warning in the report, never a "
+                          "failed publish (needs the `onnx` extra)")
     opt.add_argument("--batch-size", type=int, default=32, help="batch size for fine-tuning (default 32)")
     opt.add_argument("--learning-rate", type=float, default=1e-3,
                      help="fine-tuning learning rate (default 1e-3, Adam's usual rate, which tfmot's pruning "

@@ -36,6 +36,14 @@ def test_a_bug_exits_1_with_one_line_and_the_stack_in_the_log(monkeypatch, tmp_p
     assert any(r.exc_info for r in caplog.records), "the stack belongs in the Job's log"
 
 
+def test_export_onnx_flag_reaches_the_options():
+    from modeldeploy.optimize import options
+
+    parser = cli.build_parser()
+    assert options.from_args(parser.parse_args(ARGS + ["--export-onnx"])).export_onnx is True
+    assert options.from_args(parser.parse_args(ARGS)).export_onnx is False
+
+
 def test_an_unsupported_model_exits_with_its_documented_code(monkeypatch, tmp_path, capsys):
     fake_pipeline(monkeypatch, UnsupportedModel("the model holds lookup tables"))
     term = tmp_path / "termination"

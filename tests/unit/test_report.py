@@ -45,6 +45,18 @@ def test_compact_json_fits_the_termination_message():
     assert "\n" not in text
 
 
+def test_the_onnx_section_is_dropped_before_any_other():
+    """model.onnx is for teams that serve elsewhere: the operator reads nothing of it, so its figures go first
+    when the termination message is too long (report.json keeps them)."""
+    full = dict(BASE, onnx={"skipped": "o" * 200}, latency={"threads": 2}, tflite={"file": "model.tflite"},
+                warnings=["model.onnx skipped: tf2onnx cannot convert the TensorFlow op(s) Igamma"])
+    limit = len(report.compact_json(full).encode()) - 1
+    data = json.loads(report.compact_json(full, limit))
+    assert "onnx" not in data
+    assert data["latency"] == {"threads": 2} and data["tflite"] == {"file": "model.tflite"}
+    assert data["warnings"] == full["warnings"] and data["compressionRatio"] == 4.1
+
+
 def test_small_report_is_kept_whole():
     assert json.loads(report.compact_json(BASE)) == BASE
 

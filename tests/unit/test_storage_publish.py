@@ -186,6 +186,27 @@ def test_a_pod_pulls_only_its_runtimes_artefact_with_the_warmup_records(model_di
     assert "report.json" in pulled[None] and "model.tflite" in pulled[None]
 
 
+def test_model_onnx_goes_to_no_tf_serving_runtime(model_dir, output, tmp_path):
+    """model.onnx (--export-onnx) is for teams that serve elsewhere: neither TF Serving runtime pulls it, only a
+    pull of every file (no --runtime) does."""
+    for rel, data in (("model.onnx", b"onnx" * 50), ("model.tflite", b"tflite" * 50)):
+        with open(os.path.join(model_dir, rel), "wb") as fh:
+            fh.write(data)
+    files = ["saved_model.pb", "variables/variables.index", "model.tflite", "model.onnx", "report.json",
+             "assets.extra/tf_serving_warmup_requests", "_COMPLETE"]
+    assert publish.runtime_files(files, "tensorflow") == ["assets.extra/tf_serving_warmup_requests",
+                                                          "saved_model.pb", "variables/variables.index"]
+    assert publish.runtime_files(files, "tflite") == ["assets.extra/tf_serving_warmup_requests", "model.tflite"]
+    assert "model.onnx" in publish.runtime_files(files, None)
+    publish.publish(model_dir, output, 1)
+    for runtime in ("tensorflow", "tflite"):
+        manifest = publish.pull(output.join("1"), str(tmp_path / f"pulled-{runtime}"), runtime)
+        assert "model.onnx" not in manifest["files"]
+        assert not (tmp_path / f"pulled-{runtime}" / "model.onnx").exists()
+    publish.pull(output.join("1"), str(tmp_path / "pulled-all"))
+    assert (tmp_path / "pulled-all" / "model.onnx").read_bytes() == b"onnx" * 50
+
+
 def test_tflite_runtime_of_a_version_without_model_tflite_is_not_published(model_dir, output, tmp_path):
     publish.publish(model_dir, output, 1)
     with pytest.raises(NotPublished, match="runtime tensorflow"):

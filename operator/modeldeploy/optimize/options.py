@@ -31,6 +31,7 @@ class OptimizeOptions:
     allow_unsafe_model_formats: bool = False    # the administrator's choice, never a tenant's field
     writer: str = ""                            # who publishes: the Job's name, so its retry may take over
     serving_threads: int | None = None          # the serving pod's thread pools, for latency as it will see it
+    export_onnx: bool = False                   # model.onnx beside the SavedModel (tf2onnx), checked in onnxruntime
 
     @property
     def prunes(self) -> bool:
@@ -66,7 +67,8 @@ def from_args(ns) -> OptimizeOptions:
         termination_message_path=ns.termination_message_path, batch_size=ns.batch_size,
         learning_rate=ns.learning_rate,
         allow_unsafe_model_formats=bool(getattr(ns, "allow_unsafe_model_formats", False)),
-        writer=getattr(ns, "writer", "") or "", serving_threads=getattr(ns, "serving_threads", None))
+        writer=getattr(ns, "writer", "") or "", serving_threads=getattr(ns, "serving_threads", None),
+        export_onnx=bool(getattr(ns, "export_onnx", False)))
     if opts.serving_threads is not None and not 1 <= opts.serving_threads <= 1024:
         raise BadArguments(f"--serving-threads: {opts.serving_threads} is outside 1..1024")
     needs = []

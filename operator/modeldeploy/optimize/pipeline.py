@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from modeldeploy.optimize import dataset as datasets
-from modeldeploy.optimize import (evaluate, export, graphinfo, loading, prune, quantize, report, training,
-                                  warmup)
+from modeldeploy.optimize import (evaluate, export, graphinfo, loading, onnx_export, prune, quantize, report,
+                                  training, warmup)
 from modeldeploy.optimize.options import OptimizeOptions
 from modeldeploy.storage import publish, transfer
 from modeldeploy.storage.errors import (CorruptModel, GateFailed, ModelDeployError, NotFound,
@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 SPARSITY_TOLERANCE = 0.01  # tfmot rounds per layer; a point below target is still the target
 TFLITE_NAME = publish.TFLITE_NAME
+ONNX_NAME = publish.ONNX_NAME
 REPORT_NAME = publish.REPORT_NAME
-NOT_SAVEDMODEL = (TFLITE_NAME, REPORT_NAME, publish.MARKER)
+NOT_SAVEDMODEL = (TFLITE_NAME, ONNX_NAME, REPORT_NAME, publish.MARKER)
 BATCH = 32   # the batched latency and throughput figures
 
 
@@ -188,6 +189,16 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
     if left:  # TF Serving (XLA off by default) would load it and fail every request
         raise CorruptModel(f"the exported model still requires XLA (_XlaMustCompile=true on {', '.join(left[:5])})")
     timings["evaluate"] = time.perf_counter() - t
+    onnx = None
+    if opts.export_onnx:  # for teams that serve elsewhere: a failed conversion is a warning, never a failed publish
+        t = time.perf_counter()
+        onnx = onnx_export.beside(out_dir, baseline_dir, work, output=output, threads=threads,
+                                  rows=data.x_val if data is not None else sample,
+                                  classification=task.classification if data is not None else None,
+                                  reference=opt.get("pred"), baseline=base.get("pred"))
+        timings["onnx"] = time.perf_counter() - t
+        if "skipped" in onnx:
+            warnings.append(f"{ONNX_NAME} skipped: {onnx['skipped']}")
     # After measuring: the records are part of what a pod pulls (download), not of the model's size.
     warmup_records = warmup.write(out_dir, sample, specs)
 
@@ -224,6 +235,8 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
                                     accuracyDrop=evaluate.drop(base["metric"], tfl["metric"], task.classification))
     elif tflite_skipped:
         result["tflite"] = {"skipped": tflite_skipped}
+    if onnx is not None:
+        result["onnx"] = onnx
     result["timings"] = {k: round(v, 2) for k, v in timings.items()}
     result["seconds"] = round(time.perf_counter() - started, 2)
 

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 MARKER = "_COMPLETE"
 REPORT_NAME = "report.json"
 TFLITE_NAME = "model.tflite"
+ONNX_NAME = "model.onnx"          # for teams that serve elsewhere: no TF Serving runtime reads it
 WARMUP_DIR = "assets.extra/"       # TF Serving's warmup records: used by either runtime
 TMP_PREFIX = ".tmp-"
 LOCK_PREFIX = ".publishing-"
@@ -238,13 +239,14 @@ def _staging_for(dest: str) -> tuple[str, str]:
 def runtime_files(files, runtime: str | None) -> list[str]:
     """The files of a published version that a TF Serving with `runtime` reads (spec.serving.runtime):
     tensorflow, the SavedModel; tflite, model.tflite (--prefer_tflite_model); both with the warmup records.
-    None: every file. What a serving pod pulls is what it serves, and the download figures count exactly these."""
+    model.onnx goes to neither. None: every file. What a serving pod pulls is what it serves, and the download
+    figures count exactly these."""
     if runtime is None:
         return sorted(files)
     shared = [f for f in files if f.startswith(WARMUP_DIR)]
     if runtime == "tflite":
         return sorted([f for f in files if f == TFLITE_NAME] + shared)
-    return sorted(f for f in files if f not in (TFLITE_NAME, REPORT_NAME, MARKER))
+    return sorted(f for f in files if f not in (TFLITE_NAME, ONNX_NAME, REPORT_NAME, MARKER))
 
 
 def pull(version_loc: Location, dest: str, runtime: str | None = None) -> dict:
