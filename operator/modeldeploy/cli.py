@@ -43,6 +43,8 @@ def _optimize(ns) -> int:
         print(f"modeldeploy optimize: {exc.reason}: {exc.message}", file=sys.stderr)
         failed = dict(getattr(exc, "report", None) or {}, ok=False, error=exc.as_dict())
         report.write_termination_message(failed, ns.termination_message_path)
+        if ns.report and getattr(exc, "report", None):   # the figures measured before it failed (a gate)
+            report.write_json(failed, ns.report)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - a bug: the stack to the log, one line to the termination message
         logging.getLogger("modeldeploy.optimize").exception("unexpected error")
@@ -119,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--serving-threads", type=int,
                      help="TensorFlow's intra- and inter-op threads while measuring latency: the serving pod's "
                           "(its CPU limit, else request); default TensorFlow's own (the machine's cores)")
+    opt.add_argument("--search-sparsities", help="search: comma-separated sparsities to try (replaces "
+                                                 "--prune-sparsity), e.g. 0,0.5,0.8")
+    opt.add_argument("--search-modes", help="search: comma-separated quantization modes to try (replaces "
+                                            "--quantize), e.g. dynamic,int8")
+    opt.add_argument("--search-objective", default="size",
+                     help="search: size (gzip bytes a pod pulls) or latency (p50 at batch 1); default size")
+    opt.add_argument("--search-budget-seconds", type=int, default=1800,
+                     help="search: no candidate starts after this many seconds (the first always runs)")
     opt.add_argument("--batch-size", type=int, default=32, help="batch size for fine-tuning (default 32)")
     opt.add_argument("--learning-rate", type=float, default=1e-3,
                      help="fine-tuning learning rate (default 1e-3, Adam's usual rate, which tfmot's pruning "

@@ -122,7 +122,8 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     # throughput beside the p50; what a pod downloads, before and after.
     assert opt["latencyThreads"] == 1 and opt["latencyRuntime"] == "tensorflow"
     assert opt["optimizedLatencyP99Ms"] >= opt["optimizedLatencyMs"] > 0 and opt["optimizedThroughput"] > 0
-    assert opt["pulledCompressionRatio"] == round(opt["sourceCompressedBytes"] / opt["pulledCompressedBytes"], 3)
+    assert opt["compressionRatio"] == round(opt["originalCompressedBytes"] / opt["compressedBytes"], 3)
+    assert opt["compressedBytes"] == opt["runtimes"]["tensorflow"]["compressedBytes"]
 
     # Serving: GPU pods on the GPU node, pulling the published version; HPA, Service and PDB exist.
     pods = json.loads(kubectl("get", "pods", "-l", "app.kubernetes.io/component=serving", "-o", "json",
@@ -201,11 +202,13 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
 
 
 @pytest.mark.timeout(900)
-def test_digits_served_by_tflite_on_cpu_then_by_tensorflow_without_a_new_job(kubectl, cluster, namespace, operator,
+def test_digits_served_by_tflite_then_tensorflow_then_auto_without_a_new_job(kubectl, cluster, namespace, operator,
                                                                              s3, digits_model):
     """spec.serving.runtime tflite: the pod pulls model.tflite only and TF Serving runs it
     (--prefer_tflite_model); status.optimization gives that artefact's accuracy, latency and pulled bytes, and
-    the pod answers with that accuracy. Switching to tensorflow rolls the same version out again, no Job."""
+    the pod answers with that accuracy. Switching to tensorflow rolls the same version out again, no Job; so does
+    runtime auto with batching auto, which serve the runtime that measured fastest with a batch size chosen from
+    its measured curve."""
     md = digits(digits_model, 1)
     md["metadata"]["name"] = "lite"
     md["spec"]["optimization"]["outputUri"] = f"s3://models/{digits_model['prefix']}/lite"
@@ -218,8 +221,8 @@ def test_digits_served_by_tflite_on_cpu_then_by_tensorflow_without_a_new_job(kub
     opt = got["status"]["optimization"]
     lite = opt["runtimes"]["tflite"]
     assert opt["latencyRuntime"] == "tflite" and opt["optimizedLatencyMs"] == lite["latencyMs"]
-    assert (opt["pulledCompressedBytes"], opt["optimizedAccuracy"]) == (lite["pulledCompressedBytes"], lite["accuracy"])
-    assert lite["pulledCompressedBytes"] < opt["runtimes"]["tensorflow"]["pulledCompressedBytes"]
+    assert (opt["compressedBytes"], opt["optimizedAccuracy"]) == (lite["compressedBytes"], lite["accuracy"])
+    assert lite["compressedBytes"] < opt["runtimes"]["tensorflow"]["compressedBytes"]
     logs = "".join(p.read_text(errors="replace") for p in (REPO / ".cluster" / "pods").glob(
         f"{namespace}_lite-*/tf-serving.log"))
     assert "serving TFLite model" in logs, logs[-2000:]
@@ -234,3 +237,24 @@ def test_digits_served_by_tflite_on_cpu_then_by_tensorflow_without_a_new_job(kub
     assert opt["latencyRuntime"] == "tensorflow" and opt["optimizedAccuracy"] == opt["runtimes"]["tensorflow"]["accuracy"]
     assert len([j for j in jobs(kubectl, namespace) if j["metadata"]["name"].startswith("lite-opt-")]) == 1
     assert_served_accuracy(cluster, namespace, digits_model, opt["optimizedAccuracy"], name="lite")
+
+    # auto: the runtime that measured fastest, and batching chosen from the batch curve within the budget.
+    md["spec"]["serving"].update(runtime="auto", batching={"auto": True, "maxLatencyMs": 50})
+    apply_md(kubectl, namespace, md)
+    got = wait_md(kubectl, namespace, "lite", lambda o: is_ready(o) and "batching" in o["status"]["serving"]
+                  and o["status"]["observedGeneration"] == o["metadata"]["generation"], 300,
+                  "the same version Ready with runtime and batching chosen")
+    st = got["status"]
+    figures = st["optimization"]["runtimes"]
+    fastest = min(sorted(figures), key=lambda name: figures[name]["latencyMs"])
+    assert st["serving"]["runtime"] == fastest and st["serving"]["runtimeReason"].startswith(f"auto: {fastest}")
+    chosen = st["serving"]["batching"]
+    curve = {p["batchSize"]: p for p in figures[fastest]["batchCurve"]}
+    assert set(curve) == {1, 2, 4, 8, 16, 32, 64}
+    point = curve[chosen["maxBatchSize"]]
+    assert chosen["expectedLatencyMs"] == pytest.approx(point["latencyMs"] + point["latencyP99Ms"], abs=1e-3) <= 50
+    config = json.loads(kubectl("get", "configmap", "lite-config", "-o", "json", namespace=namespace).stdout)
+    assert f"max_batch_size {{ value: {chosen['maxBatchSize']} }}" in config["data"]["batching.config"]
+    assert f"batch_timeout_micros {{ value: {chosen['batchTimeoutMicros']} }}" in config["data"]["batching.config"]
+    assert len([j for j in jobs(kubectl, namespace) if j["metadata"]["name"].startswith("lite-opt-")]) == 1
+    assert_served_accuracy(cluster, namespace, digits_model, st["optimization"]["optimizedAccuracy"], name="lite")

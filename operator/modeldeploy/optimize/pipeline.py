@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from modeldeploy.optimize import dataset as datasets
-from modeldeploy.optimize import (evaluate, export, graphinfo, loading, prune, quantize, report, training,
-                                  warmup)
+from modeldeploy.optimize import (evaluate, export, graphinfo, loading, prune, quantize, report, search,
+                                  training, warmup)
 from modeldeploy.optimize.options import OptimizeOptions
 from modeldeploy.storage import publish, transfer
 from modeldeploy.storage.errors import (CorruptModel, GateFailed, ModelDeployError, NotFound,
@@ -28,6 +28,9 @@ TFLITE_NAME = publish.TFLITE_NAME
 REPORT_NAME = publish.REPORT_NAME
 NOT_SAVEDMODEL = (TFLITE_NAME, REPORT_NAME, publish.MARKER)
 BATCH = 32   # the batched latency and throughput figures
+# Batch sizes whose latency is measured on each artefact that may serve: spec.serving.batching.auto chooses
+# TF Serving's max_batch_size among them.
+BATCH_CURVE = (1, 2, 4, 8, 16, 32, 64)
 
 
 def _fetch_source(opts: OptimizeOptions, work: str) -> str:
@@ -46,12 +49,14 @@ def _fetch_dataset(opts: OptimizeOptions, src: loading.Source) -> datasets.Datas
                                src.input_keys, src.output_keys)
 
 
-def _measure(path: str, runner, data, task, sample) -> dict:
-    """Size, gzip size, metric, latency (p50, p99) at batch 1 and 32, and throughput at batch 32."""
-    b1, b32 = evaluate.latency(runner, sample, 1), evaluate.latency(runner, sample, BATCH)
+def _measure(path: str, runner, data, task, sample, sizes=(1, BATCH)) -> dict:
+    """Size, gzip size, metric, and latency (p50, p99) at each batch size in `sizes` (1 and BATCH among them):
+    `curve` is [[batch size, p50 ms, p99 ms], ...], from which batching.auto chooses; throughput at BATCH."""
+    curve = [[b, lat["p50"], lat["p99"]] for b in sizes for lat in [evaluate.latency(runner, sample, b)]]
+    b1, b32 = curve[sizes.index(1)], curve[sizes.index(BATCH)]
     out = {"bytes": evaluate.dir_bytes(path, NOT_SAVEDMODEL), "gzipBytes": evaluate.gzip_bytes(path, NOT_SAVEDMODEL),
-           "latencyMsB1": b1["p50"], "latencyMsB1P99": b1["p99"], "latencyMsB32": b32["p50"],
-           "throughputB32": round(BATCH * 1000 / max(b32["p50"], 1e-9), 1)}
+           "latencyMsB1": b1[1], "latencyMsB1P99": b1[2], "latencyMsB32": b32[1],
+           "throughputB32": round(BATCH * 1000 / max(b32[1], 1e-9), 1), "curve": curve}
     if data is not None:
         out["pred"] = evaluate.predict(runner, data.x_val)
         out["metric"] = evaluate.score(out["pred"], data.y_val, task.classification)
@@ -70,6 +75,36 @@ def download_figures(source_path: str, version_dir: str) -> dict:
         runtimes[runtime] = {"bytes": sum(os.path.getsize(p) for p in paths), "compressedBytes": after,
                              "ratio": round(before / after, 3)}
     return {"sourceBytes": evaluate.dir_bytes(source_path), "sourceCompressedBytes": before, "runtimes": runtimes}
+
+
+def pulled_sizes(result: dict) -> None:
+    """Make the report's sizes those of what a serving pod pulls, against the model as the user stored it
+    (in place): `compressionRatio` is sourceCompressedBytes over the gzip bytes of the tensorflow runtime's
+    files, and model.tflite's the same for the tflite runtime. The SavedModel against the float32 re-export
+    (the weights' own compression, without warmup records) stays as `exportCompressionRatio`."""
+    download = result["download"]
+    result["exportCompressionRatio"] = result["compressionRatio"]
+    result.update(originalBytes=download["sourceBytes"], originalCompressedBytes=download["sourceCompressedBytes"])
+    for name, figures in (("tensorflow", result), ("tflite", result.get("tflite"))):
+        pulled = download["runtimes"].get(name)
+        if pulled is None or figures is None or "skipped" in figures:
+            continue
+        figures.update(compressedBytes=pulled["compressedBytes"], compressionRatio=pulled["ratio"],
+                       **{"optimizedBytes" if name == "tensorflow" else "bytes": pulled["bytes"]})
+
+
+def _gate_tflite(result: dict, out_dir: str, opts: OptimizeOptions) -> None:
+    """model.tflite must pass the gates too, or it is not published: the SavedModel still is (and serves with
+    runtime tensorflow); runtime auto never picks an artefact that failed them."""
+    failures = report.gate_failures(result, opts.max_accuracy_drop, opts.min_compression, artefact="tflite")
+    if not failures:
+        return
+    os.remove(os.path.join(out_dir, TFLITE_NAME))
+    result["download"]["runtimes"].pop("tflite", None)
+    result["batchCurve"].pop("tflite", None)
+    result["tflite"] = {"skipped": "failed the gates: " + "; ".join(failures)}
+    result.setdefault("warnings", []).append(f"{TFLITE_NAME} skipped: {result['tflite']['skipped']}")
+    log.warning("%s not published: %s", TFLITE_NAME, result["tflite"]["skipped"])
 
 
 def _sample_inputs(src: loading.Source, data) -> dict[str, np.ndarray]:
@@ -171,13 +206,14 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
     t = time.perf_counter()
     try:
         base = _measure(baseline_dir, evaluate.SavedModelRunner(baseline_dir, output), data, task, sample)
-        opt = _measure(out_dir, evaluate.SavedModelRunner(out_dir, output), data, task, sample)
+        opt = _measure(out_dir, evaluate.SavedModelRunner(out_dir, output), data, task, sample, BATCH_CURVE)
     except Exception as exc:  # noqa: BLE001 - an export that cannot run must not be published
         raise CorruptModel(f"the exported model does not run through serving_default: {first_line(exc)}") from None
     tfl = None
     if tflite_path:
         try:
-            tfl = _measure(tflite_path, evaluate.TFLiteRunner(tflite_path, output, threads), data, task, sample)
+            tfl = _measure(tflite_path, evaluate.TFLiteRunner(tflite_path, output, threads), data, task, sample,
+                           BATCH_CURVE)
         except Exception as exc:  # noqa: BLE001 - converted but not runnable here: never publish it
             os.remove(tflite_path)
             tflite_path, tflite_skipped = None, f"the converted model does not run in the TFLite interpreter: " \
@@ -206,6 +242,8 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
         # Functions/nodes of the source that required XLA (jit_compile=True): published without it.
         "xlaMustCompileRemoved": len(jit_removed),
         "warmupRecords": warmup_records,
+        # Per runtime, [[batch size, p50 ms, p99 ms], ...] in that runtime with the serving pod's threads.
+        "batchCurve": {"tensorflow": opt["curve"]},
     }
     if warnings:
         result["warnings"] = warnings
@@ -219,6 +257,7 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
         result["tflite"] = {"file": TFLITE_NAME, "bytes": tfl["bytes"], "compressedBytes": tfl["gzipBytes"],
                             "compressionRatio": round(base["gzipBytes"] / tfl["gzipBytes"], 3)}
         result["latency"].update(_latency("tflite", tfl))
+        result["batchCurve"]["tflite"] = tfl["curve"]
         if data is not None:
             result["tflite"].update(accuracy=round(tfl["metric"], 6),
                                     accuracyDrop=evaluate.drop(base["metric"], tfl["metric"], task.classification))
@@ -246,6 +285,58 @@ def _with_report(exc: ModelDeployError, result: dict) -> ModelDeployError:
     return exc
 
 
+def _candidate(src: loading.Source, opts: OptimizeOptions, data, source_path: str, work: str) -> tuple[dict, str,
+                                                                                                 list[str]]:
+    """One optimization measured as a pod would pull it and gated: (report, directory, failed SavedModel gates)."""
+    os.makedirs(work, exist_ok=True)
+    result, out_dir = optimize_model(src, opts, data, work)
+    result["download"] = download_figures(source_path, out_dir)
+    pulled_sizes(result)
+    target = publish.version_location(opts.output, opts.version)
+    result.update(source=opts.source.uri, uri=target.uri, output=opts.output.uri)
+    result["gates"] = {"maxAccuracyDrop": opts.max_accuracy_drop, "minCompression": opts.min_compression}
+    _gate_tflite(result, out_dir, opts)
+    return result, out_dir, report.gate_failures(result, opts.max_accuracy_drop, opts.min_compression)
+
+
+def _search(src: loading.Source, opts: OptimizeOptions, data, source_path: str, work: str) -> tuple[dict, str]:
+    """Every candidate of --search-* within the time budget; the best passing one by the objective, with the
+    whole table in its report (`search`, `searchCandidates`). No candidate passing is a failed gate; no
+    candidate even measured re-raises the first one's error."""
+    started, table, measured, first_error = time.perf_counter(), [], {}, None
+    for i, cand in enumerate(opts.candidates()):
+        label = {"sparsity": cand.prune_sparsity, "mode": cand.quantize}
+        if i and time.perf_counter() - started > opts.search.budget_seconds:
+            table += search.rows(label, None, [], f"not tried: the time budget of {opts.search.budget_seconds} s "
+                                                  f"was spent")
+            continue
+        try:
+            # A fresh copy per candidate: pruning a SavedModel's variables changes them in place.
+            fresh = src if i == 0 else loading.load(source_path, opts.allow_unsafe_model_formats)
+            result, out_dir, failures = _candidate(fresh, cand, data, source_path, os.path.join(work, f"cand-{i}"))
+        except ModelDeployError as exc:
+            first_error = first_error or exc
+            table += search.rows(label, None, [], f"failed: {type(exc).__name__}: {first_line(exc)}")
+            log.warning("search candidate %s failed: %s", label, first_line(exc))
+            continue
+        measured[(cand.prune_sparsity, cand.quantize)] = (result, out_dir)
+        table += search.rows(label, result, failures)
+        log.info("search candidate %s: %s", label, [(r["runtime"], r.get("compressedBytes"), r.get("latencyMs"))
+                                                    for r in table[-2:]])
+    winner = search.choose(table, opts.search.objective)
+    if winner is None:
+        if not measured and first_error is not None:
+            raise first_error
+        result = dict(next(iter(measured.values()))[0]) if measured else {}
+        result["searchCandidates"] = table
+        raise _with_report(GateFailed(f"no search candidate passed the gates ({len(table)} rows in "
+                                      f"searchCandidates); nothing was published"), result)
+    result, out_dir = measured[(winner["sparsity"], winner["mode"])]
+    result["search"] = search.summary(table, winner, opts.search.objective, opts.search.budget_seconds)
+    result["searchCandidates"] = table
+    return result, out_dir
+
+
 def run(opts: OptimizeOptions) -> dict:
     """The whole `modeldeploy optimize` run; returns the report of the published version."""
     started = time.perf_counter()
@@ -256,17 +347,13 @@ def run(opts: OptimizeOptions) -> dict:
         source_path = _fetch_source(opts, work)
         src = loading.load(source_path, opts.allow_unsafe_model_formats)
         data = _fetch_dataset(opts, src)
-        result, out_dir = optimize_model(src, opts, data, work)
-        result["download"] = download_figures(source_path, out_dir)
-        target = publish.version_location(opts.output, opts.version)
-        result.update(source=opts.source.uri, uri=target.uri, output=opts.output.uri)
-        result["gates"] = {"maxAccuracyDrop": opts.max_accuracy_drop, "minCompression": opts.min_compression}
-        failures = report.gate_failures(result, opts.max_accuracy_drop, opts.min_compression)
-        if failures:
-            result["gates"]["failures"] = failures
-            if opts.report_path:
-                report.write_json(dict(result, ok=False), opts.report_path)
-            raise _with_report(GateFailed("; ".join(failures) + "; nothing was published"), result)
+        if opts.search is not None:
+            result, out_dir = _search(src, opts, data, source_path, work)
+        else:
+            result, out_dir, failures = _candidate(src, opts, data, source_path, work)
+            if failures:
+                result["gates"]["failures"] = failures
+                raise _with_report(GateFailed("; ".join(failures) + "; nothing was published"), result)
         result["seconds"] = round(time.perf_counter() - started, 2)
         report.write_json(result, os.path.join(out_dir, REPORT_NAME))
         publish.publish(out_dir, opts.output, opts.version, overwrite=opts.overwrite, writer=opts.writer,
@@ -277,5 +364,3 @@ def run(opts: OptimizeOptions) -> dict:
     log.info("published %s: compression %.2fx, accuracy drop %s, sparsity %.3f", result["uri"],
              result["compressionRatio"], result.get("accuracyDrop"), result["sparsity"])
     return result
-
-

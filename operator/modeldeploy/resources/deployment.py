@@ -50,9 +50,11 @@ class ServingTarget:
 
 
 def target_from_spec(spec: ModelDeploymentSpec) -> ServingTarget:
-    """The target the spec asks for."""
+    """The target the spec asks for. Runtime auto is decided from the Job's measurements (controller/tuning.py);
+    without them (`modeldeploy render`) it is what auto falls back to, tensorflow."""
+    runtime = "tensorflow" if spec.serving.runtime == "auto" else spec.serving.runtime
     return ServingTarget(version=spec.model.version, image=spec.serving.image,
-                         uri=source_uri(spec, spec.model.version), runtime=spec.serving.runtime)
+                         uri=source_uri(spec, spec.model.version), runtime=runtime)
 
 
 def scrape_annotations(spec: ModelDeploymentSpec) -> dict[str, str]:
