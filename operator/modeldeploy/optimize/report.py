@@ -11,7 +11,7 @@ import os
 
 TERMINATION_LIMIT = 4096
 # Dropped, in this order, when the compact form would not fit in the termination message.
-_OPTIONAL = ("latency", "tflite", "timings", "source", "baselineMetricName", "gates", "output")
+_OPTIONAL = ("latency", "tflite", "gpuFloat16", "timings", "source", "baselineMetricName", "gates", "output")
 
 
 def gate_failures(report: dict, max_accuracy_drop: float | None, min_compression: float | None) -> list[str]:
