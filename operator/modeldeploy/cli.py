@@ -65,12 +65,15 @@ def _pull(ns) -> int:
 
     try:
         loc = parse_uri(ns.uri, "URI")
-        manifest = publish.pull_as_is(loc, ns.dest) if ns.as_is else publish.pull(loc, ns.dest, ns.runtime)
+        gpu = ns.accelerator == "gpu"
+        runtime = ns.runtime or ("tensorflow" if gpu else None)   # a GPU pod runs TF Serving's tensorflow runtime
+        manifest = publish.pull_as_is(loc, ns.dest) if ns.as_is else publish.pull(loc, ns.dest, runtime, gpu)
     except ModelDeployError as exc:
         print(f"modeldeploy pull: {exc.reason}: {exc.message}", file=sys.stderr)
         return exc.exit_code
     what = "the SavedModel as it is" if ns.as_is else f"version {manifest.get('version')}"
-    print(f"pulled {what} ({len(manifest['files'])} files) from {ns.uri} to {ns.dest}")
+    variant = f"{manifest['variant']}, " if manifest.get("variant") else ""
+    print(f"pulled {what} ({variant}{len(manifest['files'])} files) from {ns.uri} to {ns.dest}")
     return 0
 
 
@@ -142,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--runtime", choices=RUNTIMES,
                       help="copy only what TF Serving with this runtime reads (the SavedModel, or model.tflite), "
                            "with the warmup records; default every file of the version")
+    pull.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu",
+                      help="the serving pod's device (default cpu). gpu: a version published with --quantize "
+                           "float16 gives its gpu-float16/ SavedModel, which computes in float16, placed at the top "
+                           "of DEST; a version without one gives the same files as cpu. Implies --runtime "
+                           "tensorflow when --runtime is not given; tflite has no GPU variant")
     pull.add_argument("--as-is", action="store_true",
                       help="copy a SavedModel directory that was never published (serving without optimization)")
     pull.set_defaults(func=_pull)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 
@@ -14,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from modeldeploy.optimize import dataset as datasets
-from modeldeploy.optimize import (evaluate, export, graphinfo, loading, prune, quantize, report, search,
+from modeldeploy.optimize import (evaluate, export, graphinfo, half, loading, prune, quantize, report, search,
                                   training, warmup)
 from modeldeploy.optimize.options import OptimizeOptions
 from modeldeploy.storage import publish, transfer
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 SPARSITY_TOLERANCE = 0.01  # tfmot rounds per layer; a point below target is still the target
 TFLITE_NAME = publish.TFLITE_NAME
 REPORT_NAME = publish.REPORT_NAME
-NOT_SAVEDMODEL = (TFLITE_NAME, REPORT_NAME, publish.MARKER)
+GPU_FLOAT16 = publish.GPU_DIR.rstrip("/")   # the float16-compute SavedModel for GPU pods (half.py)
+NOT_SAVEDMODEL = (TFLITE_NAME, REPORT_NAME, publish.MARKER, GPU_FLOAT16)
 BATCH = 32   # the batched latency and throughput figures
 # Batch sizes whose latency is measured on each artefact that may serve: spec.serving.batching.auto chooses
 # TF Serving's max_batch_size among them.
@@ -65,15 +67,21 @@ def _measure(path: str, runner, data, task, sample, sizes=(1, BATCH)) -> dict:
 
 def download_figures(source_path: str, version_dir: str) -> dict:
     """What a serving pod downloads, before and after: bytes and gzip bytes of the model as the user stored it,
-    and of the files `modeldeploy pull --runtime R` copies for each runtime the version can be served with."""
+    and of the files `modeldeploy pull --runtime R` copies for each runtime the version can be served with
+    (`tensorflow-gpu`: `--accelerator gpu`, when the version has the float16-compute SavedModel)."""
     before = evaluate.gzip_bytes(source_path)
     files = [os.path.relpath(p, version_dir).replace(os.sep, "/") for p in evaluate.files(version_dir)]
+    pulls = [("tensorflow", "tensorflow", False)]
+    if TFLITE_NAME in files:
+        pulls.append(("tflite", "tflite", False))
+    if any(f.startswith(publish.GPU_DIR) for f in files):
+        pulls.append(("tensorflow-gpu", "tensorflow", True))
     runtimes = {}
-    for runtime in ("tensorflow", "tflite") if TFLITE_NAME in files else ("tensorflow",):
-        paths = [os.path.join(version_dir, rel) for rel in publish.runtime_files(files, runtime)]
+    for key, runtime, gpu in pulls:
+        paths = [os.path.join(version_dir, rel) for rel in publish.runtime_files(files, runtime, gpu)]
         after = sum(evaluate.gzip_bytes(p) for p in paths)
-        runtimes[runtime] = {"bytes": sum(os.path.getsize(p) for p in paths), "compressedBytes": after,
-                             "ratio": round(before / after, 3)}
+        runtimes[key] = {"bytes": sum(os.path.getsize(p) for p in paths), "compressedBytes": after,
+                         "ratio": round(before / after, 3)}
     return {"sourceBytes": evaluate.dir_bytes(source_path), "sourceCompressedBytes": before, "runtimes": runtimes}
 
 
@@ -226,6 +234,12 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
     timings["evaluate"] = time.perf_counter() - t
     # After measuring: the records are part of what a pod pulls (download), not of the model's size.
     warmup_records = warmup.write(out_dir, sample, specs)
+    gpu_float16 = None
+    if opts.quantize == "float16":
+        t = time.perf_counter()
+        gpu_float16 = _gpu_float16((graph_def, ins, outs), specs, out_dir, base, opt, data, task, sample, output,
+                                   opts.max_accuracy_drop, warnings)
+        timings["gpuFloat16"] = time.perf_counter() - t
 
     result = {
         "ok": True, "version": opts.version, "quantize": opts.quantize, "sourceKind": src.kind,
@@ -263,6 +277,8 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
                                     accuracyDrop=evaluate.drop(base["metric"], tfl["metric"], task.classification))
     elif tflite_skipped:
         result["tflite"] = {"skipped": tflite_skipped}
+    if gpu_float16 is not None:
+        result["gpuFloat16"] = gpu_float16
     result["timings"] = {k: round(v, 2) for k, v in timings.items()}
     result["seconds"] = round(time.perf_counter() - started, 2)
 
@@ -272,6 +288,48 @@ def optimize_model(src: loading.Source, opts: OptimizeOptions, data, work: str) 
             f"{opts.prune_sparsity:.3f}; use more --fine-tune-epochs or more training rows so the pruning "
             "schedule can reach it"), result)
     return result, out_dir
+
+
+def _gpu_float16(frozen: tuple, specs, out_dir: str, base: dict, opt: dict, data, task, sample, output: str,
+                 max_drop: float | None, warnings: list[str]) -> dict:
+    """The SavedModel that computes in float16 for GPU pods (half.py), in `<out_dir>/gpu-float16/` with its
+    warmup records, and its figures: its predictions on this CPU against the float32 baseline (`base`) and the
+    published SavedModel (`opt`); `frozen` is the trained graph as freeze_for_serving gave it. No speed: half on
+    a CPU is emulated, so its latency here says nothing of a GPU's.
+    A variant that cannot be built or run, answers non-finite values or exceeds maxAccuracyDrop is left out
+    with a warning ({"skipped": reason}); the version is published without it."""
+    path = os.path.join(out_dir, GPU_FLOAT16)
+    try:
+        export.save(*half.to_half(*frozen), specs, path)
+        figures = {"dir": GPU_FLOAT16, "bytes": evaluate.dir_bytes(path), "compressedBytes": evaluate.gzip_bytes(path)}
+        x = data.x_val if data is not None else sample
+        pred = evaluate.predict(evaluate.SavedModelRunner(path, output), x)
+        # What CPU pods serve, on the same rows: the difference is float16 compute alone.
+        served = opt["pred"] if data is not None else evaluate.predict(evaluate.SavedModelRunner(out_dir, output), x)
+        if np.issubdtype(pred.dtype, np.floating) and not np.all(np.isfinite(pred)):
+            raise ValueError(f"non-finite outputs (float16 overflow) on {int(np.sum(~np.isfinite(pred)))} values")
+        figures["rows"] = len(pred)
+        if np.issubdtype(pred.dtype, np.number):
+            figures["maxAbsDiff"] = round(float(np.max(np.abs(pred.astype(np.float64) - served), initial=0.0)), 6)
+        if task.classification:
+            figures["agreementWithSavedModel"] = evaluate.agreement(served, pred)
+        if data is not None:
+            metric = evaluate.score(pred, data.y_val, task.classification)
+            figures.update(accuracy=round(metric, 6),
+                           accuracyDrop=evaluate.drop(base["metric"], metric, task.classification))
+            if task.classification:
+                figures["agreement"] = evaluate.agreement(base["pred"], pred)
+            if max_drop is not None and figures["accuracyDrop"] > max_drop + 1e-12:
+                raise ValueError(f"accuracy drop {figures['accuracyDrop']:.4f} exceeds maxAccuracyDrop {max_drop:.4f}")
+        warmup.write(path, sample, specs)
+    except Exception as exc:  # noqa: BLE001 - a side artefact: GPU pods then serve the SavedModel itself
+        shutil.rmtree(path, ignore_errors=True)
+        reason = first_line(exc, 500)
+        warnings.append(f"{GPU_FLOAT16} skipped: {reason}")
+        log.warning("%s skipped (GPU pods serve the float32-compute SavedModel): %s", GPU_FLOAT16, reason)
+        return {"skipped": reason}
+    figures["note"] = "float16 compute; speed measured on a GPU only"
+    return figures
 
 
 def _latency(prefix: str, measured: dict) -> dict:

@@ -11,7 +11,8 @@ import os
 
 TERMINATION_LIMIT = 4096
 # Dropped, in this order, when the compact form would not fit in the termination message.
-_OPTIONAL = ("searchCandidates", "latency", "tflite", "timings", "batchCurve", "source", "baselineMetricName", "gates", "output")
+_OPTIONAL = ("searchCandidates", "latency", "tflite", "gpuFloat16", "timings", "batchCurve", "source",
+             "baselineMetricName", "gates", "output")
 
 
 def gate_failures(report: dict, max_accuracy_drop: float | None, min_compression: float | None,
