@@ -41,14 +41,14 @@ def digits_model(s3, tmp_path_factory):
     return {"prefix": prefix, "model": model_uri, "dataset": dataset_uri, "npz": str(work / "digits.npz")}
 
 
-def digits(model: dict, version: int, gates: dict | None = None) -> dict:
+def digits(model: dict, version: int, gates: dict | None = None, mode: str = "int8") -> dict:
     return {
         "apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "digits"},
         "spec": {
             "model": {"uri": model["model"], "version": version, "storageSecret": "model-store"},
             "optimization": {
                 "pruning": {"sparsity": 0.5, "fineTuneEpochs": 1},
-                "quantization": {"mode": "int8"},
+                "quantization": {"mode": mode},
                 "dataset": {"uri": model["dataset"]},
                 "gates": gates or {"maxAccuracyDrop": 0.1, "minCompression": 1.5},
                 "outputUri": f"s3://models/{model['prefix']}/optimized",
@@ -139,13 +139,15 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     tpl = get(kubectl, namespace, "deployment", "digits")["spec"]["template"]["spec"]
     assert tpl["containers"][0]["image"].endswith("-gpu")
     assert tpl["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert tpl["initContainers"][0]["args"] == [opt["uri"], "/models/digits/1", "--runtime", "tensorflow"]
+    assert tpl["initContainers"][0]["args"] == [opt["uri"], "/models/digits/1", "--runtime", "tensorflow",
+                                                "--accelerator", "gpu"]
     hpa = get(kubectl, namespace, "hpa", "digits")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
     assert get(kubectl, namespace, "service", "digits") and get(kubectl, namespace, "pdb", "digits")
 
-    # Raise the version: a second Job, a rollout, servingVersion 2.
-    apply_md(kubectl, namespace, digits(digits_model, 2))
+    # Raise the version, now quantized to float16: a second Job, a rollout, servingVersion 2; the GPU pods pull
+    # the SavedModel that computes in float16, and status reports that artefact (no latency: no GPU measured it).
+    apply_md(kubectl, namespace, digits(digits_model, 2, mode="float16"))
     md = wait_md(kubectl, namespace, "digits", lambda o: is_ready(o) and o["status"]["model"].get("servingVersion") == 2,
                  JOB_TIMEOUT, "version 2 Ready")
     names = sorted(j["metadata"]["name"] for j in jobs(kubectl, namespace))
@@ -157,6 +159,11 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     wait_for(lambda: all(p["metadata"]["labels"]["modeldeploy.io/version"] == "2" for p in json.loads(kubectl(
         "get", "pods", "-l", "app.kubernetes.io/component=serving", "-o", "json", namespace=namespace).stdout)["items"]),
         120, "version 1's pods gone")
+    assert (opt2["quantization"], opt2["latencyRuntime"]) == ("float16", "tensorflow-gpu")
+    assert opt2["compressedBytes"] == opt2["runtimes"]["tensorflow-gpu"]["compressedBytes"]
+    assert "optimizedLatencyMs" not in opt2 and "latencyMs" not in opt2["runtimes"]["tensorflow-gpu"]
+    manifests = list((REPO / ".cluster" / "pods").glob(f"{namespace}_digits-*/volumes/*/digits/2/_COMPLETE"))
+    assert manifests and all(json.loads(m.read_text()).get("variant") == "gpu-float16" for m in manifests)
     assert_served_accuracy(cluster, namespace, digits_model, md["status"]["optimization"]["optimizedAccuracy"])
 
     # An impossible gate: nothing is published, version 2 keeps serving, and the status says why.
@@ -179,7 +186,7 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     # Re-created: version 2 is in storage. The operator reads no Secret (the chart's default); its Job finds the
     # version published at once and passes on that version's report, which the operator adopts: no training.
     wait_for(lambda: not jobs(kubectl, namespace), 120, "the deleted ModelDeployment's Jobs collected")
-    apply_md(kubectl, namespace, digits(digits_model, 2))
+    apply_md(kubectl, namespace, digits(digits_model, 2, mode="float16"))
     md = wait_md(kubectl, namespace, "digits", lambda o: is_ready(o) and o["status"]["model"].get("servingVersion") == 2,
                  300, "the re-created ModelDeployment Ready on the published version 2")
     assert condition(md, "Optimized")["reason"] == "AlreadyPublished", condition(md, "Optimized")
@@ -189,7 +196,7 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     assert job["status"].get("failed") == 1, job["status"]       # exit 9 (AlreadyPublished), a permanent code
 
     # Another model with the same outputUri and version: refused (OutputConflict), never served or published.
-    other = digits(digits_model, 2)
+    other = digits(digits_model, 2, mode="float16")
     other["metadata"]["name"] = "other"
     other["spec"]["model"]["uri"] = f"s3://models/{digits_model['prefix']}/other-base"
     apply_md(kubectl, namespace, other)

@@ -298,7 +298,29 @@ def test_auto_serves_what_measured_fastest_on_its_kind_of_node(gpus, tflite_ms, 
     assert why.startswith(f"auto: {expected}")
     assert ("GPU" in why) if gpus else (f"tflite {tflite_ms:.3g} ms" in why and "2 threads" in why)
     args = build_deployment(spec, plan.target)["spec"]["template"]["spec"]["initContainers"][0]["args"]
-    assert args[-2:] == ["--runtime", expected]
+    assert args[2:] == ["--runtime", expected] + (["--accelerator", "gpu"] if gpus else [])
+
+
+def test_gpu_pods_of_a_float16_version_pull_and_report_the_float16_compute_savedmodel():
+    report = dict(RUNTIME_REPORT, quantize="float16",
+                  gpuFloat16={"dir": "gpu-float16", "accuracy": 0.95, "accuracyDrop": 0.016},
+                  download={"sourceBytes": 2000, "sourceCompressedBytes": 1000, "runtimes": {
+                      "tensorflow": _pulled(400, 2.5), "tensorflow-gpu": _pulled(380, 2.63)}})
+    spec = md(version=2, optimization={"quantization": {"mode": "float16"}, "outputUri": "s3://models/d/opt"},
+              serving={"gpus": 1})
+    plan = checked(spec, observe(job=JobView(name=job_name(spec), state="succeeded", report=report)))
+    o = plan.status["optimization"]
+    assert (o["latencyRuntime"], o["compressedBytes"], o["compressionRatio"], o["optimizedAccuracy"]) == \
+        ("tensorflow-gpu", 380, 2.63, 0.95)
+    # Its speed was measured on CPU only: no latency is claimed for the GPU pods.
+    assert not any(k.startswith("optimizedLatency") or k == "optimizedThroughput" for k in o)
+    assert plan.target.runtime == "tensorflow"
+    args = build_deployment(spec, plan.target)["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert args[2:] == ["--runtime", "tensorflow", "--accelerator", "gpu"]
+    cpu = md(version=2, optimization={"quantization": {"mode": "float16"}, "outputUri": "s3://models/d/opt"})
+    plan = checked(cpu, observe(job=JobView(name=job_name(cpu), state="succeeded", report=report)))
+    assert (plan.status["optimization"]["latencyRuntime"], plan.status["optimization"]["compressedBytes"]) == \
+        ("tensorflow", 400)
 
 
 def test_auto_on_a_version_without_model_tflite_serves_the_savedmodel():

@@ -362,7 +362,11 @@ def spec_schema() -> dict:
                            "within: set maxLatencyMs (milliseconds per request)", field_path=".maxLatencyMs")]),
         }, default={}, rules=[rule("!has(self.runtime) || self.runtime != 'tflite' || !has(self.gpus) || "
                                    "self.gpus == 0", "spec.serving.runtime " + S.TFLITE_GPU_MESSAGE,
-                                   field_path=".runtime")])
+                                   field_path=".runtime"),
+                              rule("!has(self.batching) || !has(self.batching.auto) || !self.batching.auto || "
+                                   "!has(self.gpus) || self.gpus == 0",
+                                   "spec.serving.batching.auto " + S.BATCHING_AUTO_GPU_MESSAGE,
+                                   field_path=".batching.auto")])
 
     metric_sources = {
         key: raw_object(f"The autoscaling/v2 {key} metric source (for type {key[0].upper() + key[1:]}).")
@@ -520,14 +524,18 @@ def status_schema() -> dict:
         "optimizedLatencyP99Ms": number("p99 CPU latency of the artefact that serves at batch 1, milliseconds."),
         "baselineThroughput": number("Rows per second of the original model at batch 32 (one caller)."),
         "optimizedThroughput": number("Rows per second of the artefact that serves at batch 32 (one caller)."),
-        "latencyRuntime": string("The runtime that serves (spec.serving.runtime), whose artefact the optimized*, "
+        "latencyRuntime": string("The runtime that serves (tensorflow-gpu: the float16-compute SavedModel of GPU "
+                                 "pods), whose artefact the optimized*, "
                                  "compressedBytes and compressionRatio figures describe."),
         "latencyThreads": i64("TensorFlow intra- and inter-op threads of the latency runs: the serving pod's "
                               "(its CPU limit, else request), as TF Serving is started with."),
         "runtimes": obj("The figures of each runtime the version can be served with; those of "
                         "the runtime that serves (latencyRuntime) are also the optimized* and size fields above.",
-                        {name: obj(f"Figures of the {name} artefact.", runtime_figures)
-                         for name in S.ARTEFACT_RUNTIMES}),
+                        dict({name: obj(f"Figures of the {name} artefact.", runtime_figures)
+                              for name in S.ARTEFACT_RUNTIMES}, **{"tensorflow-gpu": obj(
+                                  "Figures of the SavedModel computing in float16 that GPU pods pull (quantization "
+                                  "float16): accuracy and bytes, no latency (measured on a GPU only).",
+                                  runtime_figures)})),
         "quantization": string("Quantization mode applied."),
         "search": obj("What spec.optimization.search chose (report.json beside the model keeps every candidate's "
                       "figures and why it lost).", {

@@ -75,6 +75,8 @@ TFLITE_MODE_MESSAGE = ("serves model.tflite, which the optimizer writes for quan
                        "qat: set spec.optimization.quantization.mode to one of them, or use runtime: tensorflow")
 TFLITE_GPU_MESSAGE = ("tflite runs on CPU (TF Serving's TFLite path has no GPU support): set spec.serving.gpus: 0, "
                       "or use runtime: tensorflow on GPUs")
+BATCHING_AUTO_GPU_MESSAGE = ("chooses from latency the optimizer Job measures on CPU, which says nothing of a GPU: "
+                             "with gpus > 0 set maxBatchSize and batchTimeoutMicros instead (auto: false)")
 METRIC_TYPES = ("Resource", "Pods", "Object", "External", "ContainerResource")
 TOLERATION_OPERATORS = ("Exists", "Equal")
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -608,6 +610,8 @@ def _parse_serving(spec: Mapping, images: ServingImages) -> ServingSpec:
     gpus = _int(s, "gpus", path, default=0, minimum=0)
     if gpus > MAX_GPUS:
         raise SpecError(f"{path}.gpus", f"{GPUS_MESSAGE} (got {gpus})")
+    if batching is not None and batching.auto and gpus > 0:
+        raise SpecError(f"{path}.batching.auto", BATCHING_AUTO_GPU_MESSAGE)
     runtime = _str(s, "runtime", path, default="tensorflow")
     if runtime not in RUNTIMES:
         raise SpecError(f"{path}.runtime", f"unknown runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")

@@ -202,7 +202,7 @@ def _servable(spec: ModelDeploymentSpec, record: dict, conds: _Conditions) -> tu
     out, what serves keeps serving) when the version has no artefact for that runtime."""
     runtime, _ = tuning.choose_runtime(spec, record)
     if runtime in runtimes_of(record):
-        return "published", for_runtime(record, runtime)
+        return "published", for_runtime(record, runtime, spec.serving.gpus)
     conds.set(st.OPTIMIZED, False, Reason.RUNTIME_UNAVAILABLE,
               f"version {spec.model.version} has no artefact for spec.serving.runtime {runtime} (the TFLite "
               f"converter could not convert this model, or model.tflite failed the gates; the optimizer Job's log "
