@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv build cluster-up cluster-down test test-unit test-integration test-e2e \
-        bench bench-optimize bench-operator demo demo-down run render images lint
+        bench bench-optimize bench-serving bench-operator demo demo-down run render images lint
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}'
@@ -38,10 +38,13 @@ test-integration: cluster-up ## Run the integration tests against the running lo
 test-e2e: cluster-up ## Run the end-to-end tests against the running local cluster
 	@$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
-bench: bench-optimize bench-operator ## Run every benchmark (figures in bench/results/)
+bench: bench-optimize bench-serving bench-operator ## Run every benchmark (figures in bench/results/)
 
 bench-optimize: venv ## Benchmark the optimizer -> bench/results/optimize.json
 	@$(PY) bench/optimize.py
+
+bench-serving: venv ## Benchmark serving through the TF Serving stand-in (latency, throughput, RSS, warmup) -> bench/results/serving.json
+	@$(PY) bench/serving.py
 
 bench-operator: cluster-up ## Benchmark the operator at scale -> bench/results/operator.json (N=200; BENCH_N=1000 BENCH_OUT=... for more)
 	@$(PY) bench/operator_scale.py

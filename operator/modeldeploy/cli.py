@@ -43,6 +43,8 @@ def _optimize(ns) -> int:
         print(f"modeldeploy optimize: {exc.reason}: {exc.message}", file=sys.stderr)
         failed = dict(getattr(exc, "report", None) or {}, ok=False, error=exc.as_dict())
         report.write_termination_message(failed, ns.termination_message_path)
+        if ns.report and getattr(exc, "report", None):   # the figures measured before it failed (a gate)
+            report.write_json(failed, ns.report)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - a bug: the stack to the log, one line to the termination message
         logging.getLogger("modeldeploy.optimize").exception("unexpected error")
@@ -63,12 +65,15 @@ def _pull(ns) -> int:
 
     try:
         loc = parse_uri(ns.uri, "URI")
-        manifest = publish.pull_as_is(loc, ns.dest) if ns.as_is else publish.pull(loc, ns.dest, ns.runtime)
+        gpu = ns.accelerator == "gpu"
+        runtime = ns.runtime or ("tensorflow" if gpu else None)   # a GPU pod runs TF Serving's tensorflow runtime
+        manifest = publish.pull_as_is(loc, ns.dest) if ns.as_is else publish.pull(loc, ns.dest, runtime, gpu)
     except ModelDeployError as exc:
         print(f"modeldeploy pull: {exc.reason}: {exc.message}", file=sys.stderr)
         return exc.exit_code
     what = "the SavedModel as it is" if ns.as_is else f"version {manifest.get('version')}"
-    print(f"pulled {what} ({len(manifest['files'])} files) from {ns.uri} to {ns.dest}")
+    variant = f"{manifest['variant']}, " if manifest.get("variant") else ""
+    print(f"pulled {what} ({variant}{len(manifest['files'])} files) from {ns.uri} to {ns.dest}")
     return 0
 
 
@@ -123,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also publish model.onnx (tf2onnx, checked in onnxruntime) beside the SavedModel, for "
                           "serving outside TF Serving; a failed conversion is a warning in the report, never a "
                           "failed publish (needs the `onnx` extra)")
+    opt.add_argument("--search-sparsities", help="search: comma-separated sparsities to try (replaces "
+                                                 "--prune-sparsity), e.g. 0,0.5,0.8")
+    opt.add_argument("--search-modes", help="search: comma-separated quantization modes to try (replaces "
+                                            "--quantize), e.g. dynamic,int8")
+    opt.add_argument("--search-objective", default="size",
+                     help="search: size (gzip bytes a pod pulls) or latency (p50 at batch 1); default size")
+    opt.add_argument("--search-budget-seconds", type=int, default=1800,
+                     help="search: no candidate starts after this many seconds (the first always runs)")
     opt.add_argument("--batch-size", type=int, default=32, help="batch size for fine-tuning (default 32)")
     opt.add_argument("--learning-rate", type=float, default=1e-3,
                      help="fine-tuning learning rate (default 1e-3, Adam's usual rate, which tfmot's pruning "
@@ -136,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--runtime", choices=RUNTIMES,
                       help="copy only what TF Serving with this runtime reads (the SavedModel, or model.tflite), "
                            "with the warmup records; default every file of the version")
+    pull.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu",
+                      help="the serving pod's device (default cpu). gpu: a version published with --quantize "
+                           "float16 gives its gpu-float16/ SavedModel, which computes in float16, placed at the top "
+                           "of DEST; a version without one gives the same files as cpu. Implies --runtime "
+                           "tensorflow when --runtime is not given; tflite has no GPU variant")
     pull.add_argument("--as-is", action="store_true",
                       help="copy a SavedModel directory that was never published (serving without optimization)")
     pull.set_defaults(func=_pull)

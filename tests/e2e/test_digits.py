@@ -41,14 +41,14 @@ def digits_model(s3, tmp_path_factory):
     return {"prefix": prefix, "model": model_uri, "dataset": dataset_uri, "npz": str(work / "digits.npz")}
 
 
-def digits(model: dict, version: int, gates: dict | None = None) -> dict:
+def digits(model: dict, version: int, gates: dict | None = None, mode: str = "int8") -> dict:
     return {
         "apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "digits"},
         "spec": {
             "model": {"uri": model["model"], "version": version, "storageSecret": "model-store"},
             "optimization": {
                 "pruning": {"sparsity": 0.5, "fineTuneEpochs": 1},
-                "quantization": {"mode": "int8"},
+                "quantization": {"mode": mode},
                 "dataset": {"uri": model["dataset"]},
                 "gates": gates or {"maxAccuracyDrop": 0.1, "minCompression": 1.5},
                 "outputUri": f"s3://models/{model['prefix']}/optimized",
@@ -122,7 +122,8 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     # throughput beside the p50; what a pod downloads, before and after.
     assert opt["latencyThreads"] == 1 and opt["latencyRuntime"] == "tensorflow"
     assert opt["optimizedLatencyP99Ms"] >= opt["optimizedLatencyMs"] > 0 and opt["optimizedThroughput"] > 0
-    assert opt["pulledCompressionRatio"] == round(opt["sourceCompressedBytes"] / opt["pulledCompressedBytes"], 3)
+    assert opt["compressionRatio"] == round(opt["originalCompressedBytes"] / opt["compressedBytes"], 3)
+    assert opt["compressedBytes"] == opt["runtimes"]["tensorflow"]["compressedBytes"]
 
     # Serving: GPU pods on the GPU node, pulling the published version; HPA, Service and PDB exist.
     pods = json.loads(kubectl("get", "pods", "-l", "app.kubernetes.io/component=serving", "-o", "json",
@@ -138,13 +139,15 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     tpl = get(kubectl, namespace, "deployment", "digits")["spec"]["template"]["spec"]
     assert tpl["containers"][0]["image"].endswith("-gpu")
     assert tpl["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert tpl["initContainers"][0]["args"] == [opt["uri"], "/models/digits/1", "--runtime", "tensorflow"]
+    assert tpl["initContainers"][0]["args"] == [opt["uri"], "/models/digits/1", "--runtime", "tensorflow",
+                                                "--accelerator", "gpu"]
     hpa = get(kubectl, namespace, "hpa", "digits")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
     assert get(kubectl, namespace, "service", "digits") and get(kubectl, namespace, "pdb", "digits")
 
-    # Raise the version: a second Job, a rollout, servingVersion 2.
-    apply_md(kubectl, namespace, digits(digits_model, 2))
+    # Raise the version, now quantized to float16: a second Job, a rollout, servingVersion 2; the GPU pods pull
+    # the SavedModel that computes in float16, and status reports that artefact (no latency: no GPU measured it).
+    apply_md(kubectl, namespace, digits(digits_model, 2, mode="float16"))
     md = wait_md(kubectl, namespace, "digits", lambda o: is_ready(o) and o["status"]["model"].get("servingVersion") == 2,
                  JOB_TIMEOUT, "version 2 Ready")
     names = sorted(j["metadata"]["name"] for j in jobs(kubectl, namespace))
@@ -156,6 +159,11 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     wait_for(lambda: all(p["metadata"]["labels"]["modeldeploy.io/version"] == "2" for p in json.loads(kubectl(
         "get", "pods", "-l", "app.kubernetes.io/component=serving", "-o", "json", namespace=namespace).stdout)["items"]),
         120, "version 1's pods gone")
+    assert (opt2["quantization"], opt2["latencyRuntime"]) == ("float16", "tensorflow-gpu")
+    assert opt2["compressedBytes"] == opt2["runtimes"]["tensorflow-gpu"]["compressedBytes"]
+    assert "optimizedLatencyMs" not in opt2 and "latencyMs" not in opt2["runtimes"]["tensorflow-gpu"]
+    manifests = list((REPO / ".cluster" / "pods").glob(f"{namespace}_digits-*/volumes/*/digits/2/_COMPLETE"))
+    assert manifests and all(json.loads(m.read_text()).get("variant") == "gpu-float16" for m in manifests)
     assert_served_accuracy(cluster, namespace, digits_model, md["status"]["optimization"]["optimizedAccuracy"])
 
     # An impossible gate: nothing is published, version 2 keeps serving, and the status says why.
@@ -178,7 +186,7 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     # Re-created: version 2 is in storage. The operator reads no Secret (the chart's default); its Job finds the
     # version published at once and passes on that version's report, which the operator adopts: no training.
     wait_for(lambda: not jobs(kubectl, namespace), 120, "the deleted ModelDeployment's Jobs collected")
-    apply_md(kubectl, namespace, digits(digits_model, 2))
+    apply_md(kubectl, namespace, digits(digits_model, 2, mode="float16"))
     md = wait_md(kubectl, namespace, "digits", lambda o: is_ready(o) and o["status"]["model"].get("servingVersion") == 2,
                  300, "the re-created ModelDeployment Ready on the published version 2")
     assert condition(md, "Optimized")["reason"] == "AlreadyPublished", condition(md, "Optimized")
@@ -188,7 +196,7 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     assert job["status"].get("failed") == 1, job["status"]       # exit 9 (AlreadyPublished), a permanent code
 
     # Another model with the same outputUri and version: refused (OutputConflict), never served or published.
-    other = digits(digits_model, 2)
+    other = digits(digits_model, 2, mode="float16")
     other["metadata"]["name"] = "other"
     other["spec"]["model"]["uri"] = f"s3://models/{digits_model['prefix']}/other-base"
     apply_md(kubectl, namespace, other)
@@ -201,11 +209,13 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
 
 
 @pytest.mark.timeout(900)
-def test_digits_served_by_tflite_on_cpu_then_by_tensorflow_without_a_new_job(kubectl, cluster, namespace, operator,
+def test_digits_served_by_tflite_then_tensorflow_then_auto_without_a_new_job(kubectl, cluster, namespace, operator,
                                                                              s3, digits_model):
     """spec.serving.runtime tflite: the pod pulls model.tflite only and TF Serving runs it
     (--prefer_tflite_model); status.optimization gives that artefact's accuracy, latency and pulled bytes, and
-    the pod answers with that accuracy. Switching to tensorflow rolls the same version out again, no Job."""
+    the pod answers with that accuracy. Switching to tensorflow rolls the same version out again, no Job; so does
+    runtime auto with batching auto, which serve the runtime that measured fastest with a batch size chosen from
+    its measured curve."""
     md = digits(digits_model, 1)
     md["metadata"]["name"] = "lite"
     md["spec"]["optimization"]["outputUri"] = f"s3://models/{digits_model['prefix']}/lite"
@@ -218,8 +228,8 @@ def test_digits_served_by_tflite_on_cpu_then_by_tensorflow_without_a_new_job(kub
     opt = got["status"]["optimization"]
     lite = opt["runtimes"]["tflite"]
     assert opt["latencyRuntime"] == "tflite" and opt["optimizedLatencyMs"] == lite["latencyMs"]
-    assert (opt["pulledCompressedBytes"], opt["optimizedAccuracy"]) == (lite["pulledCompressedBytes"], lite["accuracy"])
-    assert lite["pulledCompressedBytes"] < opt["runtimes"]["tensorflow"]["pulledCompressedBytes"]
+    assert (opt["compressedBytes"], opt["optimizedAccuracy"]) == (lite["compressedBytes"], lite["accuracy"])
+    assert lite["compressedBytes"] < opt["runtimes"]["tensorflow"]["compressedBytes"]
     logs = "".join(p.read_text(errors="replace") for p in (REPO / ".cluster" / "pods").glob(
         f"{namespace}_lite-*/tf-serving.log"))
     assert "serving TFLite model" in logs, logs[-2000:]
@@ -234,3 +244,24 @@ def test_digits_served_by_tflite_on_cpu_then_by_tensorflow_without_a_new_job(kub
     assert opt["latencyRuntime"] == "tensorflow" and opt["optimizedAccuracy"] == opt["runtimes"]["tensorflow"]["accuracy"]
     assert len([j for j in jobs(kubectl, namespace) if j["metadata"]["name"].startswith("lite-opt-")]) == 1
     assert_served_accuracy(cluster, namespace, digits_model, opt["optimizedAccuracy"], name="lite")
+
+    # auto: the runtime that measured fastest, and batching chosen from the batch curve within the budget.
+    md["spec"]["serving"].update(runtime="auto", batching={"auto": True, "maxLatencyMs": 50})
+    apply_md(kubectl, namespace, md)
+    got = wait_md(kubectl, namespace, "lite", lambda o: is_ready(o) and "batching" in o["status"]["serving"]
+                  and o["status"]["observedGeneration"] == o["metadata"]["generation"], 300,
+                  "the same version Ready with runtime and batching chosen")
+    st = got["status"]
+    figures = st["optimization"]["runtimes"]
+    fastest = min(sorted(figures), key=lambda name: figures[name]["latencyMs"])
+    assert st["serving"]["runtime"] == fastest and st["serving"]["runtimeReason"].startswith(f"auto: {fastest}")
+    chosen = st["serving"]["batching"]
+    curve = {p["batchSize"]: p for p in figures[fastest]["batchCurve"]}
+    assert set(curve) == {1, 2, 4, 8, 16, 32, 64}
+    point = curve[chosen["maxBatchSize"]]
+    assert chosen["expectedLatencyMs"] == pytest.approx(point["latencyMs"] + point["latencyP99Ms"], abs=1e-3) <= 50
+    config = json.loads(kubectl("get", "configmap", "lite-config", "-o", "json", namespace=namespace).stdout)
+    assert f"max_batch_size {{ value: {chosen['maxBatchSize']} }}" in config["data"]["batching.config"]
+    assert f"batch_timeout_micros {{ value: {chosen['batchTimeoutMicros']} }}" in config["data"]["batching.config"]
+    assert len([j for j in jobs(kubectl, namespace) if j["metadata"]["name"].startswith("lite-opt-")]) == 1
+    assert_served_accuracy(cluster, namespace, digits_model, st["optimization"]["optimizedAccuracy"], name="lite")

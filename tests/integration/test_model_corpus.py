@@ -306,8 +306,12 @@ def test_corpus_model_is_published_or_refused_as_expected(s3, s3_prefix, digits,
     assert report["sparsity"] >= target - 0.01, report["sparsity"]
     download = report["download"]
     assert download["sourceCompressedBytes"] > 0
-    assert sorted(download["runtimes"]) == (["tensorflow", "tflite"] if "file" in report.get("tflite", {})
-                                            else ["tensorflow"])
+    # float16 adds the float16-compute SavedModel GPU pods pull (`tensorflow-gpu`), unless it was skipped.
+    assert sorted(download["runtimes"]) == sorted(["tensorflow"] + (["tflite"] if "file" in report.get("tflite", {})
+                                                                    else [])
+                                                  + (["tensorflow-gpu"] if "dir" in report.get("gpuFloat16", {})
+                                                     else []))
+    assert ("gpuFloat16" in report) == ("float16" in case.args)
     assert 0 <= report["optimizedAccuracy"] and report["baselineAccuracy"] > 0
     if report["metric"] == "accuracy":
         assert 0.0 <= report["agreement"] <= 1.0
@@ -323,7 +327,9 @@ def test_corpus_model_is_published_or_refused_as_expected(s3, s3_prefix, digits,
     # What a pod pulls: every byte of the version directory counted, and it answers like TF Serving calls it.
     for runtime, pulled in download["runtimes"].items():
         dest = tmp_path / f"pulled-{runtime}"
-        assert cli.main(["pull", f"{output}/1", str(dest), "--runtime", runtime]) == 0
+        flags = ["--runtime", "tensorflow", "--accelerator", "gpu"] if runtime == "tensorflow-gpu" else \
+            ["--runtime", runtime]
+        assert cli.main(["pull", f"{output}/1", str(dest), *flags]) == 0
         files = [p for p in dest.rglob("*") if p.is_file() and p.name != "_COMPLETE"]
         assert pulled["compressedBytes"] == sum(len(gzip.compress(p.read_bytes(), 9, mtime=0)) for p in files)
         assert pulled["ratio"] == round(download["sourceCompressedBytes"] / pulled["compressedBytes"], 3)

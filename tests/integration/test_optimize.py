@@ -3,6 +3,7 @@
 One small CNN is trained once per module (seconds) and uploaded to S3 with its dataset; each test runs the CLI
 in-process (TensorFlow is imported once) or, for the crash test, as a subprocess that is killed.
 """
+import gzip
 import importlib.util
 import io
 import json
@@ -67,7 +68,7 @@ def stored(s3, digits, tmp_path_factory):
     buf = io.BytesIO()
     np.savez(buf, x_val=x_val, y_val=y_val)
     s3.client.put_object(Bucket=s3.bucket, Key=f"{prefix}/digits-val.npz", Body=buf.getvalue())
-    yield {"model": s3.uri(f"{prefix}/base/digits.keras"), "dataset": s3.uri(f"{prefix}/digits.npz"),
+    yield {"local": local, "model": s3.uri(f"{prefix}/base/digits.keras"), "dataset": s3.uri(f"{prefix}/digits.npz"),
            "val_only": s3.uri(f"{prefix}/digits-val.npz"), "prefix": prefix, "x_val": x_val, "y_val": y_val}
     keys = s3.keys(prefix + "/")
     for i in range(0, len(keys), 1000):
@@ -153,8 +154,18 @@ def test_every_mode_publishes_a_servable_savedmodel(s3, s3_prefix, stored, tmp_p
         assert measured < 0.2
     assert graphinfo.missing_kernels(str(dest), "CPU") == []
     assert graphinfo.missing_kernels(str(dest), "GPU") == []
+    # The weights' own compression: the SavedModel against the float32 re-export.
     expected_ratio = {"float32": (0.9, 1.1), "float16": (1.7, 2.1), "int8": (3.0, 40)}[dtype]
-    assert expected_ratio[0] <= report["compressionRatio"] <= expected_ratio[1]
+    assert expected_ratio[0] <= report["exportCompressionRatio"] <= expected_ratio[1]
+    # compressionRatio: the .keras file as stored (with its optimizer state) against exactly the files a
+    # tensorflow serving pod pulls.
+    tf_pod = tmp_path / "tf-pod"
+    assert cli.main(["pull", f"{output}/1", str(tf_pod), "--runtime", "tensorflow"]) == 0
+    pod_gzip = sum(len(gzip.compress(p.read_bytes(), 9, mtime=0)) for p in tf_pod.rglob("*")
+                   if p.is_file() and p.name != publish.MARKER)   # the manifest pull writes, not downloaded
+    stored_gzip = len(gzip.compress((stored["local"] / "digits.keras").read_bytes(), 9, mtime=0))
+    assert (report["originalCompressedBytes"], report["compressedBytes"]) == (stored_gzip, pod_gzip)
+    assert report["compressionRatio"] == round(stored_gzip / pod_gzip, 3)
     if tflite:
         assert report["tflite"]["accuracy"] > 0.85
 
@@ -171,6 +182,42 @@ def test_pruning_with_int8_beats_int8_alone(s3, s3_prefix, stored, tmp_path):
     # Zeros are worth something only if they survive into the stored int8 tensors and gzip finds them.
     assert pruned["compressionRatio"] > 1.8 * plain["compressionRatio"]
     assert publish.list_published(parse_uri(output)) == [1, 2]
+
+
+@pytest.mark.timeout(600)
+def test_search_publishes_the_smallest_candidate_that_passes_the_gates(s3, s3_prefix, stored, tmp_path):
+    from modeldeploy.optimize import graphinfo
+
+    output = s3.uri(s3_prefix)
+    code, report = optimize(stored, output, 1, "--search-sparsities", "0,0.8", "--search-modes", "float16,int8",
+                            "--fine-tune-epochs", "2", "--max-accuracy-drop", "0.05", tmp_path=tmp_path)
+    assert code == 0, report
+    rows = report["searchCandidates"]
+    assert {(r["sparsity"], r["mode"]) for r in rows} == {(0.0, "float16"), (0.0, "int8"), (0.8, "float16"),
+                                                          (0.8, "int8")}
+    measured = [r for r in rows if "compressedBytes" in r]
+    passing = [r for r in measured if r["outcome"] == "won" or r["outcome"].startswith("lost")]
+    winner = next(r for r in rows if r["outcome"] == "won")
+    assert winner["compressedBytes"] == min(r["compressedBytes"] for r in passing)
+    assert all(r["accuracyDrop"] <= 0.05 for r in passing)
+    assert report["search"]["winner"] == {k: winner[k] for k in ("sparsity", "mode", "runtime")}
+    assert report["search"]["tried"] == 4 and report["quantize"] == winner["mode"]
+    # What was published is the winner: its weights, its sparsity, its pulled bytes.
+    dest, _fn, _keep = pulled(s3, output, 1, tmp_path)
+    assert graphinfo.stored_weight_dtypes(str(dest)) == {"int8" if winner["mode"] == "int8" else "float16"}
+    assert report["sparsityTarget"] == winner["sparsity"]
+    assert report["download"]["runtimes"][winner["runtime"]]["compressedBytes"] == winner["compressedBytes"]
+
+
+@pytest.mark.timeout(300)
+def test_search_starts_no_candidate_after_its_budget(s3, s3_prefix, stored, tmp_path):
+    output = s3.uri(s3_prefix)
+    code, report = optimize(stored, output, 1, "--search-sparsities", "0", "--search-modes", "dynamic,float16",
+                            "--search-objective", "latency", "--search-budget-seconds", "1", tmp_path=tmp_path)
+    assert code == 0, report
+    assert [r["outcome"] for r in report["searchCandidates"] if r["mode"] == "float16"] == [
+        "not tried: the time budget of 1 s was spent"]
+    assert report["search"]["tried"] == 1 and report["search"]["winner"]["mode"] == "dynamic"
 
 
 @pytest.mark.timeout(300)
@@ -190,7 +237,9 @@ def test_accuracy_gate_fails_and_publishes_nothing(s3, s3_prefix, stored, tmp_pa
 @pytest.mark.timeout(300)
 def test_compression_gate_fails_and_publishes_nothing(s3, s3_prefix, stored, tmp_path):
     output = s3.uri(s3_prefix)
-    code, report = optimize(stored, output, 4, "--quantize", "float16", "--min-compression", "3.0",
+    # float16 halves the weights, and the stored .keras file also carries Adam's two slots per weight: about
+    # 6x in all, below 20x.
+    code, report = optimize(stored, output, 4, "--quantize", "float16", "--min-compression", "20.0",
                             tmp_path=tmp_path)
     assert code == 8
     assert "minCompression" in json.dumps(report["gates"])

@@ -5,6 +5,8 @@ import logging
 import sys
 import types
 
+import pytest
+
 from modeldeploy import cli
 from modeldeploy.storage.errors import UnsupportedModel
 
@@ -50,3 +52,19 @@ def test_an_unsupported_model_exits_with_its_documented_code(monkeypatch, tmp_pa
     assert cli.main(ARGS + ["--termination-message-path", str(term)]) == 14
     assert json.loads(term.read_text())["error"]["reason"] == "UnsupportedModel"
     assert "UnsupportedModel: the model holds lookup tables" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--search-sparsities", "0,0.5"], "--search-sparsities and --search-modes go together"),
+    (["--search-sparsities", "0,1", "--search-modes", "int8", "--dataset", "s3://d/x.npz"], "in [0, 1)"),
+    (["--search-sparsities", "0,half", "--search-modes", "dynamic"], "not a comma-separated list of numbers"),
+    (["--search-sparsities", "0", "--search-modes", "dynamic,int4"], "--search-modes: int4 not among"),
+    (["--search-sparsities", "0", "--search-modes", "int8"], "--dataset: required because --quantize int8"),
+    (["--search-sparsities", "0", "--search-modes", "dynamic", "--quantize", "int8"], "replace --prune-sparsity"),
+    (["--search-sparsities", "0", "--search-modes", "dynamic", "--search-objective", "speed"],
+     "--search-objective: 'speed'"),
+])
+def test_search_arguments_are_checked_before_anything_runs(monkeypatch, tmp_path, capsys, extra, words):
+    fake_pipeline(monkeypatch, AssertionError("the pipeline must not run"))
+    assert cli.main(ARGS + extra + ["--termination-message-path", str(tmp_path / "t")]) == 2
+    assert words in capsys.readouterr().err

@@ -12,6 +12,7 @@ from modeldeploy.api import spec as specmod
 from modeldeploy.api.status import get_condition
 from modeldeploy.controller import decide as dc
 from modeldeploy.controller.observe import JobView, deployment_view, job_view
+from modeldeploy.resources.config import build_config_map
 from modeldeploy.resources.deployment import ServingTarget, build_deployment
 from modeldeploy.resources.job import job_name
 from tests.kstatus import check_kstatus
@@ -267,19 +268,106 @@ RUNTIME_REPORT = dict(REPORT, latency={"savedModelB1": 2.0, "savedModelB1P99": 3
                                                                             "tflite": _pulled(100, 10.0)}})
 
 
-@pytest.mark.parametrize("runtime, latency, p99, pulled", [("tensorflow", 2.0, 3.0, 400), ("tflite", 0.2, 0.5, 100)])
-def test_status_gives_the_figures_of_the_runtime_that_serves(runtime, latency, p99, pulled):
-    """optimizedLatencyMs and the pulled bytes are those of the artefact the pods run; both runtimes' figures
-    stay in status.optimization.runtimes, so a runtime change needs no new Job."""
+@pytest.mark.parametrize("runtime, latency, p99, pulled, ratio", [("tensorflow", 2.0, 3.0, 400, 2.5),
+                                                                   ("tflite", 0.2, 0.5, 100, 10.0)])
+def test_status_gives_the_figures_of_the_runtime_that_serves(runtime, latency, p99, pulled, ratio):
+    """optimizedLatencyMs and the sizes are those of the artefact the pods run and of the files they pull,
+    against the model as stored; both runtimes' figures stay in status.optimization.runtimes, so a runtime change
+    needs no new Job."""
     spec = md(version=2, optimization=OPT, serving={"runtime": runtime})
     plan = checked(spec, observe(job=JobView(name=job_name(spec), state="succeeded", report=RUNTIME_REPORT)))
     o = plan.status["optimization"]
     assert (o["latencyRuntime"], o["optimizedLatencyMs"], o["optimizedLatencyP99Ms"]) == (runtime, latency, p99)
-    assert (o["sourceCompressedBytes"], o["pulledCompressedBytes"], o["latencyThreads"]) == (1000, pulled, 2)
+    assert (o["originalCompressedBytes"], o["compressedBytes"], o["compressionRatio"], o["optimizedBytes"],
+            o["latencyThreads"]) == (1000, pulled, ratio, 2 * pulled, 2)
+    assert plan.status["serving"]["runtimeReason"] == f"spec.serving.runtime is {runtime}"
     assert set(o["runtimes"]) == {"tensorflow", "tflite"}
     assert plan.target == serving(spec) and plan.target.runtime == runtime
     args = build_deployment(spec, plan.target)["spec"]["template"]["spec"]["initContainers"][0]["args"]
     assert args[-2:] == ["--runtime", runtime]
+
+
+@pytest.mark.parametrize("gpus, tflite_ms, expected", [(0, 0.2, "tflite"), (0, 2.5, "tensorflow"),
+                                                        (0, 2.0, "tensorflow"), (1, 0.2, "tensorflow")])
+def test_auto_serves_what_measured_fastest_on_its_kind_of_node(gpus, tflite_ms, expected):
+    report = dict(RUNTIME_REPORT, latency=dict(RUNTIME_REPORT["latency"], tfliteB1=tflite_ms))
+    spec = md(version=2, optimization=OPT, serving={"runtime": "auto", "gpus": gpus})
+    plan = checked(spec, observe(job=JobView(name=job_name(spec), state="succeeded", report=report)))
+    assert plan.target.runtime == expected and plan.status["optimization"]["latencyRuntime"] == expected
+    why = plan.status["serving"]["runtimeReason"]
+    assert why.startswith(f"auto: {expected}")
+    assert ("GPU" in why) if gpus else (f"tflite {tflite_ms:.3g} ms" in why and "2 threads" in why)
+    args = build_deployment(spec, plan.target)["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert args[2:] == ["--runtime", expected] + (["--accelerator", "gpu"] if gpus else [])
+
+
+def test_gpu_pods_of_a_float16_version_pull_and_report_the_float16_compute_savedmodel():
+    report = dict(RUNTIME_REPORT, quantize="float16",
+                  gpuFloat16={"dir": "gpu-float16", "accuracy": 0.95, "accuracyDrop": 0.016},
+                  download={"sourceBytes": 2000, "sourceCompressedBytes": 1000, "runtimes": {
+                      "tensorflow": _pulled(400, 2.5), "tensorflow-gpu": _pulled(380, 2.63)}})
+    spec = md(version=2, optimization={"quantization": {"mode": "float16"}, "outputUri": "s3://models/d/opt"},
+              serving={"gpus": 1})
+    plan = checked(spec, observe(job=JobView(name=job_name(spec), state="succeeded", report=report)))
+    o = plan.status["optimization"]
+    assert (o["latencyRuntime"], o["compressedBytes"], o["compressionRatio"], o["optimizedAccuracy"]) == \
+        ("tensorflow-gpu", 380, 2.63, 0.95)
+    # Its speed was measured on CPU only: no latency is claimed for the GPU pods.
+    assert not any(k.startswith("optimizedLatency") or k == "optimizedThroughput" for k in o)
+    assert plan.target.runtime == "tensorflow"
+    args = build_deployment(spec, plan.target)["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert args[2:] == ["--runtime", "tensorflow", "--accelerator", "gpu"]
+    cpu = md(version=2, optimization={"quantization": {"mode": "float16"}, "outputUri": "s3://models/d/opt"})
+    plan = checked(cpu, observe(job=JobView(name=job_name(cpu), state="succeeded", report=report)))
+    assert (plan.status["optimization"]["latencyRuntime"], plan.status["optimization"]["compressedBytes"]) == \
+        ("tensorflow", 400)
+
+
+def test_auto_on_a_version_without_model_tflite_serves_the_savedmodel():
+    report = dict(RUNTIME_REPORT, download={"sourceCompressedBytes": 1000,
+                                            "runtimes": {"tensorflow": _pulled(400, 2.5)}})
+    spec = md(version=2, optimization=OPT, serving={"runtime": "auto"})
+    plan = checked(spec, observe(job=JobView(name=job_name(spec), state="succeeded", report=report)))
+    assert plan.target.runtime == "tensorflow" and cond(plan, "Optimized")[0] == "True"
+
+
+def test_search_winner_lands_in_status_and_is_what_auto_serves():
+    winner = {"sparsity": 0.5, "mode": "int8", "runtime": "tensorflow"}
+    report = dict(RUNTIME_REPORT, search={"objective": "size", "budgetSeconds": 600, "candidates": 4, "tried": 3,
+                                          "winner": winner}, searchCandidates=[{"sparsity": 0.0}])
+    spec = md(version=2, optimization={"search": {"sparsities": [0, 0.5], "modes": ["dynamic", "int8"]},
+                                       "dataset": {"uri": "s3://models/d.npz"},
+                                       "outputUri": "s3://models/digits/optimized"}, serving={"runtime": "auto"})
+    plan = checked(spec, observe(job=JobView(name=job_name(spec), state="succeeded", report=report)))
+    assert plan.status["optimization"]["search"] == {"objective": "size", "candidates": 4, "tried": 3,
+                                                      "winner": winner}
+    # tflite measured faster (0.2 ms against 2.0), but the search's objective chose the SavedModel.
+    assert plan.target.runtime == "tensorflow"
+    assert plan.status["serving"]["runtimeReason"] == "auto: tensorflow, the artefact that won the search " \
+                                                      "(objective size)"
+
+
+CURVE = [[1, 1.0, 1.5], [8, 2.0, 3.0], [32, 6.0, 9.0], [64, 14.0, 20.0]]
+
+
+@pytest.mark.parametrize("budget, size, timeout", [(100, 32, 6000), (10, 8, 2000), (2, 0, None)])
+def test_batching_auto_chooses_from_the_curve_of_the_runtime_that_serves(budget, size, timeout):
+    report = dict(RUNTIME_REPORT, batchCurve={"tensorflow": CURVE, "tflite": [[1, 0.1, 0.1]]})
+    spec = md(version=2, optimization=OPT, serving={"batching": {"auto": True, "maxLatencyMs": budget}})
+    plan = checked(spec, observe(job=JobView(name=job_name(spec), state="succeeded", report=report)))
+    chosen = plan.status["serving"]["batching"]
+    assert chosen["maxBatchSize"] == size and chosen["maxLatencyMs"] == budget
+    assert plan.status["optimization"]["runtimes"]["tensorflow"]["batchCurve"][2] == \
+        {"batchSize": 32, "latencyMs": 6.0, "latencyP99Ms": 9.0}
+    data = build_config_map(plan.serving)["data"]
+    args = build_deployment(plan.serving, plan.target)["spec"]["template"]["spec"]["containers"][0]["args"]
+    if size:
+        assert f"max_batch_size {{ value: {size} }}" in data["batching.config"]
+        assert f"batch_timeout_micros {{ value: {timeout} }}" in data["batching.config"]
+        assert "--enable_batching=true" in args
+    else:   # nothing fits the budget: batching off, and status says why
+        assert "batching.config" not in data and "--enable_batching=true" not in args
+        assert "no measured batch size fits maxLatencyMs 2" in chosen["message"]
 
 
 def test_tflite_for_a_version_published_without_model_tflite_keeps_what_serves_and_stalls():

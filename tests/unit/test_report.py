@@ -25,9 +25,14 @@ def test_gate_failures(max_drop, min_comp, expected):
         assert words in failure
 
 
-def test_tflite_artefact_is_gated_too():
-    with_tflite = dict(BASE, tflite={"accuracyDrop": 0.05})
-    assert any("model.tflite" in f for f in report.gate_failures(with_tflite, 0.03, None))
+def test_tflite_artefact_is_gated_on_its_own_figures():
+    with_tflite = dict(BASE, tflite={"accuracyDrop": 0.05, "accuracy": 0.92, "compressionRatio": 9.0,
+                                     "compressedBytes": 62000})
+    assert report.gate_failures(with_tflite, 0.03, None) == []   # the SavedModel passes
+    failures = report.gate_failures(with_tflite, 0.03, 10.0, artefact="tflite")
+    assert len(failures) == 2 and all(f.startswith("model.tflite ") for f in failures)
+    assert "optimized 0.92" in failures[0] and "62000 bytes a pod pulls" in failures[1]
+    assert report.gate_failures(BASE, 0.0, 99.0, artefact="tflite") == []   # no model.tflite: nothing to gate
 
 
 def test_regression_wording():

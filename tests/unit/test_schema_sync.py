@@ -85,7 +85,30 @@ def test_every_field_is_in_both(path, schema, field):
 
 # --- a body in which every object exists, so every leaf can be set alone ------------------------------------------
 
-def full_body() -> dict:
+SEARCH = "spec.optimization.search"
+
+
+def _with_search(body: dict, path: str, search: dict) -> dict:
+    """search replaces pruning and quantization: the body for a path under it has search instead."""
+    if path.startswith(SEARCH):
+        opt = body["spec"]["optimization"]
+        del opt["pruning"], opt["quantization"]
+        opt["search"] = search
+        opt["activeDeadlineSeconds"] = S.MAX_DEADLINE_SECONDS    # above every budget the bounds test sets
+    return body
+
+
+def full_body(path: str = "") -> dict:
+    return _with_search(_full_body(), path, {"sparsities": [0, 0.5], "modes": ["int8"], "objective": "size",
+                                             "timeBudgetSeconds": 600, "fineTuneEpochs": 1})
+
+
+def defaults_body(path: str = "") -> dict:
+    """Every object present with only its required fields."""
+    return _with_search(_defaults_body(), path, {"sparsities": [0.5], "modes": ["dynamic"]})
+
+
+def _full_body() -> dict:
     return {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "m"},
             "spec": {
                 "model": {"uri": "s3://m/base", "version": 1, "name": "m", "storageSecret": "s"},
@@ -97,8 +120,7 @@ def full_body() -> dict:
                 "monitoring": {}, "rollout": {}}}
 
 
-def defaults_body() -> dict:
-    """Every object present with only its required fields."""
+def _defaults_body() -> dict:
     return {"metadata": {"name": "m"}, "spec": {
         "model": {"uri": "s3://m/base"},
         "optimization": {"outputUri": "s3://m/opt", "pruning": {"sparsity": 0.5}, "quantization": {},
@@ -131,7 +153,7 @@ REQUIRED_LEAVES = {f"{p}.{r}" for p, s, f in ALL if s is not None for r in s.get
 
 @pytest.mark.parametrize("path, schema", LEAVES, ids=[p for p, _ in LEAVES])
 def test_defaults_agree(path, schema):
-    parsed = _attr(S.parse(defaults_body()), path)
+    parsed = _attr(S.parse(defaults_body(path)), path)
     if "default" in schema:
         assert parsed == schema["default"], f"{path}: schema default {schema['default']!r}, parser {parsed!r}"
     elif path not in RESOLVED_DEFAULTS | REQUIRED_LEAVES:
@@ -169,7 +191,7 @@ BOUNDS = list(_bounds_cases())
 
 @pytest.mark.parametrize("path, value, ok", BOUNDS, ids=[f"{p}={v}" for p, v, _ in BOUNDS])
 def test_bounds_agree(path, value, ok):
-    body = _set(full_body(), path, value)
+    body = _set(full_body(path), path, value)
     if ok:
         S.parse(body)
     else:
@@ -188,13 +210,13 @@ ENUMS = [(p, v) for p, s in LEAVES for v in s.get("enum", [])]
 
 @pytest.mark.parametrize("path, value", ENUMS, ids=[f"{p}={v}" for p, v in ENUMS])
 def test_enum_values_are_accepted(path, value):
-    assert _attr(S.parse(_set(full_body(), path, value)), path) == value
+    assert _attr(S.parse(_set(full_body(path), path, value)), path) == value
 
 
 @pytest.mark.parametrize("path", sorted({p for p, _ in ENUMS}))
 def test_values_outside_enum_are_rejected(path):
     with pytest.raises(S.SpecError) as err:
-        S.parse(_set(full_body(), path, "no-such-value"))
+        S.parse(_set(full_body(path), path, "no-such-value"))
     assert err.value.field == path
 
 
@@ -203,7 +225,7 @@ REQUIRED = [f"{p}.{r}" for p, s, f in ALL if s is not None for r in s.get("requi
 
 @pytest.mark.parametrize("path", REQUIRED)
 def test_required_fields_agree(path):
-    body = full_body()
+    body = full_body(path)
     *parents, last = path.split(".")
     node = body
     for key in parents:

@@ -211,3 +211,93 @@ def test_tflite_runtime_of_a_version_without_model_tflite_is_not_published(model
     publish.publish(model_dir, output, 1)
     with pytest.raises(NotPublished, match="runtime tensorflow"):
         publish.pull(output.join("1"), str(tmp_path / "x"), "tflite")
+
+
+VERSION_FILES = ["_COMPLETE", "assets.extra/tf_serving_warmup_requests", "fingerprint.pb", "model.tflite",
+                 "report.json", "saved_model.pb", "variables/variables.data-00000-of-00001",
+                 "gpu-float16/assets.extra/tf_serving_warmup_requests", "gpu-float16/saved_model.pb",
+                 "gpu-float16/variables/variables.data-00000-of-00001"]
+ROOT_SAVED_MODEL = ["assets.extra/tf_serving_warmup_requests", "fingerprint.pb", "saved_model.pb",
+                    "variables/variables.data-00000-of-00001"]
+
+
+@pytest.mark.parametrize("runtime, gpu, expected", [
+    ("tensorflow", False, ROOT_SAVED_MODEL),
+    ("tensorflow", True, [f for f in VERSION_FILES if f.startswith("gpu-float16/")]),
+    ("tflite", False, ["assets.extra/tf_serving_warmup_requests", "model.tflite"]),
+    ("tflite", True, ["assets.extra/tf_serving_warmup_requests", "model.tflite"]),
+    (None, False, sorted(VERSION_FILES)),
+])
+def test_runtime_files_give_gpu_pods_the_float16_savedmodel_and_nobody_else(runtime, gpu, expected):
+    assert publish.runtime_files(VERSION_FILES, runtime, gpu) == sorted(expected)
+
+
+def test_a_gpu_pod_of_a_version_without_the_float16_savedmodel_gets_the_savedmodel():
+    files = [f for f in VERSION_FILES if not f.startswith("gpu-float16/")]
+    assert publish.runtime_files(files, "tensorflow", gpu=True) == ROOT_SAVED_MODEL
+    assert publish.pull_layout(files, "tensorflow", gpu=True) == {f: f for f in ROOT_SAVED_MODEL}
+
+
+def test_the_gpu_layout_puts_the_float16_savedmodel_at_the_top():
+    assert publish.pull_layout(VERSION_FILES, "tensorflow", gpu=True) == {
+        "gpu-float16/assets.extra/tf_serving_warmup_requests": "assets.extra/tf_serving_warmup_requests",
+        "gpu-float16/saved_model.pb": "saved_model.pb",
+        "gpu-float16/variables/variables.data-00000-of-00001": "variables/variables.data-00000-of-00001"}
+    # Every file, as it is stored (no runtime): nothing moves.
+    layout = publish.pull_layout(VERSION_FILES, None, gpu=True)
+    assert all(k == v for k, v in layout.items()) and "gpu-float16/saved_model.pb" in layout
+
+
+@pytest.fixture
+def float16_version(model_dir, output):
+    """A published version with the GPU variant: its files hold other bytes than the root's."""
+    os.makedirs(os.path.join(model_dir, "gpu-float16", "variables"))
+    os.makedirs(os.path.join(model_dir, "gpu-float16", "assets.extra"))
+    os.makedirs(os.path.join(model_dir, "assets.extra"))
+    for rel, data in (("gpu-float16/saved_model.pb", b"half" * 80), ("gpu-float16/variables/variables.index", b"i"),
+                      ("gpu-float16/assets.extra/tf_serving_warmup_requests", b"half records"),
+                      ("assets.extra/tf_serving_warmup_requests", b"records"), ("report.json", b"{}")):
+        with open(os.path.join(model_dir, *rel.split("/")), "wb") as fh:
+            fh.write(data)
+    publish.publish(model_dir, output, 1)
+    return output.join("1")
+
+
+def _tree(dest) -> dict[str, bytes]:
+    return {str(p.relative_to(dest)): p.read_bytes() for p in sorted(dest.rglob("*")) if p.is_file()}
+
+
+def test_pull_for_a_gpu_pod_places_the_float16_savedmodel_as_the_version(float16_version, tmp_path):
+    manifest = publish.pull(float16_version, str(tmp_path / "gpu"), "tensorflow", gpu=True)
+    pulled = _tree(tmp_path / "gpu")
+    assert sorted(pulled) == ["_COMPLETE", "assets.extra/tf_serving_warmup_requests", "saved_model.pb",
+                              "variables/variables.index"]
+    assert pulled["saved_model.pb"] == b"half" * 80
+    assert pulled["assets.extra/tf_serving_warmup_requests"] == b"half records"
+    # The local marker describes the files as they lie, with their checksums, and names the variant.
+    local = json.loads(pulled["_COMPLETE"])
+    assert local["variant"] == manifest["variant"] == "gpu-float16"
+    assert sorted(local["files"]) == sorted(p for p in pulled if p != "_COMPLETE")
+    assert local["files"]["saved_model.pb"]["sha256"] == publish.sha256_file(str(tmp_path / "gpu" / "saved_model.pb"))
+
+
+def test_pull_for_a_cpu_pod_never_copies_the_float16_savedmodel(float16_version, tmp_path):
+    manifest = publish.pull(float16_version, str(tmp_path / "cpu"), "tensorflow")
+    pulled = _tree(tmp_path / "cpu")
+    assert not any(p.startswith("gpu-float16") for p in pulled) and "variant" not in manifest
+    assert pulled["saved_model.pb"] == b"graph" * 100
+    assert pulled["assets.extra/tf_serving_warmup_requests"] == b"records"
+
+
+def test_pull_cli_accelerator_gpu(float16_version, tmp_path, capsys):
+    from modeldeploy import cli
+
+    assert cli.main(["pull", float16_version.uri, str(tmp_path / "gpu"), "--accelerator", "gpu"]) == 0
+    assert "gpu-float16" in capsys.readouterr().out
+    assert _tree(tmp_path / "gpu")["saved_model.pb"] == b"half" * 80
+    # The default is a CPU pod's pull, as before the flag existed: every file as stored.
+    assert cli.main(["pull", float16_version.uri, str(tmp_path / "all")]) == 0
+    assert "gpu-float16/saved_model.pb" in _tree(tmp_path / "all")
+    assert cli.main(["pull", float16_version.uri, str(tmp_path / "cpu"), "--runtime", "tensorflow",
+                     "--accelerator", "cpu"]) == 0
+    assert _tree(tmp_path / "cpu")["saved_model.pb"] == b"graph" * 100

@@ -239,6 +239,30 @@ def spec_schema() -> dict:
                     "Smallest allowed compression ratio: gzip size of the original over gzip size of the "
                     "optimized model. Unset: no gate.", minimum=1, maximum=1000),
             }),
+            "search": obj(
+                "Accuracy-aware search instead of pruning and quantization: the Job optimizes the model once per "
+                "sparsity x mode, measures each published artefact (SavedModel, and model.tflite where the mode "
+                "makes one) in its runtime, and publishes the candidate that is best by objective among those "
+                "passing the gates. report.json keeps the whole table; status.optimization.search names the "
+                "winner. Candidates not started when timeBudgetSeconds has passed are listed as not tried.", {
+                    "sparsities": {"type": "array", "minItems": 1, "maxItems": S.MAX_SEARCH_AXIS,
+                                   "x-kubernetes-list-type": "set",
+                                   "description": "Pruning sparsities to try, each in [0, 1) (0: no pruning).",
+                                   "items": number("A sparsity.", minimum=0, maximum=1, exclusive=False)
+                                   | {"exclusiveMaximum": True}},
+                    "modes": {"type": "array", "minItems": 1, "maxItems": S.MAX_SEARCH_AXIS,
+                              "x-kubernetes-list-type": "set",
+                              "description": "Quantization modes to try (int8 and qat need the dataset).",
+                              "items": string("A quantization mode.", enum=S.QUANTIZATION_MODES)},
+                    "objective": string("What the winner is best at: size (gzip bytes a serving pod pulls) or "
+                                        "latency (p50 at batch 1 in its runtime).", default="size",
+                                        enum=S.SEARCH_OBJECTIVES),
+                    "timeBudgetSeconds": integer("No candidate starts after this many seconds (the first always "
+                                                 "runs). Below activeDeadlineSeconds.", default=1800, minimum=60,
+                                                 maximum=86400),
+                    "fineTuneEpochs": integer("Epochs of fine-tuning for each pruned candidate (and of QAT); "
+                                              "needs the dataset.", default=0, minimum=0, maximum=1000),
+                }, required=["sparsities", "modes"]),
             "outputUri": uri("Where optimized versions are published, as <outputUri>/<version>/ (with "
                              "report.json). Must not overlap spec.model.uri or the dataset's URI.",
                              "spec.optimization.outputUri"),
@@ -266,6 +290,19 @@ def spec_schema() -> dict:
                  "|| has(self.dataset)",
                  "spec.optimization.pruning.fineTuneEpochs > 0 needs spec.optimization.dataset.uri to train on: "
                  "add a dataset or set fineTuneEpochs: 0", field_path=".pruning.fineTuneEpochs"),
+            rule("!has(self.search) || (!has(self.pruning) && !has(self.quantization))",
+                 "spec.optimization.search " + S.SEARCH_REPLACES_MESSAGE, field_path=".search"),
+            rule("!has(self.search) || has(self.dataset) || !self.search.modes.exists(m, m in ['int8', 'qat'])",
+                 "spec.optimization.search.modes int8 and qat need spec.optimization.dataset.uri: add a dataset or "
+                 "search modes dynamic, float16 and none only", field_path=".search.modes"),
+            rule("!has(self.search) || has(self.dataset) || !has(self.search.fineTuneEpochs) || "
+                 "self.search.fineTuneEpochs == 0",
+                 "spec.optimization.search.fineTuneEpochs > 0 needs spec.optimization.dataset.uri to train on: "
+                 "add a dataset or set fineTuneEpochs: 0", field_path=".search.fineTuneEpochs"),
+            rule("!has(self.search) || self.search.timeBudgetSeconds < self.activeDeadlineSeconds",
+                 "spec.optimization.search.timeBudgetSeconds must be below spec.optimization.activeDeadlineSeconds, "
+                 "which ends the Job: lower the budget or raise the deadline",
+                 field_path=".search.timeBudgetSeconds"),
             rule("!has(self.gates) || !has(self.gates.maxAccuracyDrop) || has(self.dataset)",
                  "spec.optimization.gates.maxAccuracyDrop needs spec.optimization.dataset.uri to measure accuracy: "
                  "add a dataset or remove the gate", field_path=".gates.maxAccuracyDrop"),
@@ -297,22 +334,39 @@ def spec_schema() -> dict:
             "runtime": string(
                 "What TF Serving runs: tensorflow (the SavedModel) or tflite (the model.tflite the optimizer "
                 "publishes for quantization modes dynamic, int8 and qat: TF Serving's --prefer_tflite_model, CPU "
-                "only, usually several times faster on CPU at small batches). A serving pod pulls only its "
-                "runtime's artefact.", default="tensorflow", enum=S.RUNTIMES),
+                "only, usually several times faster on CPU at small batches), or auto: the one that measured "
+                "fastest at batch 1 in the optimizer Job and passed the gates (tensorflow when gpus > 0; needs "
+                "spec.optimization). A serving pod pulls only its runtime's artefact.", default="tensorflow",
+                enum=S.RUNTIMES),
             "batching": obj("Server-side batching in TF Serving. Leave it out to serve request by request.", {
                 "maxBatchSize": integer("Largest batch TF Serving forms. TF Serving refuses a request with more "
                                         "rows (HTTP 400 'Task size N is larger than maximum input batch size'): "
-                                        "clients split larger requests.", default=32, minimum=1, maximum=65536),
-                "batchTimeoutMicros": integer("How long to wait to fill a batch, in microseconds.",
+                                        "clients split larger requests. Chosen instead when auto is true.",
+                                        default=32, minimum=1, maximum=65536),
+                "batchTimeoutMicros": integer("How long to wait to fill a batch, in microseconds. Chosen "
+                                              "instead when auto is true.",
                                               default=2000, minimum=0, maximum=10_000_000),
                 "maxEnqueuedBatches": integer("Queue length before requests are refused.",
                                               default=100, minimum=1, maximum=1_000_000),
                 "numBatchThreads": integer("Threads that run batches in parallel.",
                                            default=4, minimum=1, maximum=1024),
-            }),
+                "auto": boolean("Choose maxBatchSize and batchTimeoutMicros from the latency the optimizer Job "
+                                "measured per batch size in the runtime that serves: the most rows per second "
+                                "whose worst case (the timeout plus the batch's p99) fits maxLatencyMs. Needs "
+                                "spec.optimization; status.serving.batching shows the choice and the "
+                                "measurements.", default=False),
+                "maxLatencyMs": integer("Latency budget per request, in milliseconds, that auto chooses within "
+                                        "(required with auto).", minimum=1, maximum=60_000),
+            }, rules=[rule("!has(self.auto) || !self.auto || has(self.maxLatencyMs)",
+                           "spec.serving.batching.maxLatencyMs: auto: true needs a latency budget to choose "
+                           "within: set maxLatencyMs (milliseconds per request)", field_path=".maxLatencyMs")]),
         }, default={}, rules=[rule("!has(self.runtime) || self.runtime != 'tflite' || !has(self.gpus) || "
                                    "self.gpus == 0", "spec.serving.runtime " + S.TFLITE_GPU_MESSAGE,
-                                   field_path=".runtime")])
+                                   field_path=".runtime"),
+                              rule("!has(self.batching) || !has(self.batching.auto) || !self.batching.auto || "
+                                   "!has(self.gpus) || self.gpus == 0",
+                                   "spec.serving.batching.auto " + S.BATCHING_AUTO_GPU_MESSAGE,
+                                   field_path=".batching.auto")])
 
     metric_sources = {
         key: raw_object(f"The autoscaling/v2 {key} metric source (for type {key[0].upper() + key[1:]}).")
@@ -381,7 +435,14 @@ def spec_schema() -> dict:
             "!has(self.serving) || !has(self.serving.runtime) || self.serving.runtime != 'tflite' || "
             "(has(self.optimization) && has(self.optimization.quantization) && "
             "self.optimization.quantization.mode in " + str(list(S.TFLITE_QUANTIZATION_MODES)) + ")",
-            "spec.serving.runtime " + S.TFLITE_MODE_MESSAGE, field_path=".serving.runtime")])
+            "spec.serving.runtime " + S.TFLITE_MODE_MESSAGE, field_path=".serving.runtime"), rule(
+            "has(self.optimization) || !has(self.serving) || !has(self.serving.runtime) || "
+            "self.serving.runtime != 'auto'", "spec.serving.runtime auto " + S.AUTO_NEEDS_OPTIMIZATION,
+            field_path=".serving.runtime"), rule(
+            "has(self.optimization) || !has(self.serving) || !has(self.serving.batching) || "
+            "!has(self.serving.batching.auto) || !self.serving.batching.auto",
+            "spec.serving.batching.auto true " + S.AUTO_NEEDS_OPTIMIZATION + " (auto: false)",
+            field_path=".serving.batching.auto")])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -425,11 +486,16 @@ def status_schema() -> dict:
         "throughput": number("Rows per second at batch 32 (one caller)."),
         "accuracy": number("Metric of this artefact on the validation split."),
         "accuracyDrop": number("Metric lost against the original (for mse: the relative increase)."),
-        "compressionRatio": number("gzip size of the original re-export over this artefact's."),
-        "compressedBytes": i64("gzip size of this artefact."),
-        "bytes": i64("Size on disk of this artefact."),
-        "pulledCompressedBytes": i64("gzip bytes a serving pod with this runtime pulls."),
-        "pulledCompressionRatio": number("sourceCompressedBytes / pulledCompressedBytes."),
+        "compressionRatio": number("originalCompressedBytes / compressedBytes: how much less a pod with this "
+                                   "runtime downloads than the model as it was stored."),
+        "compressedBytes": i64("gzip bytes a serving pod with this runtime pulls (warmup records included)."),
+        "bytes": i64("Bytes on disk a serving pod with this runtime pulls."),
+        "batchCurve": {"type": "array", "maxItems": 16, "description": "Latency of this artefact per batch size, "
+                       "measured in the optimizer Job with latencyThreads threads (what batching.auto chooses from).",
+                       "items": obj("One batch size.", {
+                           "batchSize": i64("Rows per call."),
+                           "latencyMs": number("p50 milliseconds per call."),
+                           "latencyP99Ms": number("p99 milliseconds per call.")})},
     }
     optimization = obj("The last optimization: its Job and the report's figures.", {
         "job": string("Name of the optimizer Job."),
@@ -437,11 +503,13 @@ def status_schema() -> dict:
         "hash": string("Hash of the optimization spec in the Job name."),
         "startTime": ts("When the Job started."),
         "completionTime": ts("When the Job finished."),
-        "originalBytes": i64("Size on disk of the original model."),
-        "optimizedBytes": i64("Size on disk of the optimized artefact that serves (latencyRuntime's)."),
-        "originalCompressedBytes": i64("gzip size of the original model."),
-        "compressedBytes": i64("gzip size of the optimized artefact that serves."),
-        "compressionRatio": number("originalCompressedBytes / compressedBytes."),
+        "originalBytes": i64("Bytes on disk of the model as stored at spec.model.uri."),
+        "optimizedBytes": i64("Bytes on disk a serving pod pulls: the files of the runtime that serves "
+                              "(latencyRuntime), warmup records included."),
+        "originalCompressedBytes": i64("gzip bytes of the model as stored at spec.model.uri."),
+        "compressedBytes": i64("gzip bytes a serving pod pulls (the files of latencyRuntime)."),
+        "compressionRatio": number("originalCompressedBytes / compressedBytes: how much less a serving pod "
+                                   "downloads than the model as it was stored."),
         "sparsity": number("Fraction of zero weights measured on the exported model."),
         "metric": string("Quality metric: accuracy (classifiers) or mse (regressors)."),
         "baselineAccuracy": number("Metric of the original model on the validation split."),
@@ -456,19 +524,30 @@ def status_schema() -> dict:
         "optimizedLatencyP99Ms": number("p99 CPU latency of the artefact that serves at batch 1, milliseconds."),
         "baselineThroughput": number("Rows per second of the original model at batch 32 (one caller)."),
         "optimizedThroughput": number("Rows per second of the artefact that serves at batch 32 (one caller)."),
-        "latencyRuntime": string("The runtime that serves (spec.serving.runtime), whose artefact the optimized*, "
-                                 "compressedBytes and pulled* figures describe."),
+        "latencyRuntime": string("The runtime that serves (tensorflow-gpu: the float16-compute SavedModel of GPU "
+                                 "pods), whose artefact the optimized*, "
+                                 "compressedBytes and compressionRatio figures describe."),
         "latencyThreads": i64("TensorFlow intra- and inter-op threads of the latency runs: the serving pod's "
                               "(its CPU limit, else request), as TF Serving is started with."),
-        "sourceCompressedBytes": i64("gzip bytes of the model as stored at spec.model.uri."),
-        "pulledCompressedBytes": i64("gzip bytes of the version directory a serving pod pulls (every artefact, "
-                                     "warmup records included)."),
-        "pulledCompressionRatio": number("sourceCompressedBytes / pulledCompressedBytes: how much less a pod "
-                                         "downloads than the model as it was stored."),
         "runtimes": obj("The figures of each runtime the version can be served with; those of "
-                        "spec.serving.runtime (latencyRuntime) are also the optimized* and pulled* fields above.",
-                        {name: obj(f"Figures of the {name} artefact.", runtime_figures) for name in S.RUNTIMES}),
+                        "the runtime that serves (latencyRuntime) are also the optimized* and size fields above.",
+                        dict({name: obj(f"Figures of the {name} artefact.", runtime_figures)
+                              for name in S.ARTEFACT_RUNTIMES}, **{"tensorflow-gpu": obj(
+                                  "Figures of the SavedModel computing in float16 that GPU pods pull (quantization "
+                                  "float16): accuracy and bytes, no latency (measured on a GPU only).",
+                                  runtime_figures)})),
         "quantization": string("Quantization mode applied."),
+        "search": obj("What spec.optimization.search chose (report.json beside the model keeps every candidate's "
+                      "figures and why it lost).", {
+                          "objective": string("size or latency."),
+                          "candidates": i64("Sparsity x mode combinations in the search."),
+                          "tried": i64("Candidates run within the time budget."),
+                          "winner": obj("The published candidate.", {
+                              "sparsity": number("Its pruning sparsity."),
+                              "mode": string("Its quantization mode."),
+                              "runtime": string("Its artefact's runtime (what runtime auto serves)."),
+                          }),
+                      }),
         "uri": string("Where the optimized version was published."),
         "message": string("Outcome in words (why a gate or the Job failed)."),
     })
@@ -477,6 +556,15 @@ def status_schema() -> dict:
         "service": string("Name of the Service."),
         "image": string("TF Serving image in use."),
         "runtime": string("What TF Serving runs: tensorflow (the SavedModel) or tflite (model.tflite)."),
+        "runtimeReason": string("Why: spec.serving.runtime, or what runtime auto compared."),
+        "batching": obj("The batching TF Serving runs with, when spec.serving.batching.auto chose it.", {
+            "maxBatchSize": i64("Chosen max_batch_size (0: no batch size fits maxLatencyMs; batching is off)."),
+            "batchTimeoutMicros": i64("Chosen batch_timeout_micros."),
+            "expectedLatencyMs": number("Worst case per request: the timeout plus the batch's measured p99."),
+            "throughput": number("Rows per second of one batch thread at maxBatchSize, as measured."),
+            "maxLatencyMs": i64("The budget it was chosen within (spec.serving.batching.maxLatencyMs)."),
+            "message": string("The choice in words, with the measurements it compared."),
+        }),
         "version": i64("Model version of the Deployment's pod template."),
         "replicas": integer("Current replicas (the scale subresource's status).", minimum=0, fmt="int32"),
         "readyReplicas": integer("Ready replicas.", minimum=0, fmt="int32"),

@@ -59,14 +59,24 @@ KERAS_AS_IS_MESSAGE = ("is a Keras file, which TF Serving cannot load (it serves
                        "optimizer Job exports a SavedModel, or point spec.model.uri at a SavedModel directory")
 # Modes that need a dataset: int8 calibrates on it, qat trains on it.
 QUANTIZATION_MODES_NEEDING_DATA = ("int8", "qat")
+SEARCH_OBJECTIVES = ("size", "latency")
+MAX_SEARCH_AXIS = 8     # at most 8 x 8 candidates: each one is a whole optimization
+SEARCH_REPLACES_MESSAGE = ("tries its own sparsities and modes: remove spec.optimization.pruning and "
+                           "spec.optimization.quantization, or remove search")
 # What TF Serving runs: the SavedModel (TensorFlow), or the model.tflite the optimizer writes for these modes
 # (--prefer_tflite_model; TF Serving's TFLite path runs on CPU only).
-RUNTIMES = ("tensorflow", "tflite")
+# auto: the one that measured fastest, within the gates, in the optimizer Job (tensorflow on GPU nodes).
+ARTEFACT_RUNTIMES = ("tensorflow", "tflite")
+RUNTIMES = ARTEFACT_RUNTIMES + ("auto",)
+AUTO_NEEDS_OPTIMIZATION = ("chooses from what the optimizer Job measured: add spec.optimization, or set "
+                           "it explicitly")
 TFLITE_QUANTIZATION_MODES = ("dynamic", "int8", "qat")
 TFLITE_MODE_MESSAGE = ("serves model.tflite, which the optimizer writes for quantization modes dynamic, int8 and "
                        "qat: set spec.optimization.quantization.mode to one of them, or use runtime: tensorflow")
 TFLITE_GPU_MESSAGE = ("tflite runs on CPU (TF Serving's TFLite path has no GPU support): set spec.serving.gpus: 0, "
                       "or use runtime: tensorflow on GPUs")
+BATCHING_AUTO_GPU_MESSAGE = ("chooses from latency the optimizer Job measures on CPU, which says nothing of a GPU: "
+                             "with gpus > 0 set maxBatchSize and batchTimeoutMicros instead (auto: false)")
 METRIC_TYPES = ("Resource", "Pods", "Object", "External", "ContainerResource")
 TOLERATION_OPERATORS = ("Exists", "Equal")
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -175,6 +185,17 @@ class GatesSpec:
 
 
 @dataclass(frozen=True)
+class SearchSpec:
+    """spec.optimization.search: try every sparsity x mode (x the runtimes each publishes) within a time budget
+    and publish the best candidate by `objective` that passes the gates."""
+    sparsities: tuple
+    modes: tuple
+    objective: str = "size"
+    time_budget_seconds: int = 1800
+    fine_tune_epochs: int = 0
+
+
+@dataclass(frozen=True)
 class OptimizationSpec:
     """spec.optimization: what the optimizer Job does, and how the Job runs."""
     output_uri: str
@@ -182,6 +203,7 @@ class OptimizationSpec:
     quantization: QuantizationSpec | None = None
     dataset: DatasetSpec | None = None
     gates: GatesSpec = GatesSpec()
+    search: SearchSpec | None = None
     resources: dict = field(default_factory=dict)
     node_selector: dict = field(default_factory=dict)
     tolerations: tuple = ()
@@ -193,7 +215,8 @@ class OptimizationSpec:
     def fine_tune_epochs(self) -> int:
         """Epochs for the optimizer's --fine-tune-epochs: pruning fine-tuning and QAT share one training run."""
         return max(self.pruning.fine_tune_epochs if self.pruning else 0,
-                   self.quantization.fine_tune_epochs if self.quantization else 0)
+                   self.quantization.fine_tune_epochs if self.quantization else 0,
+                   self.search.fine_tune_epochs if self.search else 0)
 
 
 @dataclass(frozen=True)
@@ -203,6 +226,8 @@ class BatchingSpec:
     batch_timeout_micros: int = 2000
     max_enqueued_batches: int = 100
     num_batch_threads: int = 4
+    auto: bool = False                    # maxBatchSize and batchTimeoutMicros from the Job's measurements
+    max_latency_ms: int | None = None     # the latency budget auto chooses within
 
 
 @dataclass(frozen=True)
@@ -489,9 +514,13 @@ def _parse_optimization(spec: Mapping, model: ModelSpec) -> OptimizationSpec | N
     gates = GatesSpec(
         max_accuracy_drop=_num(g, "maxAccuracyDrop", f"{path}.gates", default=None, minimum=0.0, maximum=1.0),
         min_compression=_num(g, "minCompression", f"{path}.gates", default=None, minimum=1.0, maximum=1000.0))
+    search = _parse_search(o, path)
+    if search is not None and (pruning is not None or quantization is not None):
+        raise SpecError(f"{path}.search", SEARCH_REPLACES_MESSAGE)
     output_uri = _uri(o, "outputUri", path)
     opt = OptimizationSpec(
         output_uri=output_uri, pruning=pruning, quantization=quantization, dataset=dataset, gates=gates,
+        search=search,
         resources=_resources(o, "resources", path),
         node_selector=_string_map(o, "nodeSelector", path, labels=True),
         tolerations=_tolerations(o, "tolerations", path),
@@ -502,6 +531,10 @@ def _parse_optimization(spec: Mapping, model: ModelSpec) -> OptimizationSpec | N
                                         maximum=MAX_TTL_SECONDS),
     )
     # Cross-field rules: the same as the CRD's CEL rules, with the same field paths.
+    if search is not None and search.time_budget_seconds >= opt.active_deadline_seconds:
+        raise SpecError(f"{path}.search.timeBudgetSeconds",
+                        f"must be below {path}.activeDeadlineSeconds ({opt.active_deadline_seconds}), which ends "
+                        "the Job: lower the budget or raise the deadline")
     if dataset is None:
         if quantization is not None and quantization.mode in QUANTIZATION_MODES_NEEDING_DATA:
             raise SpecError(f"{path}.quantization.mode",
@@ -509,6 +542,13 @@ def _parse_optimization(spec: Mapping, model: ModelSpec) -> OptimizationSpec | N
                             f"(an .npz with x_train, y_train, x_val, y_val) or use mode dynamic or float16")
         if pruning is not None and pruning.fine_tune_epochs > 0:
             raise SpecError(f"{path}.pruning.fineTuneEpochs",
+                            f"fine-tuning needs a dataset: set {path}.dataset.uri or fineTuneEpochs: 0")
+        needs = [m for m in search.modes if m in QUANTIZATION_MODES_NEEDING_DATA] if search else []
+        if needs:
+            raise SpecError(f"{path}.search.modes", f"{', '.join(needs)} need a dataset: set {path}.dataset.uri "
+                                                    "or search modes dynamic, float16 and none only")
+        if search is not None and search.fine_tune_epochs > 0:
+            raise SpecError(f"{path}.search.fineTuneEpochs",
                             f"fine-tuning needs a dataset: set {path}.dataset.uri or fineTuneEpochs: 0")
         if gates.max_accuracy_drop is not None:
             raise SpecError(f"{path}.gates.maxAccuracyDrop",
@@ -519,6 +559,32 @@ def _parse_optimization(spec: Mapping, model: ModelSpec) -> OptimizationSpec | N
     if dataset is not None and overlaps(output_uri, dataset.uri):
         raise SpecError(f"{path}.outputUri", OUTPUT_OVERLAP_MESSAGE.format(other="spec.optimization.dataset.uri"))
     return opt
+
+
+def _parse_search(o: Mapping, path: str) -> SearchSpec | None:
+    if (x := _obj(o, "search", path)) is None:
+        return None
+    spath = f"{path}.search"
+    _known(x, spath, SearchSpec)
+    sparsities = _get(x, "sparsities", spath, list, "a list of sparsities, e.g. [0, 0.5, 0.8]")
+    modes = _get(x, "modes", spath, list, "a list of quantization modes, e.g. [dynamic, int8]")
+    for key, values in (("sparsities", sparsities), ("modes", modes)):
+        if not 1 <= len(values) <= MAX_SEARCH_AXIS or len(set(map(repr, values))) != len(values):
+            raise SpecError(f"{spath}.{key}", f"must list 1 to {MAX_SEARCH_AXIS} different values")
+    for i, value in enumerate(sparsities):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise SpecError(f"{spath}.sparsities[{i}]", f"must be a number in [0, 1), got {value!r}")
+    for i, mode in enumerate(modes):
+        if mode not in QUANTIZATION_MODES:
+            raise SpecError(f"{spath}.modes[{i}]", f"unknown mode {mode!r}: use one of {', '.join(QUANTIZATION_MODES)}")
+    objective = _str(x, "objective", spath, default="size")
+    if objective not in SEARCH_OBJECTIVES:
+        raise SpecError(f"{spath}.objective", f"unknown objective {objective!r}: use one of "
+                                              f"{', '.join(SEARCH_OBJECTIVES)}")
+    return SearchSpec(
+        sparsities=tuple(float(v) for v in sparsities), modes=tuple(modes), objective=objective,
+        time_budget_seconds=_int(x, "timeBudgetSeconds", spath, default=1800, minimum=60, maximum=86400),
+        fine_tune_epochs=_int(x, "fineTuneEpochs", spath, default=0, minimum=0, maximum=1000))
 
 
 def _parse_serving(spec: Mapping, images: ServingImages) -> ServingSpec:
@@ -533,10 +599,19 @@ def _parse_serving(spec: Mapping, images: ServingImages) -> ServingSpec:
             max_batch_size=_int(b, "maxBatchSize", bpath, default=32, minimum=1, maximum=65536),
             batch_timeout_micros=_int(b, "batchTimeoutMicros", bpath, default=2000, minimum=0, maximum=10_000_000),
             max_enqueued_batches=_int(b, "maxEnqueuedBatches", bpath, default=100, minimum=1, maximum=1_000_000),
-            num_batch_threads=_int(b, "numBatchThreads", bpath, default=4, minimum=1, maximum=1024))
+            num_batch_threads=_int(b, "numBatchThreads", bpath, default=4, minimum=1, maximum=1024),
+            auto=_bool(b, "auto", bpath, default=False),
+            max_latency_ms=_int(b, "maxLatencyMs", bpath, default=None, minimum=1, maximum=60_000))
+        # With auto, maxBatchSize and batchTimeoutMicros are chosen (the CRD defaults them, so they cannot be
+        # refused when present).
+        if batching.auto and batching.max_latency_ms is None:
+                raise SpecError(f"{bpath}.maxLatencyMs", "auto: true needs a latency budget to choose within: "
+                                                         "set maxLatencyMs (milliseconds per request)")
     gpus = _int(s, "gpus", path, default=0, minimum=0)
     if gpus > MAX_GPUS:
         raise SpecError(f"{path}.gpus", f"{GPUS_MESSAGE} (got {gpus})")
+    if batching is not None and batching.auto and gpus > 0:
+        raise SpecError(f"{path}.batching.auto", BATCHING_AUTO_GPU_MESSAGE)
     runtime = _str(s, "runtime", path, default="tensorflow")
     if runtime not in RUNTIMES:
         raise SpecError(f"{path}.runtime", f"unknown runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
@@ -635,6 +710,10 @@ def parse(body: Mapping[str, Any], images: ServingImages = DEFAULT_IMAGES) -> Mo
     if optimization is None and re.fullmatch(KERAS_FILE_PATTERN, model.uri.lower()):
         raise SpecError("spec.model.uri", KERAS_AS_IS_MESSAGE)
     serving = _parse_serving(spec, images)
+    if optimization is None and serving.runtime == "auto":
+        raise SpecError("spec.serving.runtime", "auto " + AUTO_NEEDS_OPTIMIZATION)
+    if optimization is None and serving.batching is not None and serving.batching.auto:
+        raise SpecError("spec.serving.batching.auto", "true " + AUTO_NEEDS_OPTIMIZATION + " (auto: false)")
     if serving.runtime == "tflite" and (optimization is None or optimization.quantization is None
                                         or optimization.quantization.mode not in TFLITE_QUANTIZATION_MODES):
         raise SpecError("spec.serving.runtime", TFLITE_MODE_MESSAGE)

@@ -15,6 +15,7 @@ State the decisions keep in status (so a restarted operator decides the same way
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from modeldeploy.api import names
@@ -22,6 +23,7 @@ from modeldeploy.api import status as st
 from modeldeploy.api.spec import ModelDeploymentSpec, optimization_hash, source_uri
 from modeldeploy.api.status import Reason
 from modeldeploy.controller import health as hl
+from modeldeploy.controller import tuning
 from modeldeploy.controller.observe import (FAILED, RUNNING, SUCCEEDED, DeploymentView, JobView,
                                             failure_reason, for_runtime, is_ready_pod_of, optimization_record,
                                             runtimes_of)
@@ -56,6 +58,7 @@ class Plan:
     status: dict
     create_job: bool = False
     target: ServingTarget | None = None
+    serving: ModelDeploymentSpec | None = None      # the spec with what auto chose (batching) filled in
     last_good: ServingTarget | None = None          # to record on the Deployment (rollback target)
     rolled_back: bool = False
     events: list = field(default_factory=list)      # (type, reason, message)
@@ -127,7 +130,7 @@ def _optimization(spec: ModelDeploymentSpec, obs: Observed, plan: Plan, conds: _
     mine = prev.get("version") == version and prev.get("hash") == opt_hash
     if mine and prev.get("uri"):
         optimized = _cond(conds.items, st.OPTIMIZED)
-        if spec.serving.runtime in runtimes_of(prev):   # else _servable says why it cannot serve
+        if tuning.choose_runtime(spec, prev)[0] in runtimes_of(prev):   # else _servable says why it cannot serve
             if optimized.get("status") != "True":       # e.g. the condition was lost: say it again
                 conds.set(st.OPTIMIZED, True, Reason.JOB_SUCCEEDED,
                           f"version {version} is published at {prev['uri']}")
@@ -197,13 +200,13 @@ def _optimization(spec: ModelDeploymentSpec, obs: Observed, plan: Plan, conds: _
 def _servable(spec: ModelDeploymentSpec, record: dict, conds: _Conditions) -> tuple[str, dict]:
     """A published version, with the figures of the runtime the spec serves it with; "failed" (nothing rolls
     out, what serves keeps serving) when the version has no artefact for that runtime."""
-    runtime = spec.serving.runtime
+    runtime, _ = tuning.choose_runtime(spec, record)
     if runtime in runtimes_of(record):
-        return "published", for_runtime(record, runtime)
+        return "published", for_runtime(record, runtime, spec.serving.gpus)
     conds.set(st.OPTIMIZED, False, Reason.RUNTIME_UNAVAILABLE,
               f"version {spec.model.version} has no artefact for spec.serving.runtime {runtime} (the TFLite "
-              f"converter could not convert this model; the optimizer Job's log and report.json say why): serve "
-              f"it with runtime tensorflow")
+              f"converter could not convert this model, or model.tflite failed the gates; the optimizer Job's log "
+              f"and report.json say why): serve it with runtime tensorflow or auto")
     return "failed", record
 
 
@@ -233,11 +236,12 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
     model = dict(prev.get("model") or {})
     rollback = dict(prev.get("rollback") or {})
     prev_health = dict(prev.get("health") or {})
-    requested = target_from_spec(spec)
     dep = obs.deployment
     last_good = last_good_target(spec, prev, obs.recorded_last_good)
 
     opt_state, optimization = _optimization(spec, obs, plan, conds)
+    runtime, runtime_reason = tuning.choose_runtime(spec, optimization)
+    requested = dataclasses.replace(target_from_spec(spec), runtime=runtime)
 
     # Which target the serving Deployment runs.
     rolled_back = _latched(prev.get("conditions"), st.STALLED, (Reason.ROLLED_BACK,), obs.generation, "True")
@@ -408,13 +412,19 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
     if optimization:
         status["optimization"] = optimization
     if target is not None:
+        batching, batching_status = tuning.serving_batching(spec, optimization, target.runtime)
+        plan.serving = dataclasses.replace(spec, serving=dataclasses.replace(spec.serving, batching=batching))
         status["serving"] = {
             "deployment": names.serving_name(spec.name), "service": names.serving_name(spec.name),
             "image": target.image, "version": target.version, "runtime": target.runtime,
+            "runtimeReason": runtime_reason if target == requested else
+            f"version {target.version} is served as it was last good ({target.runtime})",
             "replicas": dep.status_replicas,
             "readyReplicas": dep.ready, "updatedReplicas": dep.updated, "availableReplicas": dep.available,
             "restUrl": names.rest_url(spec.name, spec.namespace, spec.model.name),
             "grpcAddress": names.grpc_address(spec.name, spec.namespace)}
+        if batching_status:
+            status["serving"]["batching"] = batching_status
     if rollback:
         status["rollback"] = rollback
     status["health"] = new_health

@@ -137,17 +137,20 @@ def failure_reason(view: JobView) -> str:
 # Per runtime: status key -> the report's latency key (prefixed with the runtime's artefact name).
 RUNTIME_LATENCY = {"latencyMs": "B1", "latencyP99Ms": "B1P99", "latencyB32Ms": "B32", "throughput": "ThroughputB32"}
 RUNTIME_ARTEFACT = {"tensorflow": "savedModel", "tflite": "tflite"}
+# What GPU pods of runtime tensorflow pull when the version has it: the SavedModel computing in float16. Its
+# accuracy is measured in the Job, its speed is not (only a GPU could say): no latency figures.
+GPU_PULL = "tensorflow-gpu"
+REPORT_SECTION = {"tflite": "tflite", GPU_PULL: "gpuFloat16"}
 # status.optimization's figures of the runtime that serves (`for_runtime`), from status.optimization.runtimes.
 SERVING_FIGURES = {"optimizedLatencyMs": "latencyMs", "optimizedLatencyP99Ms": "latencyP99Ms",
                    "optimizedLatencyB32Ms": "latencyB32Ms", "optimizedThroughput": "throughput",
-                   "pulledCompressedBytes": "pulledCompressedBytes", "pulledCompressionRatio": "pulledCompressionRatio",
                    "optimizedAccuracy": "accuracy", "accuracyDrop": "accuracyDrop",
                    "compressionRatio": "compressionRatio", "compressedBytes": "compressedBytes",
                    "optimizedBytes": "bytes"}
-# An artefact's figures, named as report["tflite"] names them; the SavedModel's are at the report's top level,
-# two of them under other names.
-ARTEFACT_FIGURES = ("accuracy", "accuracyDrop", "compressionRatio", "compressedBytes", "bytes")
-SAVED_MODEL_NAMES = {"accuracy": "optimizedAccuracy", "bytes": "optimizedBytes"}
+# An artefact's accuracy figures, named as report["tflite"] names them; the SavedModel's are at the report's top
+# level, one under another name. Sizes come from what each runtime pulls (report["download"]).
+ARTEFACT_FIGURES = ("accuracy", "accuracyDrop")
+SAVED_MODEL_NAMES = {"accuracy": "optimizedAccuracy"}
 
 
 def optimization_record(report: dict | None) -> dict:
@@ -171,39 +174,57 @@ def optimization_record(report: dict | None) -> dict:
                               ("baselineThroughput", latency.get("baselineThroughputB32"))):
         if value is not None:
             out[status_key] = float(value)
-    for status_key, value in (("latencyThreads", latency.get("threads")),
-                              ("sourceCompressedBytes", download.get("sourceCompressedBytes"))):
-        if value is not None:
-            out[status_key] = int(value)
+    if latency.get("threads") is not None:
+        out["latencyThreads"] = int(latency["threads"])
+    # Sizes are what a pod pulls against the model as the user stored it (reports before exportCompressionRatio
+    # carried two re-exports' sizes at the top level; their download figures say the same as newer ones).
+    for status_key, key in (("originalBytes", "sourceBytes"), ("originalCompressedBytes", "sourceCompressedBytes")):
+        if download.get(key) is not None:
+            out[status_key] = int(download[key])
     runtimes = {}
     for name, pulled in (download.get("runtimes") or {}).items():
-        if name not in RUNTIME_ARTEFACT:
+        if name not in RUNTIME_ARTEFACT and name != GPU_PULL:
             continue
-        figures = {key: float(latency[RUNTIME_ARTEFACT[name] + suffix]) for key, suffix in RUNTIME_LATENCY.items()
-                   if latency.get(RUNTIME_ARTEFACT[name] + suffix) is not None}
-        artefact = report if name == "tensorflow" else report.get("tflite") or {}
+        prefix = RUNTIME_ARTEFACT.get(name, "-")
+        figures = {key: float(latency[prefix + suffix]) for key, suffix in RUNTIME_LATENCY.items()
+                   if latency.get(prefix + suffix) is not None}
+        artefact = report if name == "tensorflow" else report.get(REPORT_SECTION[name]) or {}
         for key in ARTEFACT_FIGURES:
             value = artefact.get(SAVED_MODEL_NAMES.get(key, key) if name == "tensorflow" else key)
             if value is not None:
-                figures[key] = int(value) if key in ("compressedBytes", "bytes") else float(value)
-        figures.update(pulledCompressedBytes=int(pulled["compressedBytes"]),
-                       pulledCompressionRatio=float(pulled["ratio"]))
+                figures[key] = float(value)
+        figures.update(bytes=int(pulled["bytes"]), compressedBytes=int(pulled["compressedBytes"]),
+                       compressionRatio=float(pulled["ratio"]))
+        curve = (report.get("batchCurve") or {}).get(name)
+        if curve:
+            figures["batchCurve"] = [{"batchSize": int(b), "latencyMs": float(p50), "latencyP99Ms": float(p99)}
+                                     for b, p50, p99 in curve]
         runtimes[name] = figures
     if runtimes:
         out["runtimes"] = runtimes
     if report.get("quantize"):
         out["quantization"] = str(report["quantize"])
+    found = report.get("search") or {}
+    if found.get("winner"):
+        winner = found["winner"]
+        out["search"] = {"objective": str(found.get("objective")), "candidates": int(found.get("candidates") or 0),
+                         "tried": int(found.get("tried") or 0),
+                         "winner": {"sparsity": float(winner["sparsity"]), "mode": str(winner["mode"]),
+                                    "runtime": str(winner["runtime"])}}
     return out
 
 
 def runtimes_of(record: dict) -> set[str]:
     """The runtimes a published version can be served with (a record from before runtimes: its SavedModel)."""
-    return set(record.get("runtimes") or {}) or {"tensorflow"}
+    return (set(record.get("runtimes") or {}) - {GPU_PULL}) or {"tensorflow"}
 
 
-def for_runtime(record: dict, runtime: str) -> dict:
+def for_runtime(record: dict, runtime: str, gpus: int = 0) -> dict:
     """status.optimization with the latency and download figures of the runtime that serves on top: exactly
-    what that runtime's pods pull and how fast that artefact ran (latencyRuntime names it)."""
+    what that runtime's pods pull and how fast that artefact ran (latencyRuntime names it; tensorflow-gpu, the
+    float16-compute SavedModel GPU pods pull, has no latency: it was not measured on a GPU)."""
+    if runtime == "tensorflow" and gpus > 0 and GPU_PULL in (record.get("runtimes") or {}):
+        runtime = GPU_PULL
     figures = (record.get("runtimes") or {}).get(runtime)
     if figures is None:
         return record

@@ -238,7 +238,7 @@ def _write_children(ctx: Context, spec, plan, owner: dict, kids: dict, result: R
     # The NetworkPolicy first: it must hold before the Job's pod or a serving pod starts.
     serving = {"NetworkPolicy": networkpolicy.build_network_policy(spec, ctx.egress_cidrs)}
     if plan.target is not None:
-        serving.update(build_serving(spec, plan.target, ctx.tool_images, plan.last_good))
+        serving.update(build_serving(plan.serving or spec, plan.target, ctx.tool_images, plan.last_good))
     lives = {kind: apply.first(kids[kind], names.config_map_name(name) if kind == "ConfigMap" else
                                names.serving_name(name)) for kind in serving}
     for kind, desired in serving.items():

@@ -161,9 +161,9 @@ def strip_must_compile(graph_def) -> list[str]:
 RENAMED_SUFFIX = "_md_noxla"
 
 
-def _rename_functions(graph_def) -> None:
+def _rename_functions(graph_def, suffix: str = RENAMED_SUFFIX) -> None:
     library = graph_def.library
-    renamed = {f.signature.name: f.signature.name + RENAMED_SUFFIX for f in library.function}
+    renamed = {f.signature.name: f.signature.name + suffix for f in library.function}
     for fdef in library.function:
         fdef.signature.name = renamed[fdef.signature.name]
     for _, attr, _ in _must_compile_holders(graph_def):

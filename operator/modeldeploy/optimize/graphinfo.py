@@ -86,13 +86,14 @@ def missing_kernels(path: str, device: str) -> list[str]:
         if node.op not in cache:
             cache[node.op] = [k for k in kernels.get_registered_kernels_for_op(node.op).kernel
                               if k.device_type in (device, "DEFAULT")]  # DEFAULT: any device
-        if not any(_fits(k, node) for k in cache[node.op]):
+        if not any(kernel_fits(k, node) for k in cache[node.op]):
             types = {a: tf.as_dtype(v.type).name for a, v in node.attr.items() if v.type}
             missing.append(f"{node.op}{types or ''}")
     return sorted(set(missing))
 
 
-def _fits(kernel, node) -> bool:
+def kernel_fits(kernel, node) -> bool:
+    """Whether a registered KernelDef's type constraints admit the node's type attributes."""
     for constraint in kernel.constraint:
         allowed = list(constraint.allowed_values.list.type)
         value = node.attr[constraint.name] if constraint.name in node.attr else None

@@ -7,6 +7,17 @@ from modeldeploy.storage.errors import BadArguments
 from modeldeploy.storage.uris import Location, parse_uri
 
 QUANTIZE_MODES = ("none", "dynamic", "float16", "int8", "qat")
+SEARCH_OBJECTIVES = ("size", "latency")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchOptions:
+    """--search-*: every sparsity x mode is a candidate; the best by objective that passes the gates is published."""
+
+    sparsities: tuple[float, ...]
+    modes: tuple[str, ...]
+    objective: str = "size"
+    budget_seconds: int = 1800
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 
 
@@ -32,6 +43,7 @@ class OptimizeOptions:
     writer: str = ""                            # who publishes: the Job's name, so its retry may take over
     serving_threads: int | None = None          # the serving pod's thread pools, for latency as it will see it
     export_onnx: bool = False                   # model.onnx beside the SavedModel (tf2onnx), checked in onnxruntime
+    search: SearchOptions | None = None
 
     @property
     def prunes(self) -> bool:
@@ -39,8 +51,19 @@ class OptimizeOptions:
 
     @property
     def trains(self) -> bool:
-        """True when the run needs x_train/y_train (fine-tuning after pruning, or QAT)."""
+        """True when the run (any candidate of a search) needs x_train/y_train (fine-tuning after pruning, or
+        QAT)."""
+        if self.search is not None:
+            return (self.fine_tune_epochs > 0 and any(s > 0 for s in self.search.sparsities)) \
+                or "qat" in self.search.modes
         return (self.prunes and self.fine_tune_epochs > 0) or self.quantize == "qat"
+
+    def candidates(self) -> list["OptimizeOptions"]:
+        """The runs of a search (sparsity-major order), each an ordinary run; [self] without a search."""
+        if self.search is None:
+            return [self]
+        return [dataclasses.replace(self, prune_sparsity=s, quantize=m, search=None)
+                for s in self.search.sparsities for m in self.search.modes]
 
 
 def from_args(ns) -> OptimizeOptions:
@@ -59,6 +82,7 @@ def from_args(ns) -> OptimizeOptions:
     if ns.min_compression is not None and ns.min_compression <= 0:
         raise BadArguments("--min-compression: must be > 0 (2.0 = at least half the gzip size)")
     dataset = parse_uri(ns.dataset, "--dataset") if ns.dataset else None
+    search = _search(ns)
     opts = OptimizeOptions(
         source=parse_uri(ns.source, "--source"), output=parse_uri(ns.output, "--output"), version=ns.version,
         prune_sparsity=float(ns.prune_sparsity), fine_tune_epochs=int(ns.fine_tune_epochs),
@@ -68,11 +92,11 @@ def from_args(ns) -> OptimizeOptions:
         learning_rate=ns.learning_rate,
         allow_unsafe_model_formats=bool(getattr(ns, "allow_unsafe_model_formats", False)),
         writer=getattr(ns, "writer", "") or "", serving_threads=getattr(ns, "serving_threads", None),
-        export_onnx=bool(getattr(ns, "export_onnx", False)))
+        export_onnx=bool(getattr(ns, "export_onnx", False)), search=search)
     if opts.serving_threads is not None and not 1 <= opts.serving_threads <= 1024:
         raise BadArguments(f"--serving-threads: {opts.serving_threads} is outside 1..1024")
     needs = []
-    if opts.quantize == "int8":
+    if opts.quantize == "int8" or (search is not None and "int8" in search.modes):
         needs.append("--quantize int8 calibrates activation ranges on it")
     if opts.trains:
         needs.append("fine-tuning / quantization-aware training learns from x_train, y_train")
@@ -82,3 +106,29 @@ def from_args(ns) -> OptimizeOptions:
         raise BadArguments("--dataset: required because " + "; ".join(needs) +
                            " (an .npz with x_train, y_train, x_val, y_val)")
     return opts
+
+
+def _search(ns) -> SearchOptions | None:
+    sparsities, modes = getattr(ns, "search_sparsities", None), getattr(ns, "search_modes", None)
+    if sparsities is None and modes is None:
+        return None
+    if not sparsities or not modes:
+        raise BadArguments("--search-sparsities and --search-modes go together: give both (e.g. 0,0.5 and int8)")
+    if ns.prune_sparsity or ns.quantize != "none":
+        raise BadArguments("--search-sparsities/--search-modes replace --prune-sparsity and --quantize: drop those")
+    try:
+        values = tuple(float(v) for v in sparsities.split(","))
+    except ValueError:
+        raise BadArguments(f"--search-sparsities: {sparsities!r} is not a comma-separated list of numbers") from None
+    if not all(0.0 <= v < 1.0 for v in values):
+        raise BadArguments(f"--search-sparsities: every value must be in [0, 1), got {sparsities}")
+    names = tuple(modes.split(","))
+    unknown = [m for m in names if m not in QUANTIZE_MODES]
+    if unknown:
+        raise BadArguments(f"--search-modes: {', '.join(unknown)} not among {', '.join(QUANTIZE_MODES)}")
+    if ns.search_objective not in SEARCH_OBJECTIVES:
+        raise BadArguments(f"--search-objective: {ns.search_objective!r} is not one of {', '.join(SEARCH_OBJECTIVES)}")
+    if ns.search_budget_seconds < 1:
+        raise BadArguments("--search-budget-seconds: must be >= 1")
+    return SearchOptions(sparsities=values, modes=names, objective=ns.search_objective,
+                         budget_seconds=ns.search_budget_seconds)

@@ -8,7 +8,8 @@
 | int8    | int8 per channel              | full-integer: int8 weights and activations, calibrated    |
 | qat     | int8 per channel, trained     | full-integer from the quantization-aware trained model    |
 The TFLite model is the better CPU artefact (int8 kernels, low per-call overhead); the SavedModel is what TF
-Serving loads, on CPU or GPU.
+Serving loads, on CPU or GPU. float16 also publishes `gpu-float16/`, a SavedModel that computes in float16, for
+GPU pods (half.py).
 """
 from __future__ import annotations
 

@@ -11,26 +11,28 @@ import os
 
 TERMINATION_LIMIT = 4096
 # Dropped, in this order, when the compact form would not fit in the termination message.
-_OPTIONAL = ("onnx", "latency", "tflite", "timings", "source", "baselineMetricName", "gates", "output")
+_OPTIONAL = ("searchCandidates", "onnx", "latency", "tflite", "gpuFloat16", "timings", "batchCurve", "source",
+             "baselineMetricName", "gates", "output")
 
 
-def gate_failures(report: dict, max_accuracy_drop: float | None, min_compression: float | None) -> list[str]:
-    """Human-readable reasons the gates fail (empty list: they pass). Pure."""
+def gate_failures(report: dict, max_accuracy_drop: float | None, min_compression: float | None,
+                  artefact: str = "tensorflow") -> list[str]:
+    """Human-readable reasons an artefact fails the gates (empty list: it passes); `artefact` tensorflow is
+    the SavedModel (the report's top level), tflite is model.tflite (report["tflite"], absent: passes). Pure."""
+    figures = report if artefact == "tensorflow" else report.get("tflite") or {}
+    name = "" if artefact == "tensorflow" else "model.tflite "
     failures = []
-    drop = report.get("accuracyDrop")
+    drop = figures.get("accuracyDrop")
     if max_accuracy_drop is not None and drop is not None and drop > max_accuracy_drop + 1e-12:
         what = "relative MSE increase" if report.get("metric") == "mse" else "accuracy drop"
-        failures.append(f"{what} {drop:.4f} exceeds maxAccuracyDrop {max_accuracy_drop:.4f} "
-                        f"(baseline {report.get('baselineAccuracy')}, optimized {report.get('optimizedAccuracy')})")
-    tfl = report.get("tflite") or {}
-    if max_accuracy_drop is not None and tfl.get("accuracyDrop") is not None \
-            and tfl["accuracyDrop"] > max_accuracy_drop + 1e-12:
-        failures.append(f"model.tflite accuracy drop {tfl['accuracyDrop']:.4f} exceeds maxAccuracyDrop "
-                        f"{max_accuracy_drop:.4f}")
-    ratio = report.get("compressionRatio")
+        failures.append(f"{name}{what} {drop:.4f} exceeds maxAccuracyDrop {max_accuracy_drop:.4f} "
+                        f"(baseline {report.get('baselineAccuracy')}, optimized "
+                        f"{figures.get('optimizedAccuracy', figures.get('accuracy'))})")
+    ratio = figures.get("compressionRatio")
     if min_compression is not None and ratio is not None and ratio < min_compression:
-        failures.append(f"compression {ratio:.2f}x is below minCompression {min_compression:.2f}x (gzip "
-                        f"{report.get('originalCompressedBytes')} -> {report.get('compressedBytes')} bytes)")
+        failures.append(f"{name}compression {ratio:.2f}x is below minCompression {min_compression:.2f}x (gzip "
+                        f"{report.get('originalCompressedBytes')} bytes as stored -> {figures.get('compressedBytes')} "
+                        f"bytes a pod pulls)")
     return failures
 
 

@@ -50,9 +50,11 @@ class ServingTarget:
 
 
 def target_from_spec(spec: ModelDeploymentSpec) -> ServingTarget:
-    """The target the spec asks for."""
+    """The target the spec asks for. Runtime auto is decided from the Job's measurements (controller/tuning.py);
+    without them (`modeldeploy render`) it is what auto falls back to, tensorflow."""
+    runtime = "tensorflow" if spec.serving.runtime == "auto" else spec.serving.runtime
     return ServingTarget(version=spec.model.version, image=spec.serving.image,
-                         uri=source_uri(spec, spec.model.version), runtime=spec.serving.runtime)
+                         uri=source_uri(spec, spec.model.version), runtime=runtime)
 
 
 def scrape_annotations(spec: ModelDeploymentSpec) -> dict[str, str]:
@@ -135,6 +137,16 @@ def _probe(path: str | None, period: int, failures: int, delay: int = 0) -> dict
     return probe
 
 
+def pull_flags(spec: ModelDeploymentSpec, target: ServingTarget) -> list[str]:
+    """`modeldeploy pull` flags of a serving pod: a model served as it is was never published (no _COMPLETE
+    marker), so its SavedModel directory is copied as it is; else the files of its runtime only, and on GPU pods
+    the SavedModel that computes in float16 when the version has one (the pull falls back to the other)."""
+    if spec.optimization is None:
+        return ["--as-is"]
+    gpu = spec.serving.gpus > 0 and target.runtime == "tensorflow"
+    return ["--runtime", target.runtime] + (["--accelerator", "gpu"] if gpu else [])
+
+
 def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
                        images: OperatorImages = DEFAULT_OPERATOR_IMAGES) -> dict:
     """The serving pod template for `target`."""
@@ -146,10 +158,7 @@ def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
         "name": INIT_CONTAINER,
         "image": images.pull,
         "command": ["modeldeploy", "pull"],
-        # A model served as it is was never published (no _COMPLETE marker): copy the SavedModel directory.
-        # What a pod pulls is what it serves: the files of its runtime only (a SavedModel as it is, unoptimized).
-        "args": literal_args([target.uri, model_dir] + (["--as-is"] if spec.optimization is None
-                                                        else ["--runtime", target.runtime])),
+        "args": literal_args([target.uri, model_dir] + pull_flags(spec, target)),
         "envFrom": secret_env_from(spec.model.storage_secret),
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": plain(PULL_RESOURCES),

@@ -44,6 +44,10 @@ def optimizer_args(spec: ModelDeploymentSpec, version: int, allow_unsafe_formats
         args += ["--fine-tune-epochs", str(opt.fine_tune_epochs)]
     if opt.quantization is not None:
         args += ["--quantize", opt.quantization.mode]
+    if opt.search is not None:
+        args += ["--search-sparsities", ",".join(_number(v) for v in opt.search.sparsities),
+                 "--search-modes", ",".join(opt.search.modes), "--search-objective", opt.search.objective,
+                 "--search-budget-seconds", str(opt.search.time_budget_seconds)]
     if opt.dataset is not None:
         args += ["--dataset", opt.dataset.uri]
     if opt.gates.max_accuracy_drop is not None:

@@ -36,6 +36,7 @@ REPORT_NAME = "report.json"
 TFLITE_NAME = "model.tflite"
 ONNX_NAME = "model.onnx"          # for teams that serve elsewhere: no TF Serving runtime reads it
 WARMUP_DIR = "assets.extra/"       # TF Serving's warmup records: used by either runtime
+GPU_DIR = "gpu-float16/"           # the float16-compute SavedModel GPU pods serve (quantize float16)
 TMP_PREFIX = ".tmp-"
 LOCK_PREFIX = ".publishing-"
 LOCK_STALE_SECONDS = 3600      # a lock held this long belongs to a writer that died (uploads take minutes)
@@ -236,22 +237,37 @@ def _staging_for(dest: str) -> tuple[str, str]:
     return dest, f"{dest}.partial-{secrets.token_hex(4)}"
 
 
-def runtime_files(files, runtime: str | None) -> list[str]:
+def runtime_files(files, runtime: str | None, gpu: bool = False) -> list[str]:
     """The files of a published version that a TF Serving with `runtime` reads (spec.serving.runtime):
     tensorflow, the SavedModel; tflite, model.tflite (--prefer_tflite_model); both with the warmup records.
     model.onnx goes to neither. None: every file. What a serving pod pulls is what it serves, and the download
-    figures count exactly these."""
+    figures count exactly these.
+
+    `gpu` (a pod on a GPU node, tensorflow runtime): the `gpu-float16/` SavedModel, which computes in float16
+    (optimize/half.py), with its own warmup records, when the version has one; else the SavedModel as on a CPU.
+    A CPU pod and tflite never read `gpu-float16/`. `pull_layout` says where each file lands."""
     if runtime is None:
         return sorted(files)
     shared = [f for f in files if f.startswith(WARMUP_DIR)]
     if runtime == "tflite":
         return sorted([f for f in files if f == TFLITE_NAME] + shared)
-    return sorted(f for f in files if f not in (TFLITE_NAME, ONNX_NAME, REPORT_NAME, MARKER))
+    variant = [f for f in files if f.startswith(GPU_DIR)]
+    if gpu and variant:
+        return sorted(variant)
+    return sorted(f for f in files if f not in (TFLITE_NAME, ONNX_NAME, REPORT_NAME, MARKER)
+                  and not f.startswith(GPU_DIR))
 
 
-def pull(version_loc: Location, dest: str, runtime: str | None = None) -> dict:
-    """Copy one published version (the files of `runtime`, or all of them) to local `dest` after checking its
-    marker and every checksum.
+def pull_layout(files, runtime: str | None, gpu: bool = False) -> dict[str, str]:
+    """Stored path -> path under the pull's destination of every file of `runtime_files`: the files of
+    `gpu-float16/` land at the top, so TF Serving finds a plain SavedModel in the version directory."""
+    strip = gpu and runtime == "tensorflow"
+    return {f: f[len(GPU_DIR):] if strip and f.startswith(GPU_DIR) else f for f in runtime_files(files, runtime, gpu)}
+
+
+def pull(version_loc: Location, dest: str, runtime: str | None = None, gpu: bool = False) -> dict:
+    """Copy one published version (the files of `runtime` on a GPU or CPU pod, or all of them) to local `dest`
+    after checking its marker and every checksum.
 
     The files land in a sibling temporary directory first and are renamed into place, so `dest` is either the
     previous content or the complete new version. Returns the manifest of what was copied.
@@ -265,12 +281,15 @@ def pull(version_loc: Location, dest: str, runtime: str | None = None) -> dict:
     if runtime == "tflite" and TFLITE_NAME not in manifest["files"]:
         raise NotPublished(f"{version_loc.uri} has no {TFLITE_NAME} (the TFLite converter could not convert this "
                            "model; its report.json says why): serve it with spec.serving.runtime tensorflow")
-    manifest = dict(manifest, files={rel: manifest["files"][rel] for rel in runtime_files(manifest["files"],
-                                                                                         runtime)})
+    layout = pull_layout(manifest["files"], runtime, gpu)
+    # The local marker lists the files as they lie in `dest`, and which SavedModel they are.
+    manifest = dict(manifest, files={layout[rel]: manifest["files"][rel] for rel in layout})
+    if any(rel != local for rel, local in layout.items()):
+        manifest["variant"] = GPU_DIR.rstrip("/")
     dest, staging = _staging_for(dest)
     try:
-        for rel, meta in sorted(manifest["files"].items()):
-            local = os.path.join(staging, *rel.split("/"))
+        for rel, local_rel in sorted(layout.items()):
+            meta, local = manifest["files"][local_rel], os.path.join(staging, *local_rel.split("/"))
             transfer.download(version_loc.join(rel), local)
             if os.path.getsize(local) != meta["size"] or sha256_file(local) != meta["sha256"]:
                 raise NotPublished(f"{version_loc.join(rel).uri} does not match its checksum in {MARKER}; the "
