@@ -219,6 +219,7 @@ def test_digits_served_by_tflite_then_tensorflow_then_auto_without_a_new_job(kub
     md = digits(digits_model, 1)
     md["metadata"]["name"] = "lite"
     md["spec"]["optimization"]["outputUri"] = f"s3://models/{digits_model['prefix']}/lite"
+    md["spec"]["optimization"]["export"] = {"onnx": True}
     md["spec"]["serving"] = {"runtime": "tflite", "nodeSelector": {"modeldeploy.io/runner": "true"},
                              "tolerations": [{"key": "modeldeploy.io/runner", "operator": "Exists"}]}
     del md["spec"]["autoscaling"]
@@ -230,6 +231,10 @@ def test_digits_served_by_tflite_then_tensorflow_then_auto_without_a_new_job(kub
     assert opt["latencyRuntime"] == "tflite" and opt["optimizedLatencyMs"] == lite["latencyMs"]
     assert (opt["compressedBytes"], opt["optimizedAccuracy"]) == (lite["compressedBytes"], lite["accuracy"])
     assert lite["compressedBytes"] < opt["runtimes"]["tensorflow"]["compressedBytes"]
+    # model.onnx beside the version, checked in onnxruntime; no serving pod pulls it.
+    assert opt["onnx"]["agreement"] >= 0.99 and opt["onnx"]["bytes"] > 0, opt["onnx"]
+    pulled = list((REPO / ".cluster" / "pods").glob(f"{namespace}_lite-*/volumes/*/lite/1/_COMPLETE"))
+    assert pulled and not any("model.onnx" in json.loads(m.read_text())["files"] for m in pulled)
     logs = "".join(p.read_text(errors="replace") for p in (REPO / ".cluster" / "pods").glob(
         f"{namespace}_lite-*/tf-serving.log"))
     assert "serving TFLite model" in logs, logs[-2000:]

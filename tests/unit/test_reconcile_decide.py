@@ -347,6 +347,17 @@ def test_search_winner_lands_in_status_and_is_what_auto_serves():
                                                       "(objective size)"
 
 
+@pytest.mark.parametrize("onnx, expected", [
+    ({"file": "model.onnx", "bytes": 609158, "compressedBytes": 470585, "agreement": 1.0, "latencyMsB1": 0.034,
+      "opset": 17}, {"bytes": 609158, "compressedBytes": 470585, "agreement": 1.0, "latencyMs": 0.034}),
+    ({"skipped": "tf2onnx cannot convert the TensorFlow op(s) Igamma to ONNX opset 17"},
+     {"skipped": "tf2onnx cannot convert the TensorFlow op(s) Igamma to ONNX opset 17"})])
+def test_onnx_beside_the_version_is_reported_and_never_fails_it(onnx, expected):
+    spec = md(version=2, optimization=dict(OPT, export={"onnx": True}))
+    plan = checked(spec, observe(job=JobView(name=job_name(spec), state="succeeded", report=dict(REPORT, onnx=onnx))))
+    assert plan.status["optimization"]["onnx"] == expected and cond(plan, "Optimized")[0] == "True"
+
+
 CURVE = [[1, 1.0, 1.5], [8, 2.0, 3.0], [32, 6.0, 9.0], [64, 14.0, 20.0]]
 
 

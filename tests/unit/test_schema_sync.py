@@ -114,7 +114,8 @@ def _full_body() -> dict:
                 "model": {"uri": "s3://m/base", "version": 1, "name": "m", "storageSecret": "s"},
                 "optimization": {"outputUri": "s3://m/opt", "pruning": {"sparsity": 0.5, "fineTuneEpochs": 1},
                                  "quantization": {"mode": "qat"}, "dataset": {"uri": "s3://m/d.npz"},
-                                 "gates": {"maxAccuracyDrop": 0.1, "minCompression": 2.0}},
+                                 "gates": {"maxAccuracyDrop": 0.1, "minCompression": 2.0},
+                                 "export": {"onnx": True}},
                 "serving": {"batching": {}},
                 "autoscaling": {"minReplicas": 1, "maxReplicas": 1000},
                 "monitoring": {}, "rollout": {}}}
@@ -124,7 +125,7 @@ def _defaults_body() -> dict:
     return {"metadata": {"name": "m"}, "spec": {
         "model": {"uri": "s3://m/base"},
         "optimization": {"outputUri": "s3://m/opt", "pruning": {"sparsity": 0.5}, "quantization": {},
-                         "dataset": {"uri": "s3://m/d.npz"}, "gates": {}},
+                         "dataset": {"uri": "s3://m/d.npz"}, "gates": {}, "export": {}},
         "serving": {"batching": {}}, "autoscaling": {"maxReplicas": 5}, "monitoring": {}, "rollout": {}}}
 
 

@@ -263,6 +263,13 @@ def spec_schema() -> dict:
                     "fineTuneEpochs": integer("Epochs of fine-tuning for each pruned candidate (and of QAT); "
                                               "needs the dataset.", default=0, minimum=0, maximum=1000),
                 }, required=["sparsities", "modes"]),
+            "export": obj("Artefacts published beside the SavedModel for teams that serve elsewhere; no TF "
+                          "Serving pod pulls them.", {
+                              "onnx": boolean("Also publish model.onnx (tf2onnx), checked in onnxruntime against "
+                                              "the SavedModel; a failed conversion is a warning in the report "
+                                              "and status.optimization.onnx, never a failed publish.",
+                                              default=False),
+                          }),
             "outputUri": uri("Where optimized versions are published, as <outputUri>/<version>/ (with "
                              "report.json). Must not overlap spec.model.uri or the dataset's URI.",
                              "spec.optimization.outputUri"),
@@ -537,6 +544,13 @@ def status_schema() -> dict:
                                   "float16): accuracy and bytes, no latency (measured on a GPU only).",
                                   runtime_figures)})),
         "quantization": string("Quantization mode applied."),
+        "onnx": obj("model.onnx beside the version (spec.optimization.export.onnx).", {
+            "bytes": i64("Size of model.onnx."),
+            "compressedBytes": i64("gzip size of model.onnx."),
+            "agreement": number("Share of validation rows where it answers as the float32 original."),
+            "latencyMs": number("p50 latency at batch 1 in onnxruntime, milliseconds, with latencyThreads."),
+            "skipped": string("Why it was not published (the conversion or its check failed)."),
+        }),
         "search": obj("What spec.optimization.search chose (report.json beside the model keeps every candidate's "
                       "figures and why it lost).", {
                           "objective": string("size or latency."),

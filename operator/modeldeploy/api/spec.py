@@ -196,6 +196,13 @@ class SearchSpec:
 
 
 @dataclass(frozen=True)
+class ExportSpec:
+    """spec.optimization.export: artefacts beside the SavedModel for serving elsewhere (no TF Serving pod pulls
+    them)."""
+    onnx: bool = False
+
+
+@dataclass(frozen=True)
 class OptimizationSpec:
     """spec.optimization: what the optimizer Job does, and how the Job runs."""
     output_uri: str
@@ -204,6 +211,7 @@ class OptimizationSpec:
     dataset: DatasetSpec | None = None
     gates: GatesSpec = GatesSpec()
     search: SearchSpec | None = None
+    export: ExportSpec | None = None
     resources: dict = field(default_factory=dict)
     node_selector: dict = field(default_factory=dict)
     tolerations: tuple = ()
@@ -515,12 +523,16 @@ def _parse_optimization(spec: Mapping, model: ModelSpec) -> OptimizationSpec | N
         max_accuracy_drop=_num(g, "maxAccuracyDrop", f"{path}.gates", default=None, minimum=0.0, maximum=1.0),
         min_compression=_num(g, "minCompression", f"{path}.gates", default=None, minimum=1.0, maximum=1000.0))
     search = _parse_search(o, path)
+    export = None
+    if (e := _obj(o, "export", path)) is not None:
+        _known(e, f"{path}.export", ExportSpec)
+        export = ExportSpec(onnx=_bool(e, "onnx", f"{path}.export", default=False))
     if search is not None and (pruning is not None or quantization is not None):
         raise SpecError(f"{path}.search", SEARCH_REPLACES_MESSAGE)
     output_uri = _uri(o, "outputUri", path)
     opt = OptimizationSpec(
         output_uri=output_uri, pruning=pruning, quantization=quantization, dataset=dataset, gates=gates,
-        search=search,
+        search=search, export=export,
         resources=_resources(o, "resources", path),
         node_selector=_string_map(o, "nodeSelector", path, labels=True),
         tolerations=_tolerations(o, "tolerations", path),

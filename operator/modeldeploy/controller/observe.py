@@ -204,6 +204,12 @@ def optimization_record(report: dict | None) -> dict:
         out["runtimes"] = runtimes
     if report.get("quantize"):
         out["quantization"] = str(report["quantize"])
+    onnx = report.get("onnx") or {}
+    if onnx:
+        out["onnx"] = {"skipped": str(onnx["skipped"])[:500]} if "skipped" in onnx else {
+            key: (int(onnx[name]) if key.endswith("ytes") else float(onnx[name]))
+            for key, name in (("bytes", "bytes"), ("compressedBytes", "compressedBytes"),
+                              ("agreement", "agreement"), ("latencyMs", "latencyMsB1")) if onnx.get(name) is not None}
     found = report.get("search") or {}
     if found.get("winner"):
         winner = found["winner"]

@@ -48,6 +48,8 @@ def optimizer_args(spec: ModelDeploymentSpec, version: int, allow_unsafe_formats
         args += ["--search-sparsities", ",".join(_number(v) for v in opt.search.sparsities),
                  "--search-modes", ",".join(opt.search.modes), "--search-objective", opt.search.objective,
                  "--search-budget-seconds", str(opt.search.time_budget_seconds)]
+    if opt.export is not None and opt.export.onnx:
+        args += ["--export-onnx"]
     if opt.dataset is not None:
         args += ["--dataset", opt.dataset.uri]
     if opt.gates.max_accuracy_drop is not None:
