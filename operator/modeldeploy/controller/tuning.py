@@ -30,9 +30,9 @@ def choose_runtime(spec: ModelDeploymentSpec, record: dict) -> tuple[str, str]:
     best = min(sorted(timed), key=timed.get)    # sorted: a tie keeps tensorflow
     compared = ", ".join(f"{name} {timed[name]:.3g} ms" for name in sorted(timed))
     threads = record.get("latencyThreads")
-    return best, (f"auto: {best} measured fastest in the optimizer Job (p50 at batch 1"
-                  f"{f' with {threads} threads' if threads else ''}: {compared}); only artefacts that passed "
-                  f"the gates are published")
+    with_threads = f" with {threads} thread{'s' if threads != 1 else ''}" if threads else ""
+    return best, (f"auto: {best} measured fastest in the optimizer Job (p50 at batch 1{with_threads}: "
+                  f"{compared}); only artefacts that passed the gates are published")
 
 
 def choose_batching(curve: list[dict], max_latency_ms: float) -> dict:
