@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv build cluster-up cluster-down test test-unit test-integration test-e2e \
-        bench bench-optimize bench-serving bench-operator demo demo-down run render images lint
+        bench bench-optimize bench-serving bench-operator bench-report demo demo-down run render images lint
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}'
@@ -40,14 +40,20 @@ test-e2e: cluster-up ## Run the end-to-end tests against the running local clust
 
 bench: bench-optimize bench-serving bench-operator ## Run every benchmark (figures in bench/results/)
 
-bench-optimize: venv ## Benchmark the optimizer -> bench/results/optimize.json
+bench-optimize: venv ## Benchmark the optimizer -> bench/results/optimize.json (and its tables in README.md, docs/)
 	@$(PY) bench/optimize.py
+	@$(PY) bench/report.py
 
 bench-serving: venv ## Benchmark serving through the TF Serving stand-in (latency, throughput, RSS, warmup) -> bench/results/serving.json
 	@$(PY) bench/serving.py
+	@$(PY) bench/report.py
 
-bench-operator: cluster-up ## Benchmark the operator at scale -> bench/results/operator.json (N=200; BENCH_N=1000 BENCH_OUT=... for more)
+bench-operator: cluster-up ## Benchmark the operator at scale -> bench/results/operator.json (N=200; BENCH_N=1000 BENCH_OUT=bench/results/operator-n1000.json for N=1000)
 	@$(PY) bench/operator_scale.py
+	@$(PY) bench/report.py
+
+bench-report: venv ## Rewrite the benchmark tables in README.md and docs/optimization.md from bench/results/*.json
+	@$(PY) bench/report.py
 
 demo: cluster-up ## Local cluster + operator + a real digits model optimized, served for real on loopback, asked for predictions
 	@hack/demo.sh

@@ -10,7 +10,8 @@ Writes a JSON list to bench/results/optimize.json (or --out). Each run goes thro
 - accuracy_drop: validation accuracy points lost (digits); null for MobileNetV2, whose weights are random.
 - latency_ratio_b1/_b32: optimized SavedModel latency over float32 SavedModel latency at batch 1/32
   (`_tflite` variants for model.tflite). CPU only; the machine may be shared, so expect noise.
-Targets from TensorFlow's published results are printed next to the measured figures; nothing is asserted.
+Targets from TensorFlow's published results (defined in bench/report.py) are printed next to the measured
+figures; nothing is asserted. `make bench-optimize` then renders the JSON into README.md and docs/optimization.md.
 """
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ from modeldeploy.optimize import pipeline  # noqa: E402
 from modeldeploy.optimize.options import OptimizeOptions  # noqa: E402
 from modeldeploy.storage.uris import parse_uri  # noqa: E402
 import train_digits  # noqa: E402  (hack/: the digits data and CNN shared with the demo and tests)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report  # noqa: E402  (bench/report.py: the targets, and the tables rendered into the documentation)
 
 DIGITS_RUNS = [(0.0, "none"), (0.0, "float16"), (0.0, "dynamic"), (0.0, "int8"), (0.0, "qat"),
                (0.5, "int8"), (0.8, "int8"), (0.8, "qat")]
@@ -104,20 +108,9 @@ def run_one(name: str, model_path: str, data_path: str, sparsity: float, mode: s
 
 
 def summarize(rows: list[dict]) -> list[str]:
-    """Targets vs measured figures, as text lines (nothing asserted)."""
-    lines = []
-    for r in rows:
-        if r["model"] == "digits_cnn" and r["quantize"] == "int8" and r["sparsity"] == 0:
-            lines.append(f"int8 alone >= 3.8x: SavedModel {r['compression']}x, tflite {r.get('compression_tflite')}x")
-        if r["model"] == "digits_cnn" and r["quantize"] == "int8" and r["sparsity"] == 0.8:
-            lines.append(f"pruning 0.8 + int8 >= 10x with <= 0.01 drop: SavedModel {r['compression']}x "
-                         f"(drop {r['accuracy_drop']}), tflite {r.get('compression_tflite')}x "
-                         f"(drop {r.get('accuracy_drop_tflite')})")
-    best = min((r.get(k), r["model"], r["quantize"], r["sparsity"], k) for r in rows
-               for k in ("latency_ratio_b1", "latency_ratio_b1_tflite") if r.get(k) is not None)
-    lines.append(f"best batch-1 latency ratio (target <= 0.5): {best[0]} ({best[1]} {best[2]} "
-                 f"sparsity {best[3]}, {'tflite' if 'tflite' in best[4] else 'SavedModel'})")
-    return lines
+    """Targets vs measured figures, as text lines (nothing asserted). The targets are defined once, in
+    bench/report.py, which renders the same verdicts into README.md and docs/optimization.md."""
+    return report.summary_lines(rows)
 
 
 def main() -> int:
