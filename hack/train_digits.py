@@ -60,8 +60,10 @@ def build_model():
     ])
 
 
-def train(out_dir: str | os.PathLike, epochs: int = 8, seed: int = 0) -> tuple[str, str, float]:
-    """Train and save; returns (SavedModel directory, .npz path, validation accuracy)."""
+def train(out_dir: str | os.PathLike, epochs: int = 8, seed: int = 0, keras_file: bool = False) \
+        -> tuple[str, str, float]:
+    """Train and save; returns (SavedModel directory, or with `keras_file` a .keras file with the optimizer's
+    state as a user's training job leaves it, .npz path, validation accuracy)."""
     import numpy as np
     import tf_keras as keras
 
@@ -73,8 +75,11 @@ def train(out_dir: str | os.PathLike, epochs: int = 8, seed: int = 0) -> tuple[s
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
     _, accuracy = model.evaluate(x_val, y_val, verbose=0)
-    model_dir = out / "digits-savedmodel"
-    model.save(str(model_dir), save_format="tf")      # SavedModel directory with Keras metadata
+    model_dir = out / ("digits.keras" if keras_file else "digits-savedmodel")
+    if keras_file:
+        model.save(str(model_dir))
+    else:
+        model.save(str(model_dir), save_format="tf")      # SavedModel directory with Keras metadata
     npz = out / "digits.npz"
     np.savez(npz, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
     return str(model_dir), str(npz), float(accuracy)

@@ -28,18 +28,9 @@ pytestmark = [pytest.mark.tf, pytest.mark.timeout(600)]
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """The demo's digits CNN trained for a few epochs (.keras) and its .npz dataset, on local disk."""
-    import tf_keras as keras
-
-    x_train, y_train, x_val, y_val = train_digits.digits_arrays()
-    keras.utils.set_random_seed(0)
-    model = train_digits.build_model()
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=4, batch_size=32, verbose=0)
-    local = tmp_path_factory.mktemp("digits")
-    model.save(local / "digits.keras")
-    np.savez(local / "digits.npz", x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
-    return {"model": str(local / "digits.keras"), "dataset": str(local / "digits.npz"), "x_val": x_val,
-            "y_val": y_val}
+    model, npz, _ = train_digits.train(tmp_path_factory.mktemp("digits"), epochs=4, keras_file=True)
+    _, _, x_val, y_val = train_digits.digits_arrays()
+    return {"model": model, "dataset": npz, "x_val": x_val, "y_val": y_val}
 
 
 def optimize(tmp_path, source, *extra, dataset=None, version=1):

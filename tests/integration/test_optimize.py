@@ -51,15 +51,9 @@ def digits():
 @pytest.fixture(scope="module")
 def stored(s3, digits, tmp_path_factory):
     """A trained digits CNN (.keras) and its .npz dataset in S3; deleted after the module."""
-    import tf_keras as keras
-
     x_train, y_train, x_val, y_val = digits
-    keras.utils.set_random_seed(0)
-    model = train_digits.build_model()
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=4, batch_size=32, verbose=0)
     local = tmp_path_factory.mktemp("digits")
-    model.save(local / "digits.keras")
+    train_digits.train(local, epochs=4, keras_file=True)
     prefix = f"test/optimize-{os.getpid()}"
     s3.client.upload_file(str(local / "digits.keras"), s3.bucket, f"{prefix}/base/digits.keras")
     buf = io.BytesIO()
