@@ -160,11 +160,18 @@ def _model_state(ctx: Context, spec, pods: list[dict], target) -> tuple[str | No
     return None, ""
 
 
+def _keeps_metrics(schema: dict | None) -> bool:
+    """Whether the installed CRD keeps status.serving.metrics. An older CRD prunes it, and with it the verdict's
+    time that the hysteresis needs: judging anyway would post an Event at every check, so nothing is judged."""
+    serving = ((schema or {}).get("properties") or {}).get("serving") or {}
+    return schema is None or "metrics" in (serving.get("properties") or {})
+
+
 def _serving_metrics(ctx: Context, spec, uid: str, pods: list[dict], target, interval_check: bool):
     """TF Serving's figures over the SLO window: measured on interval checks only (so the scrapes keep the
     monitor's pace whatever else wakes a reconcile), only for objects with an SLO, and only where pods can be
     reached (the model probe's rules: inside the cluster, within MODELDEPLOY_PROBE_CIDRS)."""
-    if spec.monitoring.slo is None or not spec.monitoring.prometheus:
+    if spec.monitoring.slo is None or not spec.monitoring.prometheus or not _keeps_metrics(ctx.status_schema):
         ctx.slo.forget(uid)
         return None
     if not interval_check or not ctx.probe_models or target is None:
