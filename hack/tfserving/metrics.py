@@ -143,9 +143,10 @@ _LATENCY = exponential_buckets(10, 1.8, 33)
 # tensorflow_serving/servables/tensorflow/util.cc
 request_count = Counter(REGISTRY, "/tensorflow/serving/request_count", "The total number of requests.",
                         ("model_name", "status"))
+# request_latency carries the status code name too, as RecordRequestLatency does in recent releases.
 request_latency = Histogram(REGISTRY, "/tensorflow/serving/request_latency",
                             "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
-                            ("model_name", "API", "entrypoint"), _LATENCY)
+                            ("model_name", "API", "entrypoint", "status"), _LATENCY)
 runtime_latency = Histogram(REGISTRY, "/tensorflow/serving/runtime_latency",
                             "Distribution of wall time (in microseconds) for Tensorflow runtime.",
                             ("model_name", "API", "runtime"), _LATENCY)

@@ -483,7 +483,7 @@ class Manager:
             raise
         finally:
             metrics.request_count.inc(name, code)
-            metrics.request_latency.observe((time.monotonic() - start) * 1e6, name, "Predict", entrypoint)
+            metrics.request_latency.observe((time.monotonic() - start) * 1e6, name, "Predict", entrypoint, code)
 
     def run_servable(self, servable: Servable, signature_name: str, inputs: dict[str, np.ndarray],
                      output_filter: list[str], warmup: bool = False):

@@ -118,7 +118,10 @@ def _full_body() -> dict:
                                  "export": {"onnx": True}},
                 "serving": {"batching": {}},
                 "autoscaling": {"minReplicas": 1, "maxReplicas": 1000},
-                "monitoring": {}, "rollout": {}}}
+                # The widest window, so every intervalSeconds the bounds test sets stays below it.
+                "monitoring": {"slo": {"maxP99LatencyMs": 250, "maxErrorRatio": 0.05, "minRequestsPerSecond": 1,
+                                       "windowSeconds": S.MAX_SLO_WINDOW}},
+                "rollout": {}}}
 
 
 def _defaults_body() -> dict:
@@ -126,7 +129,8 @@ def _defaults_body() -> dict:
         "model": {"uri": "s3://m/base"},
         "optimization": {"outputUri": "s3://m/opt", "pruning": {"sparsity": 0.5}, "quantization": {},
                          "dataset": {"uri": "s3://m/d.npz"}, "gates": {}, "export": {}},
-        "serving": {"batching": {}}, "autoscaling": {"maxReplicas": 5}, "monitoring": {}, "rollout": {}}}
+        "serving": {"batching": {}}, "autoscaling": {"maxReplicas": 5}, "monitoring": {"slo": {}},
+        "rollout": {}}}
 
 
 def _set(body: dict, path: str, value) -> dict:

@@ -408,7 +408,8 @@ def spec_schema() -> dict:
             "spec.autoscaling.maxReplicas must be greater than or equal to spec.autoscaling.minReplicas",
             field_path=".maxReplicas")])
 
-    monitoring = obj("Health checks of the serving pods and of TF Serving's model status.", {
+    monitoring = obj("Health checks of the serving pods and of TF Serving's model status, and service-level "
+                     "objectives from TF Serving's metrics.", {
         "intervalSeconds": integer("Seconds between health checks.", default=30, minimum=5, maximum=3600),
         "failureThreshold": integer("Consecutive failed checks of a new version before it is rolled back.",
                                     default=3, minimum=1, maximum=100),
@@ -416,7 +417,43 @@ def spec_schema() -> dict:
                               "and scrape annotations.", default=True),
         "rollback": boolean("Roll back to status.model.lastGoodVersion when a new version fails its rollout.",
                             default=True),
-    }, default={})
+        "slo": obj(
+            "Service-level objectives of the serving version, judged from TF Serving's own Prometheus metrics "
+            "(:tensorflow:serving:request_count and :tensorflow:serving:request_latency), which the operator "
+            "scrapes from each ready serving pod at every monitor interval and sums over the pods. The figures "
+            "over the window go to status.serving.metrics (written only when they move materially); a violated "
+            "bound sets Degraded=True with reason SLOViolated (Ready stays True: the model still answers), a "
+            "Warning Event and the operator's modeldeploy_model_slo_violated metric. The verdict changes at most "
+            "once per window, so it never flaps. A bound left out is not checked; with none, the figures are "
+            "only reported. Needs prometheus: true.", {
+                "maxP99LatencyMs": integer(
+                    "Largest allowed 99th-percentile request latency over the window, in milliseconds, as TF "
+                    "Serving measures it (interpolated within its histogram buckets, like Prometheus' "
+                    "histogram_quantile; the buckets grow by 1.8x, so that is the resolution).",
+                    minimum=1, maximum=S.MAX_SLO_LATENCY_MS),
+                "maxErrorRatio": number(
+                    "Largest allowed share of requests answered with a server-side error over the window (0.01 = "
+                    "1%). Client errors (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE, CANCELLED) count as "
+                    "requests, not as errors.", minimum=0, maximum=1),
+                "minRequestsPerSecond": number(
+                    "Below this many requests per second over the window no verdict is drawn (the SLO state is "
+                    "NoVerdict): too few requests say nothing about a p99.",
+                    default=S.SLOSpec.min_requests_per_second, minimum=0,
+                    maximum=S.MAX_SLO_RATE),
+                "windowSeconds": integer(
+                    "The window the figures and the verdict cover, in seconds; at least intervalSeconds.",
+                    default=S.SLOSpec.window_seconds, minimum=S.MIN_SLO_WINDOW, maximum=S.MAX_SLO_WINDOW),
+            }),
+    }, default={}, rules=[
+        rule("!has(self.slo) || !has(self.prometheus) || self.prometheus",
+             "spec.monitoring.slo " + S.SLO_NEEDS_PROMETHEUS_MESSAGE, field_path=".slo"),
+        # Static message: string(int) in a messageExpression has an unbounded cost estimate.
+        rule(f"!has(self.slo) || (has(self.slo.windowSeconds) ? self.slo.windowSeconds : "
+             f"{S.SLOSpec.window_seconds}) >= (has(self.intervalSeconds) ? self.intervalSeconds : "
+             f"{S.MonitoringSpec.interval_seconds})",
+             "spec.monitoring.slo.windowSeconds must be >= spec.monitoring.intervalSeconds: " + S.SLO_WINDOW_MESSAGE,
+             field_path=".slo.windowSeconds"),
+    ])
 
     rollout = obj("How a new version rolls out.", {
         "progressDeadlineSeconds": integer("Seconds a rollout may take before it counts as failed (and is rolled "
@@ -586,6 +623,27 @@ def status_schema() -> dict:
         "availableReplicas": integer("Available replicas.", minimum=0, fmt="int32"),
         "restUrl": string("In-cluster REST URL of the model."),
         "grpcAddress": string("In-cluster gRPC host:port."),
+        "metrics": obj(
+            "What TF Serving's own metrics show for the serving version over spec.monitoring.slo.windowSeconds, "
+            "summed over its ready pods (only with spec.monitoring.slo). Rewritten only when a figure moves by "
+            "more than 10% (and more than a small absolute step), the pods scraped or the SLO state change, so "
+            "an idle model costs no writes.", {
+                "version": i64("Model version the figures were measured on."),
+                "requestsPerSecond": number("Requests per second (every status), from "
+                                            ":tensorflow:serving:request_count.", minimum=0),
+                "errorRatio": number("Share of requests answered with a server-side error.", minimum=0),
+                "p50Ms": number("Median request latency, milliseconds (interpolated within TF Serving's "
+                                "histogram buckets); absent without requests.", minimum=0),
+                "p99Ms": number("99th-percentile request latency, milliseconds; absent without requests.",
+                                minimum=0),
+                "windowSeconds": number("Seconds the figures really cover (scrapes are one monitor interval "
+                                        "apart).", minimum=0),
+                "pods": i64("Serving pods whose metrics were read."),
+                "slo": string("Met, Violated or NoVerdict (fewer requests than minRequestsPerSecond, or none)."),
+                "sloTransitionTime": ts("When slo last changed; it changes at most once per window."),
+                "measureTime": ts("When these figures were measured."),
+                "message": string("The figures against the bounds, in words."),
+            }),
     })
     rollback = obj("Automatic rollbacks.", {
         "count": i64("Rollbacks so far."),

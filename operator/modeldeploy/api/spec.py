@@ -17,7 +17,8 @@ Interface (stable; other modules depend on it):
 
 Optional sub-specs are `None` when absent: `optimization` (serve the model as it is, no Job), `autoscaling`
 (fixed replicas, no HPA), `serving.batching` (TF Serving batching off), `optimization.pruning`,
-`optimization.quantization`, `optimization.dataset`. `serving`, `monitoring`, `rollout` and
+`optimization.quantization`, `optimization.dataset`, `monitoring.slo` (no TF Serving metrics are scraped).
+`serving`, `monitoring`, `rollout` and
 `optimization.gates` are always present with defaults.
 
 Raw Kubernetes structures (resources, nodeSelector, tolerations, affinity, HPA metrics) are kept as plain
@@ -115,6 +116,15 @@ MAX_NAME_LENGTH = 63
 OUTPUT_OVERLAP_MESSAGE = ("must not be {other}, lie inside it or contain it: versions are published under "
                           "<outputUri>/<version>/, and publishing must never overwrite its own source")
 MAX_URI_LENGTH = 2048
+# spec.monitoring.slo. The window is bounded below so it holds at least one step of a 30 s monitor interval, and
+# above because the operator keeps every step of it in memory for every object with an SLO.
+MIN_SLO_WINDOW, MAX_SLO_WINDOW = 30, 3600
+MAX_SLO_LATENCY_MS = 600_000           # TF Serving's latency histogram ends near 20 minutes; 10 is already absurd
+MAX_SLO_RATE = 1_000_000.0
+SLO_NEEDS_PROMETHEUS_MESSAGE = ("needs spec.monitoring.prometheus: true: the figures come from TF Serving's own "
+                                "Prometheus endpoint on each serving pod; enable it or remove slo")
+SLO_WINDOW_MESSAGE = ("the figures come from scrapes one monitor interval apart, so a window shorter than the "
+                      "interval holds no whole step; raise windowSeconds or lower intervalSeconds")
 MAX_VERSION = 2**31 - 1   # int32 range: leaves `<name>-opt-<N>-<hash>` room for a name in 63 characters
 
 
@@ -262,12 +272,23 @@ class AutoscalingSpec:
 
 
 @dataclass(frozen=True)
+class SLOSpec:
+    """spec.monitoring.slo: bounds on what TF Serving's own metrics show over a window. A bound left out is not
+    checked; with none set, the figures are only reported."""
+    max_p99_latency_ms: int | None = None
+    max_error_ratio: float | None = None
+    min_requests_per_second: float = 1.0       # below this no verdict is drawn: too few requests to judge
+    window_seconds: int = 120
+
+
+@dataclass(frozen=True)
 class MonitoringSpec:
-    """spec.monitoring: health checks, Prometheus metrics and automatic rollback."""
+    """spec.monitoring: health checks, Prometheus metrics, service-level objectives and automatic rollback."""
     interval_seconds: int = 30
     failure_threshold: int = 3
     prometheus: bool = True
     rollback: bool = True
+    slo: SLOSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -679,15 +700,38 @@ def _parse_autoscaling(spec: Mapping) -> AutoscalingSpec | None:
         metrics=_parse_metrics(a, path))
 
 
+def _parse_slo(m: Mapping, path: str) -> SLOSpec | None:
+    if (o := _obj(m, "slo", path)) is None:
+        return None
+    spath = f"{path}.slo"
+    _known(o, spath, SLOSpec)
+    return SLOSpec(
+        max_p99_latency_ms=_int(o, "maxP99LatencyMs", spath, default=None, minimum=1, maximum=MAX_SLO_LATENCY_MS),
+        max_error_ratio=_num(o, "maxErrorRatio", spath, default=None, minimum=0.0, maximum=1.0),
+        min_requests_per_second=_num(o, "minRequestsPerSecond", spath, default=1.0, minimum=0.0,
+                                     maximum=MAX_SLO_RATE),
+        window_seconds=_int(o, "windowSeconds", spath, default=120, minimum=MIN_SLO_WINDOW,
+                            maximum=MAX_SLO_WINDOW))
+
+
 def _parse_monitoring(spec: Mapping) -> MonitoringSpec:
     path = "spec.monitoring"
     m = _obj(spec, "monitoring", "spec") or {}
     _known(m, path, MonitoringSpec)
-    return MonitoringSpec(
+    monitoring = MonitoringSpec(
         interval_seconds=_int(m, "intervalSeconds", path, default=30, minimum=5, maximum=3600),
         failure_threshold=_int(m, "failureThreshold", path, default=3, minimum=1, maximum=100),
         prometheus=_bool(m, "prometheus", path, default=True),
-        rollback=_bool(m, "rollback", path, default=True))
+        rollback=_bool(m, "rollback", path, default=True),
+        slo=_parse_slo(m, path))
+    # Cross-field rules: the same as the CRD's CEL rules, with the same field paths.
+    if monitoring.slo is not None and not monitoring.prometheus:
+        raise SpecError(f"{path}.slo", SLO_NEEDS_PROMETHEUS_MESSAGE)
+    if monitoring.slo is not None and monitoring.slo.window_seconds < monitoring.interval_seconds:
+        raise SpecError(f"{path}.slo.windowSeconds",
+                        f"must be >= {path}.intervalSeconds ({monitoring.interval_seconds}), got "
+                        f"{monitoring.slo.window_seconds}: {SLO_WINDOW_MESSAGE}")
+    return monitoring
 
 
 def _parse_rollout(spec: Mapping) -> RolloutSpec:

@@ -86,6 +86,10 @@ class Reason:
     HEALTHY = "Healthy"
     AS_EXPECTED = "AsExpected"
     SCALED_TO_ZERO = "ScaledToZero"
+    # Degraded (SLO, from TF Serving's metrics)
+    SLO_VIOLATED = "SLOViolated"
+    SLO_MET = "SLOMet"                              # Events only: the SLO holds again
+    SLO_NO_VERDICT = "SLONoVerdict"                 # Events only: too few requests to judge
 
 
 def timestamp(now: datetime | str) -> str:

@@ -12,6 +12,8 @@ State the decisions keep in status (so a restarted operator decides the same way
   Any spec change bumps the generation and clears it.
 - `status.model.lastGoodVersion` (+ lastGoodImage/lastGoodUri when the CRD has them): the rollback target.
 - `status.health.consecutiveFailures`: failed checks of the version rolling out (interval checks only).
+- `status.serving.metrics` {slo, sloTransitionTime, figures}: the SLO verdict and when it last changed, which
+  the hysteresis needs (controller/slo.py); the figures themselves are measured in memory by the monitor.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from modeldeploy.api import status as st
 from modeldeploy.api.spec import ModelDeploymentSpec, optimization_hash, source_uri
 from modeldeploy.api.status import Reason
 from modeldeploy.controller import health as hl
+from modeldeploy.controller import slo as slomod
 from modeldeploy.controller import tuning
 from modeldeploy.controller.observe import (FAILED, RUNNING, SUCCEEDED, DeploymentView, JobView,
                                             failure_reason, for_runtime, is_ready_pod_of, optimization_record,
@@ -50,6 +53,7 @@ class Observed:
     model_message: str = ""                    # TF Serving's error message for that state, if any
     recorded_last_good: ServingTarget | None = None   # the rollback target recorded on the ConfigMap
     interval_check: bool = False               # a scheduled health check: counts towards failureThreshold
+    serving_metrics: slomod.Figures | None = None   # TF Serving's figures over the SLO window; None: not measured
 
 
 @dataclass
@@ -375,6 +379,7 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
         conds.set(st.AVAILABLE, False, health.reason if health.reason != Reason.REPLICAS_READY
                   else Reason.REPLICAS_NOT_READY, health.message)
 
+    metrics_block = _slo(spec, obs, prev, target, plan)
     failing_pods = health.failing()
     lost = model.get("lastGoodVersion") is not None and matches and complete and health.ready < minimum
     if stalled is not None:
@@ -384,6 +389,9 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
     elif lost:
         conds.set(st.DEGRADED, True, health.reason if health.reason != Reason.REPLICAS_READY
                   else Reason.MINIMUM_REPLICAS_UNAVAILABLE, health.message)
+    elif (metrics_block or {}).get("slo") == slomod.VIOLATED:
+        # Degraded only: Ready stays True (the version answers; kstatus reads Current, Argo CD Degraded).
+        conds.set(st.DEGRADED, True, Reason.SLO_VIOLATED, metrics_block["message"])
     else:
         conds.set(st.DEGRADED, False, Reason.AS_EXPECTED, "no problems found")
 
@@ -425,11 +433,31 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
             "grpcAddress": names.grpc_address(spec.name, spec.namespace)}
         if batching_status:
             status["serving"]["batching"] = batching_status
+        if metrics_block:
+            status["serving"]["metrics"] = metrics_block
     if rollback:
         status["rollback"] = rollback
     status["health"] = new_health
     plan.status = status
     return plan
+
+
+def _slo(spec: ModelDeploymentSpec, obs: Observed, prev: dict, target: ServingTarget | None, plan: Plan) \
+        -> dict | None:
+    """status.serving.metrics of the version the Deployment is set to (None without an SLO), and the Event of a
+    verdict change: a Warning when it becomes Violated, a Normal one when it stops being Violated."""
+    if spec.monitoring.slo is None or target is None:
+        return None
+    stored = (prev.get("serving") or {}).get("metrics")
+    block, transition = slomod.evaluate(spec.monitoring.slo, obs.serving_metrics, stored, target.version, obs.now)
+    if transition is not None and block is not None:
+        old, new = transition
+        if new == slomod.VIOLATED:
+            plan.events.append((WARNING, Reason.SLO_VIOLATED, block["message"]))
+        elif old == slomod.VIOLATED:
+            plan.events.append((NORMAL, Reason.SLO_MET if new == slomod.MET else Reason.SLO_NO_VERDICT,
+                                block["message"]))
+    return block
 
 
 def _not_ready(spec, opt_state, conds, target, matches, dep, health, ready_target, minimum, stalled):

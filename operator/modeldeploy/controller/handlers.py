@@ -240,6 +240,8 @@ async def md_event(type, body, **_):
     if deleted:
         meta = body.get("metadata") or {}
         metrics.forget_model(meta.get("namespace") or "", meta.get("name") or "")
+        if STATE.ctx is not None:
+            STATE.ctx.slo.forget(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
 
 
 @kopf.on.event(*CHILDREN["Deployment"], labels=LABELS, id="deployment-event")

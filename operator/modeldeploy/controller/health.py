@@ -199,14 +199,14 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirects)
+NO_REDIRECTS = urllib.request.build_opener(_NoRedirects)     # also the SLO scrapes' (controller/scrape.py)
 
 
 def probe_model(url: str, version: int | None = None, timeout: float = 1.0) -> tuple[str | None, str]:
     """TF Serving's (state, error message) for the version at `url`; (None, "") when unreachable or
     unreadable (unknown, not failed)."""
     try:
-        with _OPENER.open(url, timeout=timeout) as resp:   # noqa: S310 - http to our own pods
+        with NO_REDIRECTS.open(url, timeout=timeout) as resp:   # noqa: S310 - http to our own pods
             return model_status(json.loads(resp.read(65536)), version)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:

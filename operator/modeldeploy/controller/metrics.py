@@ -5,6 +5,7 @@ Interface (stable, see /work/notes/OBS.md):
 - `observe_reconcile(seconds, error)` or `with reconcile_timer(): ...`; `observe_optimization(seconds)`.
 - Per model: `set_model_figures(namespace, name, compression_ratio, accuracy_drop)`,
   `set_serving_version(...)`, `set_health(namespace, name, state)`, `inc_rollback(...)`,
+  `set_slo(namespace, name, verdict)`, `inc_slo_violation(...)`,
   `observe_model(body)` (all of the above from a ModelDeployment with its status), `forget_model(...)` on delete.
 - `health_state(body) -> (state, message)`: the same rules as the Argo CD health check
   (manifests/argocd/health-modeldeployment.lua); a unit test keeps both in agreement.
@@ -67,7 +68,14 @@ HEALTH = Gauge("modeldeploy_model_health", "1 for the model's current health sta
 ROLLBACKS = Counter("modeldeploy_rollbacks", "Automatic rollbacks to status.model.lastGoodVersion.", _MODEL,
                     registry=REGISTRY)
 
-_per_model = (COMPRESSION_RATIO, ACCURACY_DROP, SERVING_VERSION, ROLLBACKS)
+SLO_VIOLATED = Gauge("modeldeploy_model_slo_violated",
+                     "1 while the serving version violates spec.monitoring.slo (status.serving.metrics.slo is "
+                     "Violated), 0 while it is Met or there is no verdict; absent without an SLO.", _MODEL,
+                     registry=REGISTRY)
+SLO_VIOLATIONS = Counter("modeldeploy_slo_violations", "Transitions of a model's SLO verdict to Violated.",
+                         _MODEL, registry=REGISTRY)
+
+_per_model = (COMPRESSION_RATIO, ACCURACY_DROP, SERVING_VERSION, ROLLBACKS, SLO_VIOLATED, SLO_VIOLATIONS)
 _lock = threading.Lock()
 _last_reconcile: float | None = None     # monotonic time of the last finished reconcile (for the probes)
 
@@ -155,6 +163,20 @@ def inc_rollback(namespace: str, name: str) -> None:
     ROLLBACKS.labels(namespace, name).inc()
 
 
+def set_slo(namespace: str, name: str, verdict: str | None) -> None:
+    """model_slo_violated from status.serving.metrics.slo; None (no SLO, or not judged yet) drops the series."""
+    if verdict is None:
+        with contextlib.suppress(KeyError):
+            SLO_VIOLATED.remove(namespace, name)
+        return
+    SLO_VIOLATED.labels(namespace, name).set(1 if verdict == "Violated" else 0)
+
+
+def inc_slo_violation(namespace: str, name: str) -> None:
+    """Count one transition of the SLO verdict to Violated."""
+    SLO_VIOLATIONS.labels(namespace, name).inc()
+
+
 def forget_model(namespace: str, name: str) -> None:
     """Drop every per-model series (the ModelDeployment was deleted)."""
     with _lock:
@@ -219,6 +241,7 @@ def observe_model(body: dict) -> None:
         set_model_figures(namespace, name, opt.get("compressionRatio"), opt.get("accuracyDrop"))
         set_serving_version(namespace, name, (status.get("model") or {}).get("servingVersion"))
         set_health(namespace, name, health_state(body)[0])
+        set_slo(namespace, name, ((status.get("serving") or {}).get("metrics") or {}).get("slo"))
     except Exception:     # a malformed body must not fail the reconcile that reports it
         log.exception("metrics: could not record the figures of a ModelDeployment")
 

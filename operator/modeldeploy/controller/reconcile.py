@@ -19,6 +19,7 @@ from modeldeploy.api import spec as specmod
 from modeldeploy.api.crd import status_schema as bundled_status_schema
 from modeldeploy.api.status import Reason
 from modeldeploy.controller import apply, decide, health, metrics, observe, obslog, published
+from modeldeploy.controller.scrape import SLOMonitor
 from modeldeploy.resources import job as job_builder
 from modeldeploy.resources import networkpolicy, servicemonitor
 from modeldeploy.resources.common import OperatorImages, operator_images_from_env
@@ -67,6 +68,8 @@ class Context:
     allow_unsafe_formats: bool = field(default_factory=lambda: os.environ.get(
         "MODELDEPLOY_ALLOW_UNSAFE_MODEL_FORMATS") == "1")
     instance: str = field(default_factory=lambda: os.environ.get("POD_NAME", "") or os.uname().nodename)
+    # TF Serving's metrics of objects with spec.monitoring.slo, scraped on interval checks (controller/scrape.py).
+    slo: SLOMonitor = field(default_factory=SLOMonitor)
     status_schema: dict | None = None
     _published: dict = field(default_factory=dict)
     _service_monitors: dict = field(default_factory=dict)
@@ -157,6 +160,25 @@ def _model_state(ctx: Context, spec, pods: list[dict], target) -> tuple[str | No
     return None, ""
 
 
+def _keeps_metrics(schema: dict | None) -> bool:
+    """Whether the installed CRD keeps status.serving.metrics. An older CRD prunes it, and with it the verdict's
+    time that the hysteresis needs: judging anyway would post an Event at every check, so nothing is judged."""
+    serving = ((schema or {}).get("properties") or {}).get("serving") or {}
+    return schema is None or "metrics" in (serving.get("properties") or {})
+
+
+def _serving_metrics(ctx: Context, spec, uid: str, pods: list[dict], target, interval_check: bool):
+    """TF Serving's figures over the SLO window: measured on interval checks only (so the scrapes keep the
+    monitor's pace whatever else wakes a reconcile), only for objects with an SLO, and only where pods can be
+    reached (the model probe's rules: inside the cluster, within MODELDEPLOY_PROBE_CIDRS)."""
+    if spec.monitoring.slo is None or not spec.monitoring.prometheus or not _keeps_metrics(ctx.status_schema):
+        ctx.slo.forget(uid)
+        return None
+    if not interval_check or not ctx.probe_models or target is None:
+        return None
+    return ctx.slo.measure(spec, uid, target, pods, lambda ip: _probe_allowed(ctx, ip), time.monotonic())
+
+
 def reconcile(body: dict, ctx: Context, *, interval_check: bool = False, now: str | None = None) -> Result:
     """Bring one ModelDeployment's children and status to what its spec asks for. Raises apply.ApiError."""
     started = time.monotonic()
@@ -197,10 +219,12 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
     serving_pods = [p for p in pods if _component(p) == names.COMPONENT_SERVING]
     recorded = observe.recorded_last_good(apply.first(kids["ConfigMap"], names.config_map_name(name)))
     state, state_message = _model_state(ctx, spec, serving_pods, dep_view.target)
+    figures = _serving_metrics(ctx, spec, meta.get("uid") or f"{ns}/{name}", serving_pods, dep_view.target,
+                               interval_check)
     obs = decide.Observed(generation=generation, status=old_status, now=now, job=job_view, published=is_published,
                           published_report=report, deployment=dep_view, pods=tuple(serving_pods),
                           model_state=state, model_message=state_message,
-                          interval_check=interval_check, recorded_last_good=recorded)
+                          interval_check=interval_check, recorded_last_good=recorded, serving_metrics=figures)
     plan = decide.decide(spec, obs)
 
     try:
@@ -303,6 +327,8 @@ def _service_monitor(ctx: Context, spec, owner: dict, result: Result) -> None:
 def _observe_event(spec, reason: str, old: dict, new: dict) -> None:
     if reason == "RolledBack":
         metrics.inc_rollback(spec.namespace, spec.name)
+    if reason == Reason.SLO_VIOLATED:
+        metrics.inc_slo_violation(spec.namespace, spec.name)
     opt = new.get("optimization") or {}
     if reason in ("JobSucceeded", "JobFailed", "AccuracyGateFailed", "CompressionGateFailed") \
             and opt.get("startTime") and opt.get("completionTime"):
