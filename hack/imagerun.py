@@ -27,9 +27,10 @@ What the process gets, the way a kubelet with a container runtime would give it:
 * the host's network (as pods of the local cluster's runner have: they listen on loopback addresses), its own
   mount and PID namespaces: when the command exits, everything it started is killed.
 
-The exit code is the command's (128+N when killed by signal N). SIGTERM and SIGINT to this process are passed to
-the command (as PID 1 of its namespace it gets them only if it handles them, as in a container); the working
-container is removed in any case, and ones left by a killed run are removed by the next run.
+The exit code is the command's (128+N when killed by signal N). SIGTERM, SIGINT, SIGHUP, SIGQUIT and SIGUSR1/2
+to this process are passed to the command (as PID 1 of its namespace it gets them only if it handles them, as
+in a container). SIGKILL to this process kills the command and everything it started too (parent-death
+signals down the chain); the working container is removed at the end, or, after a SIGKILL, by the next run.
 
 Why this way, on this machine: Debian's buildah (1.28) builds the images with chroot isolation, but ``buildah run``
 has no read-only root, and its OCI isolation needs an OCI runtime with cgroups, which did not start here
@@ -235,6 +236,7 @@ def container_init(spec: dict) -> None:
     os.setgroups(sorted({spec["gid"], *spec["groups"]}))
     os.setgid(spec["gid"])
     os.setuid(spec["uid"])                             # a non-zero uid keeps no capabilities
+    _die_with_parent()                                 # again: changing the uid cleared it
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
     os.umask(0o022)
     for sig in FORWARDED:
