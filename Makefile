@@ -64,7 +64,7 @@ demo-down: ## Stop the demo's operator and the local cluster
 run: venv ## Run the operator against the cluster in KUBECONFIG, in the foreground
 	@.venv/bin/modeldeploy run
 
-images: ## Build the operator and optimizer images (needs a container engine)
+images: ## Build the operator and optimizer images (docker, podman, or daemonless buildah; cached by content)
 	@hack/images.sh
 
 lint: venv ## Lint the Dockerfile (hadolint), the Helm chart and the kustomize manifests

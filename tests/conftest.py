@@ -10,3 +10,10 @@ pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.operator",
 ]
+
+
+def pytest_configure(config):
+    # Registered here rather than in pyproject.toml, whose hash keys the cached virtualenv and the images.
+    config.addinivalue_line(
+        "markers", "images: builds the images (hack/images.sh) and runs them with hack/imagerun.py; needs root, "
+                   "no cluster")

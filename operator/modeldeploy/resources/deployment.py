@@ -162,7 +162,9 @@ def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
         "envFrom": secret_env_from(spec.model.storage_secret),
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": plain(PULL_RESOURCES),
-        "securityContext": dict(container_security_context(), runAsUser=TOOL_UID),
+        # The image's user and group; the pod's fsGroup (SERVING_UID) still owns the models volume, so the
+        # serving container reads what this one writes.
+        "securityContext": dict(container_security_context(), runAsUser=TOOL_UID, runAsGroup=TOOL_UID),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": MODELS_VOLUME, "mountPath": config.MODELS_ROOT},
                          {"name": TMP_VOLUME, "mountPath": "/tmp"}],
