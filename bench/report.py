@@ -199,7 +199,7 @@ def pair(a: str, b: str) -> str:
 def model_name(model: str) -> str:
     if model == "digits_cnn":
         return "digits CNN"
-    m = re.fullmatch(r"mobilenet_v2_(\d+)_random", model)
+    m = re.fullmatch(r"mobilenet_v2_(\d+)(_random)?", model)
     return f"MobileNetV2 {m.group(1)}px, random weights" if m else model
 
 
@@ -300,17 +300,19 @@ def serving(results: dict) -> list[str]:
     if res is None:
         return missing("serving.json", "bench-serving")
     body = []
-    for a in res["artefacts"]:
+    models = [("digits CNN", res["artefacts"])] + [(model_name(name), m["artefacts"])
+                                                   for name, m in (res.get("models") or {}).items()]
+    for name, a in ((name, a) for name, arts in models for a in arts):
         t = {(r["concurrency"], r["batch"]): r for r in a["throughput"]}
         fr = a["first_request"]
-        body.append([ARTEFACT_NAMES.get(a["artefact"], a["artefact"]), f"`{a['runtime']}`",
+        body.append([name, ARTEFACT_NAMES.get(a["artefact"], a["artefact"]), f"`{a['runtime']}`",
                      kib(a["pod_pulls"]["bytes"]) if "pod_pulls" in a else "—",
                      pair(fixed(a["latency_b1"]["p50_ms"], 2), fixed(a["latency_b1"]["p99_ms"], 2)),
                      pair(*(fixed(t[(c, 1)]["requests_per_s"], 0) if (c, 1) in t else "—" for c in (1, 8))),
                      f"{fixed(a['rss_mib']['after_load'], 0)} MiB",
                      pair(fixed(fr["with_warmup"]["first_ms_median"], 1),
                           fixed(fr["without_warmup"]["first_ms_median"], 1))])
-    head = ["artefact", "runtime", "a pod pulls", "p50 / p99 batch 1 (ms)", "requests/s concurrency 1 / 8",
+    head = ["model", "artefact", "runtime", "a pod pulls", "p50 / p99 batch 1 (ms)", "requests/s concurrency 1 / 8",
             "RSS after load", "first request with / without warmup (ms)"]
     m, meth, model = res["machine"], res["method"], res["model"]
     return table(head, body) + [
@@ -324,6 +326,22 @@ def serving(results: dict) -> list[str]:
         f"{res['load_average_1m_start']} at the start, {res['load_average_1m_end']} at the end; "
         f"{fixed(res['seconds'], 0)} s in all.",
     ]
+
+
+VERDICT = {True: "met", False: "**missed**", None: "measured (no threshold)"}
+
+
+def serving_targets(results: dict) -> list[str]:
+    """The issue's serving targets as bench/serving.py judged them: the figure, met or missed, and for a miss
+    what limits it."""
+    res = results.get("serving.json")
+    if res is None or not res.get("targets"):
+        return missing("serving.json", "bench-serving")
+    body = [[model_name(t["model"]), t["target"], ARTEFACT_NAMES.get(t["artefact"], t["artefact"]),
+             f"{t['figure']:g}" if isinstance(t.get("figure"), (int, float)) else str(t.get("figure", "—")),
+             VERDICT[t.get("met")], t.get("limited_by", "") if t.get("met") is False else ""]
+            for t in res["targets"]]
+    return table(["model", "target", "artefact", "figure", "verdict", "what limits it"], body)
 
 
 # ------------------------------------------------------------------------------------------------ operator
@@ -398,11 +416,12 @@ BLOCKS = {
     "optimizer-readme": (("optimize.json",), optimizer_readme),
     "optimizer-full": (("optimize.json",), optimizer_full),
     "serving": (("serving.json",), serving),
+    "serving-targets": (("serving.json",), serving_targets),
     "operator": (OPERATOR_FILES, operator),
 }
 # document -> the blocks it must hold (each exactly once)
 FILES = {
-    "README.md": ("optimizer-readme", "serving", "operator"),
+    "README.md": ("optimizer-readme", "serving", "serving-targets", "operator"),
     "docs/optimization.md": ("optimizer-full",),
 }
 
