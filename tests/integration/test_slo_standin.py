@@ -12,9 +12,6 @@ import http.client
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,13 +21,11 @@ import pytest
 from modeldeploy.api import spec as specmod
 from modeldeploy.controller import scrape, slo
 from modeldeploy.resources.deployment import ServingTarget
-from tests.integration.test_tfserving import free_port, port_open
+from tests.integration.test_tfserving import Proc
 from tests.unit.test_scrape import common_port, pod
 
 pytestmark = pytest.mark.tf
 
-REPO = Path(__file__).resolve().parents[2]
-SERVER = REPO / "hack" / "tfserving" / "server.py"
 SLOW_IP, FAST_IP = "127.0.0.3", "127.0.0.4"
 # Each latency sits low in its TF bucket, (218.6, 393.5] and (37.5, 67.5] ms: a client sees a little more than
 # the server measures, never less, so the margin is kept above.
@@ -56,45 +51,14 @@ def build_model(root: Path) -> None:
     tf.saved_model.save(model, str(root / "m" / "1"), signatures={"serving_default": model.serve})
 
 
-class StandIn:
-    """One stand-in process: a serving pod at ip:rest_port with Prometheus on."""
-
-    def __init__(self, tmp: Path, name: str, ip: str, rest_port: int, faults: str):
-        self.ip, self.rest_port, self.name = ip, rest_port, name
-        self.err_path = tmp / f"{name}.err"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MD_")}
-        env.update({"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
-                    "MD_POD_IP": ip, "MD_TFSERVING_FAULTS": faults})
-        args = [f"--port={free_port(ip)}", f"--rest_api_port={rest_port}", "--model_name=m",
-                f"--model_base_path={tmp / 'models' / 'm'}", f"--monitoring_config_file={tmp / 'monitoring.config'}",
-                "--file_system_poll_wait_seconds=0", "--rest_api_num_threads=16",
-                "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"]
-        with open(tmp / f"{name}.out", "wb") as out, open(self.err_path, "wb") as err:
-            self.p = subprocess.Popen([sys.executable, str(SERVER), *args], stdout=out, stderr=err, env=env, cwd="/")
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.ip}:{self.rest_port}"
-
-    def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.p.poll() is not None:
-                pytest.fail(f"{self.name} exited {self.p.returncode}: {self.err_path.read_text()[-3000:]}")
-            if "Exporting HTTP/REST API at:" in self.err_path.read_text(errors="replace") \
-                    and port_open(self.ip, self.rest_port):
-                return
-            time.sleep(0.1)
-        pytest.fail(f"{self.name} not ready after {timeout}s: {self.err_path.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(5)
+def stand_in(tmp: Path, name: str, ip: str, rest_port: int, faults: str) -> Proc:
+    """One stand-in process: a serving pod at ip:rest_port with Prometheus on and `faults`."""
+    return Proc(tmp, name, ["--port={GRPC}", "--rest_api_port={REST}", "--model_name=m",
+                            f"--model_base_path={tmp / 'models' / 'm'}",
+                            f"--monitoring_config_file={tmp / 'monitoring.config'}",
+                            "--file_system_poll_wait_seconds=0", "--rest_api_num_threads=16",
+                            "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"],
+                env={"MD_TFSERVING_FAULTS": faults}, ip=ip, rest_port=rest_port)
 
 
 def predict(conn: http.client.HTTPConnection) -> tuple[float, int]:
@@ -170,8 +134,8 @@ def pods(tmp_path_factory):
     (tmp / "monitoring.config").write_text('prometheus_config {\n  enable: true\n'
                                            '  path: "/monitoring/prometheus/metrics"\n}\n')
     port = common_port(SLOW_IP, FAST_IP)
-    procs = {"slow": StandIn(tmp, "slow", SLOW_IP, port, SLOW_FAULTS),
-             "fast": StandIn(tmp, "fast", FAST_IP, port, FAST_FAULTS)}
+    procs = {"slow": stand_in(tmp, "slow", SLOW_IP, port, SLOW_FAULTS),
+             "fast": stand_in(tmp, "fast", FAST_IP, port, FAST_FAULTS)}
     try:
         for p in procs.values():
             p.wait_ready()
@@ -216,7 +180,7 @@ def test_scraped_figures_match_the_load_generator_and_survive_a_restart(pods):
 
     # The fast pod's container restarts: its counters start again from zero, below what was scraped before.
     procs["fast"].stop()
-    procs["fast"] = StandIn(tmp, "fast-restarted", FAST_IP, port, FAST_FAULTS)
+    procs["fast"] = stand_in(tmp, "fast-restarted", FAST_IP, port, FAST_FAULTS)
     procs["fast"].wait_ready()
     generator = Load([fast, fast, slow])
     more, _ = generator.run(90)

@@ -108,9 +108,10 @@ def build_models(root: Path) -> None:
 class Proc:
     """One stand-in process with its own stdout/stderr files."""
 
-    def __init__(self, tmp: Path, name: str, args: list[str], env: dict | None = None, ip: str = "127.0.0.1"):
+    def __init__(self, tmp: Path, name: str, args: list[str], env: dict | None = None, ip: str = "127.0.0.1",
+                 rest_port: int | None = None):
         self.ip, self.name = ip, name
-        self.grpc_port, self.rest_port = free_port(ip), free_port(ip)
+        self.grpc_port, self.rest_port = free_port(ip), rest_port or free_port(ip)
         self.out_path, self.err_path = tmp / f"{name}.out", tmp / f"{name}.err"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MD_")}
         full_env.update({"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
