@@ -585,6 +585,8 @@ def status_schema() -> dict:
             "bytes": i64("Size of model.onnx."),
             "compressedBytes": i64("gzip size of model.onnx."),
             "agreement": number("Share of validation rows where it answers as the float32 original."),
+            "savedModelAgreement": number("Share of validation rows where it answers as the SavedModel it was "
+                                          "converted from (the conversion's own error)."),
             "latencyMs": number("p50 latency at batch 1 in onnxruntime, milliseconds, with latencyThreads."),
             "skipped": string("Why it was not published (the conversion or its check failed)."),
         }),

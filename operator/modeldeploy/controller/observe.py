@@ -209,7 +209,8 @@ def optimization_record(report: dict | None) -> dict:
         out["onnx"] = {"skipped": str(onnx["skipped"])[:500]} if "skipped" in onnx else {
             key: (int(onnx[name]) if key.endswith("ytes") else float(onnx[name]))
             for key, name in (("bytes", "bytes"), ("compressedBytes", "compressedBytes"),
-                              ("agreement", "agreement"), ("latencyMs", "latencyMsB1")) if onnx.get(name) is not None}
+                              ("agreement", "agreement"), ("savedModelAgreement", "savedModelAgreement"),
+                              ("latencyMs", "latencyMsB1")) if onnx.get(name) is not None}
     found = report.get("search") or {}
     if found.get("winner"):
         winner = found["winner"]
