@@ -185,9 +185,9 @@ def optimization_record(report: dict | None) -> dict:
     for name, pulled in (download.get("runtimes") or {}).items():
         if name not in RUNTIME_ARTEFACT and name != GPU_PULL:
             continue
-        prefix = RUNTIME_ARTEFACT.get(name, "-")
+        prefix = RUNTIME_ARTEFACT.get(name)     # None for tensorflow-gpu: not timed
         figures = {key: float(latency[prefix + suffix]) for key, suffix in RUNTIME_LATENCY.items()
-                   if latency.get(prefix + suffix) is not None}
+                   if prefix and latency.get(prefix + suffix) is not None}
         artefact = report if name == "tensorflow" else report.get(REPORT_SECTION[name]) or {}
         for key in ARTEFACT_FIGURES:
             value = artefact.get(SAVED_MODEL_NAMES.get(key, key) if name == "tensorflow" else key)

@@ -26,13 +26,11 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
-import signal
-import subprocess
 import sys
 
 import numpy as np
 
-from modeldeploy.optimize import evaluate
+from modeldeploy.optimize import child, evaluate
 from modeldeploy.storage import publish
 from modeldeploy.storage.errors import first_line
 
@@ -54,21 +52,10 @@ ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor
 def convert_isolated(saved_model_dir: str, out_path: str, opset: int | None = None) -> None:
     """Convert `saved_model_dir` to `out_path` in a child process (`_main`). Raises RuntimeError with one line
     saying why when the child fails, crashes or runs past ONNX_TIMEOUT_S."""
-    # The child imports the same modeldeploy as this process, whichever checkout or install that is.
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    try:
-        proc = subprocess.run([sys.executable, "-m", "modeldeploy.optimize.onnx_export", saved_model_dir, out_path,
-                               str(opset or OPSET)], capture_output=True, text=True, timeout=ONNX_TIMEOUT_S, env=env)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"tf2onnx did not finish within {ONNX_TIMEOUT_S:g} s") from None
-    if proc.returncode < 0:
-        raise RuntimeError(f"tf2onnx crashed ({signal.Signals(-proc.returncode).name})")
-    if proc.returncode != 0 or not os.path.isfile(out_path):
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        ours = [line[len(ERROR_PREFIX):] for line in lines if line.startswith(ERROR_PREFIX)]
-        raise RuntimeError(ours[-1] if ours else lines[-1][:300] if lines
-                           else f"the tf2onnx child exited with {proc.returncode}")
+    child.run_module("modeldeploy.optimize.onnx_export", [saved_model_dir, out_path, str(opset or OPSET)],
+                     "tf2onnx", ONNX_TIMEOUT_S, ERROR_PREFIX)
+    if not os.path.isfile(out_path):
+        raise RuntimeError("the tf2onnx child wrote no model.onnx")
 
 
 def unconverted_ops(model) -> list[str]:

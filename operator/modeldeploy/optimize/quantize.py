@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
 import sys
 
 import numpy as np
 import tensorflow as tf
 
 from modeldeploy.api.spec import TFLITE_QUANTIZATION_MODES
+from modeldeploy.optimize import child
 from modeldeploy.optimize import training
 from modeldeploy.storage.errors import first_line
 
@@ -82,16 +81,8 @@ def to_tflite_isolated(saved_model_dir: str, mode: str, calibration: dict | None
     np.savez(calib, **{k: np.asarray(v).astype(dtypes[k] or np.asarray(v).dtype)
                        for k, v in (calibration or {}).items()})
     out = os.path.join(work, "converted.tflite")
-    try:
-        proc = subprocess.run([sys.executable, "-m", "modeldeploy.optimize.quantize", saved_model_dir, mode, calib,
-                               out], capture_output=True, text=True, timeout=TFLITE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"the TFLite converter did not finish within {TFLITE_TIMEOUT_S:.0f} s") from None
-    if proc.returncode < 0:
-        raise RuntimeError(f"the TFLite converter crashed ({signal.Signals(-proc.returncode).name})")
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        raise RuntimeError(lines[-1] if lines else f"the TFLite converter exited with {proc.returncode}")
+    child.run_module("modeldeploy.optimize.quantize", [saved_model_dir, mode, calib, out], "the TFLite converter",
+                     TFLITE_TIMEOUT_S)
     with open(out, "rb") as fh:
         return fh.read()
 
