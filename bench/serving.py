@@ -1109,7 +1109,7 @@ def main() -> int:
         print(f"{key}, latency split at concurrency 1 (ms; runtime p50: the optimizer Job's in-process figure, mean: "
               f"the server's runtime_latency):\n{split_table(block)}\n")
     print("warm/cold: first request with/without assets.extra/tf_serving_warmup_requests (median of the fresh "
-          f"processes); steady p50 at batch 1, concurrency 1\n")
+          "processes); steady p50 at batch 1, concurrency 1\n")
     print(f"Bytes a pod pulls (gzip), against the model as stored:\n{pulled_table(pulled)}\n")
     print(f"Targets:\n{targets_text(result['targets'])}\n")
     print(f"wrote {args.out} in {result['seconds']:.0f} s ({seconds})")
