@@ -8,7 +8,9 @@
 #
 # Knobs: MD_GPU_NODES (2), MD_CPU_NODES (2), MD_JOBRUNNER_PARALLEL (2 optimizer pods at once),
 # MD_MAX_SERVING_PODS (4 pods on runner nodes at once: each TF Serving stand-in holds TensorFlow in memory),
-# MD_BACKOFF_BASE (crash-loop back-off start, 10 s as the kubelet), MD_VENV (.venv).
+# MD_BACKOFF_BASE (crash-loop back-off start, 10 s as the kubelet), MD_VENV (.venv), MD_RUN_IMAGES (0; 1 runs
+# every container whose image `make images` built inside that image, as its user, with hack/imagerun.py: root
+# only; `make test` and `make demo` set it after building the images).
 #
 # hack/cluster-up.sh --external: use the cluster $KUBECONFIG names (kind, say) instead of starting a control
 # plane; only kwok, the fake nodes, the Job runner and S3 are added (all run on this machine).
@@ -286,18 +288,24 @@ start_kwok() {
 runner_ready() { [[ $(cat "$STATE/jobrunner.ready" 2>/dev/null) == "$(pid_of jobrunner)" ]]; }
 
 start_jobrunner() {
-  # Restart a runner that is older than hack/jobrunner.py or uses another virtualenv (it then fails the pods
-  # it was running, as a crashed kubelet's pods would be).
+  local mode=process flags=()
+  if [[ ${MD_RUN_IMAGES:-0} == 1 ]]; then
+    [[ $(id -u) == 0 ]] || die "MD_RUN_IMAGES=1 needs root (hack/imagerun.py mounts and chroots, as a container runtime)"
+    mode=images flags=(--images)
+  fi
+  # Restart a runner that is older than hack/jobrunner.py or hack/imagerun.py, uses another virtualenv or
+  # another mode (it then fails the pods it was running, as a crashed kubelet's pods would be).
   if is_running jobrunner "hack/jobrunner.py"; then
-    if [[ $ROOT/hack/jobrunner.py -nt $STATE/pids/jobrunner.pid ]] || ! is_running jobrunner "$VENV/bin/python"; then
-      log "hack/jobrunner.py or the virtualenv changed: restarting the Job runner"
+    if [[ $ROOT/hack/jobrunner.py -nt $STATE/pids/jobrunner.pid || $ROOT/hack/imagerun.py -nt $STATE/pids/jobrunner.pid ]] \
+       || ! is_running jobrunner "$VENV/bin/python" || [[ $(cat "$STATE/jobrunner.mode" 2>/dev/null) != "$mode" ]]; then
+      log "hack/jobrunner.py, the virtualenv or the runner mode changed: restarting the Job runner"
       stop_pid jobrunner
     fi
   fi
   start jobrunner "hack/jobrunner.py" "$VENV/bin/python" -u "$ROOT/hack/jobrunner.py" \
     --kubeconfig "$STATE/jobrunner.kubeconfig" --state "$STATE" --venv "$VENV" \
     --parallel "${MD_JOBRUNNER_PARALLEL:-2}" --runner-node run-gpu-0=gpu --runner-node run-cpu-0=cpu \
-    --max-serving-pods "${MD_MAX_SERVING_PODS:-4}" --backoff-base "${MD_BACKOFF_BASE:-10}" || true
+    --max-serving-pods "${MD_MAX_SERVING_PODS:-4}" --backoff-base "${MD_BACKOFF_BASE:-10}" "${flags[@]}" || true
   # The runner writes its PID to jobrunner.ready once it registered its nodes and its first pod lists succeeded.
   wait_for jobrunner 30 runner_ready
 }

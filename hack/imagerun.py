@@ -20,7 +20,8 @@ What the process gets, the way a kubelet with a container runtime would give it:
   ``--group-add``, no capabilities (a non-zero uid after setuid has none) and ``no_new_privs``; ``--fs-group
   GID`` also gives the writable volumes that group with the setgid bit, like the kubelet does for fsGroup;
 * the environment of the image (its ENV: PATH, VIRTUAL_ENV, TF_USE_LEGACY_KERAS, ...) overlaid with ``--env
-  NAME=VALUE`` (HOSTNAME set), nothing from the caller's environment;
+  NAME=VALUE``, or ``--env NAME`` for the value NAME has in the caller's environment (as ``docker run -e NAME``:
+  secrets then stay out of command lines), HOSTNAME set; nothing else from the caller's environment;
 * the command: ``--entrypoint`` replaces the image's ENTRYPOINT (Kubernetes' ``command``; repeat it for a
   command with several words), the ARGs replace its CMD (Kubernetes' ``args``); the working directory is the
   image's WORKDIR or ``--workdir``;
@@ -61,6 +62,8 @@ import uuid
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONTAINER_PREFIX = "imagerun-"
+MIDDLE_SPEC = "IMAGERUN_SPEC"
+HOST_ENV = ("PATH", "HOME", "MD_CACHE", "MD_IMAGE_STORE", "IMAGE_REPO")   # what imagerun itself reads
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
@@ -90,12 +93,6 @@ def image_ref(name: str) -> str:
     return f"{os.environ.get('IMAGE_REPO', 'ghcr.io/modeldeploy')}/{name}:{version[1] if version else 'latest'}"
 
 
-def image_config(ref: str) -> dict:
-    """The OCI config of an image: Env, Entrypoint, Cmd, WorkingDir, User."""
-    data = json.loads(buildah("inspect", "--type", "image", ref))
-    return (data.get("OCIv1") or {}).get("config") or {}
-
-
 def parse_user(user: str) -> tuple[int, int | None]:
     uid, _, gid = user.partition(":")
     if not uid.isdigit() or (gid and not gid.isdigit()):
@@ -116,10 +113,13 @@ def parse_volume(spec: str) -> dict:
 def merge_env(image_env: list[str], overrides: list[str]) -> dict:
     env = dict(e.split("=", 1) for e in image_env if "=" in e)
     for item in overrides:
-        if "=" not in item:
-            raise SystemExit(f"imagerun: --env {item!r} is not NAME=VALUE")
-        k, v = item.split("=", 1)
-        env[k] = v
+        k, eq, v = item.partition("=")
+        if not k:
+            raise SystemExit(f"imagerun: --env {item!r} is not NAME=VALUE or NAME")
+        if eq:
+            env[k] = v
+        elif k in os.environ:               # --env NAME: the caller's value, never seen on a command line
+            env[k] = os.environ[k]
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     return env
 
@@ -146,6 +146,64 @@ def argv(image: str, args: list[str] | None = None, *, entrypoint: list[str] | N
     if hostname:
         cmd += ["--hostname", hostname]
     return cmd + ["--", image] + list(args or [])
+
+
+def local_image(name: str) -> dict | None:
+    """The image `name` names in the store, as {"ref", "id", "config"}; None when it is not there (or there is no
+    buildah): the local cluster's runner then plays the container with host processes."""
+    ref = image_ref(name)
+    try:
+        out = buildah("inspect", "--type", "image", ref, check=False)
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(out)
+    except ValueError:
+        return None
+    return {"ref": ref, "id": data["FromImageID"], "config": (data.get("OCIv1") or {}).get("config") or {}}
+
+
+def security(pod_spec: dict, container: dict) -> dict:
+    """The pod's and the container's securityContext merged as a kubelet merges them (the container's wins):
+    uid/gid (None: the image's USER), fs_group, supplemental groups, read_only root, non_root."""
+    psc, csc = pod_spec.get("securityContext") or {}, container.get("securityContext") or {}
+
+    def pick(key):
+        return csc.get(key, psc.get(key))
+    return {"uid": pick("runAsUser"), "gid": pick("runAsGroup"), "fs_group": psc.get("fsGroup"),
+            "groups": list(psc.get("supplementalGroups") or []), "non_root": bool(pick("runAsNonRoot")),
+            "read_only": bool(csc.get("readOnlyRootFilesystem"))}
+
+
+def effective_user(sec: dict, image_user: str) -> tuple[int, int]:
+    """(uid, gid) the container runs as: the securityContext's, else the image's USER (numeric here)."""
+    uid, gid = parse_user(image_user or "0")
+    if sec["uid"] is not None:
+        uid, gid = sec["uid"], None
+    if sec["gid"] is not None:
+        gid = sec["gid"]
+    return uid, uid if gid is None else gid
+
+
+def pod_container_argv(image: str, container: dict, sec: dict, user: tuple[int, int], *, env: dict[str, str],
+                       volumes: list[str], hostname: str | None = None) -> list[str]:
+    """The command line that runs one container of a pod in `image` as a kubelet would: ``command`` replaces
+    the ENTRYPOINT and ``args`` the CMD (both already expanded), as `user` with the pod's groups and fsGroup,
+    readOnlyRootFilesystem, the variables `env` names and `volumes` (HOST:/CONTAINER[:ro], for the volumeMounts
+    and the termination-message file). Only the names are on the command line: the caller runs it with `env`'s
+    values in its environment (Secret values must not show in a process list or a log)."""
+    return argv(image, list(container.get("args") or []), entrypoint=container.get("command") or None,
+                user=f"{user[0]}:{user[1]}", group_add=sec["groups"], fs_group=sec["fs_group"],
+                env=[k if k not in HOST_ENV else f"{k}={v}" for k, v in env.items()], volumes=volumes,
+                read_only=sec["read_only"], workdir=container.get("workingDir"), hostname=hostname)
+
+
+def process_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment to run pod_container_argv's command line with: what imagerun itself reads from this
+    process, and the values of the container's variables (named on the command line)."""
+    own = {k: os.environ[k] for k in HOST_ENV if k in os.environ}
+    own["MD_IMAGE_STORE"] = str(store())       # not from the container's HOME or MD_CACHE
+    return {**own, **{k: v for k, v in env.items() if k not in HOST_ENV}}
 
 
 def remove_stale_containers() -> None:
@@ -193,13 +251,37 @@ def _bind(source: str, target: str, ro: bool) -> None:
         _mount("none", target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
 
+def in_root(root: str, path: str) -> str:
+    """`path` inside the image's root with symlinks resolved as the container sees them: an absolute link target
+    counts from the root (Debian's /var/run -> /run), and ".." never climbs above it (what runc's securejoin
+    does). Missing components are kept as they are."""
+    parts, resolved, hops = [p for p in path.split("/") if p], [], 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            resolved = resolved[:-1]
+            continue
+        host = os.path.join(root, *resolved, part)
+        if os.path.islink(host):
+            hops += 1
+            if hops > 40:
+                raise SystemExit(f"imagerun: too many symlinks under {path} in the image")
+            link = os.readlink(host)
+            parts = [p for p in link.split("/") if p] + parts
+            if link.startswith("/"):
+                resolved = []
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
 def _mountpoint(root: str, path: str, is_dir: bool) -> str:
-    """root + path, made (as a directory or an empty file) when missing; a path leaving the root is refused."""
-    target = os.path.join(root, path.lstrip("/"))
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    if not (os.path.realpath(parent) + "/").startswith(os.path.realpath(root) + "/"):
-        raise SystemExit(f"imagerun: mount point {path} leaves the image's root (a symlink in the image?)")
+    """The mount point for `path` in the image's root (in_root), made as a directory or an empty file when
+    missing."""
+    target = in_root(root, path)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
     if is_dir:
         os.makedirs(target, exist_ok=True)
     elif not os.path.exists(target):
@@ -281,8 +363,10 @@ def middle(spec: dict) -> int:
 def run(opts: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise SystemExit("imagerun: needs root (mounts, chroot, setuid), as a container runtime does")
-    ref = image_ref(opts.image)
-    config = image_config(ref)
+    image = local_image(opts.image)
+    if image is None:
+        raise SystemExit(f"imagerun: no image {image_ref(opts.image)} in {store()}: build it with `make images`")
+    ref, config = image["ref"], image["config"]
     entrypoint = opts.entrypoint if opts.entrypoint is not None else (config.get("Entrypoint") or [])
     args = opts.args if (opts.args or opts.entrypoint is not None) else (config.get("Cmd") or [])
     command = list(entrypoint) + list(args)
@@ -313,8 +397,9 @@ def run(opts: argparse.Namespace) -> int:
         def preexec() -> None:
             _die_with_parent()
             _unshare(flags)
-        child = subprocess.Popen([sys.executable, "-I", str(pathlib.Path(__file__).resolve()), "--_middle",
-                                  json.dumps(spec)], env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        # The spec (environment values included) goes through the middle's environment, not its command line.
+        child = subprocess.Popen([sys.executable, "-I", str(pathlib.Path(__file__).resolve()), "--_middle"],
+                                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), MIDDLE_SPEC: json.dumps(spec)},
                                  preexec_fn=preexec)
         for sig in FORWARDED:
             signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
@@ -326,8 +411,8 @@ def run(opts: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) == 3 and sys.argv[1] == "--_middle":
-        return middle(json.loads(sys.argv[2]))
+    if sys.argv[1:] == ["--_middle"]:
+        return middle(json.loads(os.environ.pop(MIDDLE_SPEC)))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="See the module docstring (hack/imagerun.py) for what the process gets.")
@@ -337,7 +422,8 @@ def main() -> int:
     p.add_argument("--user", "-u", help="UID[:GID] (default: the image's USER)")
     p.add_argument("--group-add", type=int, action="append", default=[], help="a supplementary group id")
     p.add_argument("--fs-group", type=int, help="a supplementary group that owns the writable volumes")
-    p.add_argument("--env", "-e", action="append", default=[], help="NAME=VALUE over the image's ENV")
+    p.add_argument("--env", "-e", action="append", default=[],
+                   help="NAME=VALUE over the image's ENV; NAME alone takes this process's value")
     p.add_argument("--volume", "-v", action="append", default=[], help="HOST:/CONTAINER[:ro]")
     p.add_argument("--read-only", action="store_true", help="the root filesystem is read-only")
     p.add_argument("--workdir", "-w", help="working directory (default: the image's WORKDIR)")

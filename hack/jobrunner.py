@@ -5,8 +5,14 @@ kwok fakes pod status but executes nothing. Pods labelled ``app.kubernetes.io/co
 kwok stages in hack/kwok/stages/pod.yaml leave alone) are run here instead, once the scheduler has bound them to
 a node:
 
-* Each container's ``command`` + ``args`` run as a local process; the project's virtualenv plays the image
-  (``PATH`` starts with ``<repo>/.venv/bin``, or ``$MD_VENV/bin``). ``$(VAR)`` references are expanded as the kubelet does. A container
+* With ``--images`` (``make test`` and ``make demo`` as root), a container whose image ``make images`` built runs
+  inside that image (hack/imagerun.py): its root filesystem, read-only when readOnlyRootFilesystem, as the pod's
+  runAsUser/runAsGroup/fsGroup (runAsNonRoot with a root user is refused as the kubelet refuses it), ENTRYPOINT
+  and CMD unless command/args replace them, volumes and the termination-message file bind-mounted at their
+  paths; containerStatuses[].imageID is then the image's id (empty for a played container). Secret values
+  reach it through the environment, never a command line.
+* Otherwise each container's ``command`` + ``args`` run as a local process; the project's virtualenv plays the
+  image (``PATH`` starts with ``<repo>/.venv/bin``, or ``$MD_VENV/bin``). ``$(VAR)`` references are expanded as the kubelet does. A container
   without ``command`` fails with reason StartError: the runner cannot read an image's entrypoint.
 * The environment is the container's ``envFrom`` and ``env`` only (plus PATH, HOME, TMPDIR, HOSTNAME and the
   KUBERNETES_SERVICE_* variables), with ``secretKeyRef``/``configMapKeyRef``/``fieldRef`` resolved through the
@@ -54,6 +60,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import imagerun  # noqa: E402  (beside this file: runs a container inside a locally built image)
 import podrunner  # noqa: E402  (beside this file: the serving-pod half of the runner)
 from podrunner import now, parse_quantity  # noqa: E402,F401  (parse_quantity: tests/unit/test_jobrunner.py)
 
@@ -96,6 +103,13 @@ def path_rewriter(mapping: dict):
         r"(?<![\w./-])(" + "|".join(re.escape(p.rstrip("/") or "/") for p in paths) + r")(?=/|$|[^\w.-])")
     table = {p.rstrip("/") or "/": h for p, h in mapping.items()}
     return lambda s: pattern.sub(lambda m: table[m.group(1)], s)
+
+
+def container_status(c: dict, restarts: int = 0) -> dict:
+    """The fields of a containerStatus every state shares. imageID names the local image the container ran in
+    (sha256:<id>, as a kubelet reports it); empty when the runner played it with host processes."""
+    return {"name": c["name"], "image": c.get("image", ""), "imageID": c.get("image_id", ""), "containerID": "",
+            "ready": False, "started": False, "restartCount": restarts}
 
 
 def read_message(path: pathlib.Path, log_path: pathlib.Path, policy: str, exit_code: int) -> str:
@@ -200,6 +214,20 @@ class PodRun:
         tr = self.api.create_namespaced_service_account_token(sa, self.ns, {"spec": spec})
         return tr.status.token.encode()
 
+    def _token_owner(self, path: pathlib.Path):
+        """A projected token is readable by the pod's containers as the kubelet arranges it: owned by their
+        runAsUser when all run as one (0600), else by the fsGroup (0640)."""
+        if not self.runner.images:        # host processes run as the runner's user: nothing to give away
+            return
+        users = {imagerun.security(self.pod["spec"], c)["uid"]
+                 for c in self.pod["spec"]["containers"] + (self.pod["spec"].get("initContainers") or [])}
+        fs_group = (self.pod["spec"].get("securityContext") or {}).get("fsGroup")
+        if len(users) == 1 and None not in users:
+            os.chown(path, users.pop(), -1)
+        elif fs_group is not None:
+            os.chown(path, -1, fs_group)
+            path.chmod(0o640)
+
     def _volumes(self) -> dict:
         """Create a directory for every volume; return {volume name: host dir}."""
         dirs = {}
@@ -209,6 +237,8 @@ class PodRun:
             if "persistentVolumeClaim" in vol:
                 host = self.runner.state / "pvc" / self.ns / vol["persistentVolumeClaim"]["claimName"]
             host.mkdir(parents=True, exist_ok=True)
+            if "emptyDir" in vol:
+                host.chmod(0o777)          # as the kubelet makes it: writable whatever user the containers run as
             if "secret" in vol:
                 s = vol["secret"]
                 self._files(host, self._source("secret", s["secretName"], s.get("optional", False)), s.get("items"))
@@ -229,6 +259,7 @@ class PodRun:
                         sa = self.pod["spec"].get("serviceAccountName") or "default"
                         token = self._token(sa, t.get("audience"), t.get("expirationSeconds", 3600))
                         self._files(host, {"token": token}, [{"key": "token", "path": t["path"]}], 0o600)
+                        self._token_owner(host / t["path"])
                     elif "downwardAPI" in src:
                         data = {i["path"]: self._field(i["fieldRef"]["fieldPath"]).encode()
                                 for i in src["downwardAPI"].get("items") or [] if "fieldRef" in i}
@@ -272,12 +303,9 @@ class PodRun:
                 env[name] = self._resource(container, value_from["resourceFieldRef"])
         return env
 
-    def _prepare(self, container: dict, volumes: dict, extra_env: dict | None = None,
-                 program: list[str] | None = None) -> dict:
-        """Everything needed to start one container: argv, env, cwd, log and termination-message paths.
-        `program` (host paths, not mapped) goes before the container's command: an image entrypoint we play."""
-        cname = container["name"]
-        mapping = {}
+    def _mounts(self, container: dict, volumes: dict) -> dict:
+        """{mountPath: (host path, readOnly)} of the container's volumeMounts."""
+        mounts = {}
         for mount in container.get("volumeMounts") or []:
             host = volumes.get(mount["name"])
             if host is None:
@@ -285,7 +313,19 @@ class PodRun:
             if mount.get("subPath"):
                 host = host / mount["subPath"]
                 host.mkdir(parents=True, exist_ok=True)
-            mapping[mount["mountPath"]] = str(host)
+            mounts[mount["mountPath"]] = (str(host), bool(mount.get("readOnly")))
+        return mounts
+
+    def _prepare(self, container: dict, volumes: dict, extra_env: dict | None = None,
+                 program: list[str] | None = None) -> dict:
+        """Everything needed to start one container: argv, env, cwd, log and termination-message paths.
+        `program` (host paths, not mapped) goes before the container's command: an image entrypoint we play.
+        A container whose image is built locally runs inside it instead (`_prepare_in_image`)."""
+        image = self.runner.local_image(container.get("image", ""))
+        if image:
+            return self._prepare_in_image(container, volumes, extra_env, image)
+        cname = container["name"]
+        mapping = {path: host for path, (host, _) in self._mounts(container, volumes).items()}
         term = self.dir / f"{cname}.termination-log"
         term.unlink(missing_ok=True)
         mapping[container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH] = str(term)
@@ -309,10 +349,36 @@ class PodRun:
             wd = rewrite(container["workingDir"])
             cwd = pathlib.Path(wd) if wd != container["workingDir"] else cwd / wd.lstrip("/")
         cwd.mkdir(parents=True, exist_ok=True)
-        return {"name": cname, "image": container.get("image", ""), "argv": argv, "env": full_env,
+        return {"name": cname, "image": container.get("image", ""), "image_id": "", "argv": argv, "env": full_env,
                 "cwd": str(cwd), "log": self.dir / f"{cname}.log", "term": term,
                 "has_command": bool(container.get("command")),
                 "policy": container.get("terminationMessagePolicy") or "File"}
+
+    def _prepare_in_image(self, container: dict, volumes: dict, extra_env: dict | None, image: dict) -> dict:
+        """A container in its locally built image (hack/imagerun.py): the image's root filesystem (read-only when
+        readOnlyRootFilesystem), ENTRYPOINT/CMD unless command/args replace them, its ENV under the container's
+        env, the pod's user and groups, the volumes and the termination-message file bind-mounted at their
+        paths (nothing rewritten). runAsNonRoot with a root user is refused as the kubelet refuses it."""
+        cname = container["name"]
+        sec = imagerun.security(self.pod["spec"], container)
+        user = imagerun.effective_user(sec, image["config"].get("User", ""))
+        if sec["non_root"] and user[0] == 0:
+            raise ConfigError(f"container {cname} has runAsNonRoot and image will run as root")
+        volume_args = [f"{host}:{path}{':ro' if ro else ''}"
+                       for path, (host, ro) in self._mounts(container, volumes).items()]
+        term = self.dir / f"{cname}.termination-log"
+        term.write_bytes(b"")
+        os.chown(term, *user)
+        volume_args.append(f"{term}:{container.get('terminationMessagePath') or DEFAULT_TERMINATION_PATH}")
+        extra = {k: v for k, v in (extra_env or {}).items() if k != "MD_PATH_MAP"}   # nothing is rewritten
+        env = {"KUBERNETES_SERVICE_HOST": self.runner.api_host, "KUBERNETES_SERVICE_PORT": self.runner.api_port,
+               **extra, **self._env(container)}
+        expanded = {**container, **{k: [expand(a, env) for a in container.get(k) or []] for k in ("command", "args")}}
+        argv = imagerun.pod_container_argv(image["ref"], expanded, sec, user, env=env, volumes=volume_args,
+                                           hostname=self.name)
+        return {"name": cname, "image": container.get("image", ""), "image_id": f"sha256:{image['id']}",
+                "argv": argv, "env": imagerun.process_env(env), "cwd": str(self.dir), "log": self.dir / f"{cname}.log", "term": term,
+                "has_command": True, "policy": container.get("terminationMessagePolicy") or "File"}
 
     def _exec(self, spec: dict) -> tuple[int, str, str, str]:
         """Run one container to completion: (exit code, reason, message, startedAt)."""
@@ -379,8 +445,7 @@ class PodRun:
         term = {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": now()}
         if message:
             term["message"] = message
-        return {"name": c["name"], "image": c["image"], "imageID": "", "containerID": "", "ready": False,
-                "started": False, "restartCount": restarts, "state": {"terminated": term}}
+        return {**container_status(c, restarts), "state": {"terminated": term}}
 
     # -- the whole pod --
     def run(self):
@@ -409,16 +474,15 @@ class PodRun:
             self._patch_status({"phase": "Pending", "startTime": self.started_at, "hostIP": "127.0.0.1",
                                 "conditions": self._conditions(False, "ContainersNotReady", initialized=False),
                                 "initContainerStatuses": init_statuses + [{
-                                    "name": c["name"], "image": c["image"], "imageID": "", "ready": False,
-                                    "restartCount": 0, "started": True,
+                                    **container_status(c), "started": True,
                                     "state": {"running": {"startedAt": now()}}}]})
             code, reason, message, started = self._exec(c)
             init_statuses.append(self._terminated(c, code, reason, message, started))
             if code != 0:
                 return self._finish(init_statuses, [self._waiting(m, "PodInitializing") for m in mains])
 
-        running = [{"name": c["name"], "image": c["image"], "imageID": "", "containerID": "", "ready": True,
-                    "started": True, "restartCount": 0, "state": {"running": {"startedAt": now()}}} for c in mains]
+        running = [{**container_status(c), "ready": True, "started": True,
+                    "state": {"running": {"startedAt": now()}}} for c in mains]
         if not self.stopping:
             self._patch_status({"phase": "Running", "startTime": self.started_at, "hostIP": "127.0.0.1",
                                 "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
@@ -434,8 +498,7 @@ class PodRun:
 
     @staticmethod
     def _waiting(c: dict, reason: str) -> dict:
-        return {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False, "started": False,
-                "restartCount": 0, "state": {"waiting": {"reason": reason}}}
+        return {**container_status(c), "state": {"waiting": {"reason": reason}}}
 
     def _run_container(self, c: dict, results: dict, spec: dict):
         """Run one regular container; restart it in place on failure when restartPolicy is OnFailure."""
@@ -495,8 +558,9 @@ class Runner:
     (run as a kubelet would, at most `max_serving` at a time; hack/podrunner.py)."""
 
     def __init__(self, api: client.CoreV1Api, venv: pathlib.Path, state: pathlib.Path, parallel: int,
-                 runner_nodes: dict | None = None, max_serving: int = 4, backoff_base: float = 10.0):
-        self.api, self.venv, self.state = api, venv, state
+                 runner_nodes: dict | None = None, max_serving: int = 4, backoff_base: float = 10.0,
+                 images: bool = False):
+        self.api, self.venv, self.state, self.images = api, venv, state, images
         self.repo = pathlib.Path(__file__).resolve().parents[1]
         host = api.api_client.configuration.host          # https://127.0.0.1:16443
         m = re.match(r"https?://([^:/]+):?(\d*)", host)
@@ -510,6 +574,10 @@ class Runner:
         self.max_serving, self.backoff_base = max_serving, backoff_base
         self.ips = podrunner.IPAllocator()
         self.serving: dict[str, podrunner.ServingPod] = {}   # uid -> pod on a runner node (running or queued)
+
+    def local_image(self, name: str) -> dict | None:
+        """The locally built image a container names, when the runner runs containers in images (--images)."""
+        return imagerun.local_image(name) if self.images and name else None
 
     def on_fake_node(self, node: str) -> bool:
         """Whether `node` is one of ours: a runner node or one of kwok's fake nodes. On a cluster with real nodes
@@ -769,6 +837,9 @@ def main(argv=None) -> int:
                         help="register this node and run every pod bound to it (repeatable)")
     parser.add_argument("--max-serving-pods", type=int, default=4,
                         help="pods on runner nodes run at once; the others wait, Pending (memory bound)")
+    parser.add_argument("--images", action="store_true",
+                        help="run containers whose image is in `make images`' store inside it (needs root); "
+                             "the others are played with host processes")
     parser.add_argument("--backoff-base", type=float, default=10.0,
                         help="first crash-loop back-off in seconds (the kubelet's 10 s), doubling to 300 s")
     args = parser.parse_args(argv)
@@ -781,7 +852,7 @@ def main(argv=None) -> int:
         nodes[name] = pool
     config.load_kube_config(config_file=args.kubeconfig)
     runner = Runner(client.CoreV1Api(), pathlib.Path(args.venv), pathlib.Path(args.state), max(1, args.parallel),
-                    nodes, max(1, args.max_serving_pods), args.backoff_base)
+                    nodes, max(1, args.max_serving_pods), args.backoff_base, args.images)
 
     def on_term(signum, _frame):
         log.info("signal %d: stopping running pods", signum)
@@ -789,8 +860,10 @@ def main(argv=None) -> int:
         os._exit(0)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    log.info("watching pods with %s (%d at a time) and on runner nodes %s (%d at a time)", SELECTOR,
-             args.parallel, ",".join(nodes) or "-", args.max_serving_pods)
+    log.info("watching pods with %s (%d at a time) and on runner nodes %s (%d at a time); containers of locally "
+             "built images run %s", SELECTOR, args.parallel, ",".join(nodes) or "-", args.max_serving_pods,
+             "inside them" if args.images else "as host processes")
+    (pathlib.Path(args.state) / "jobrunner.mode").write_text("images\n" if args.images else "process\n")
     runner.loop(pathlib.Path(args.state) / "jobrunner.ready")
     return 0
 

@@ -15,7 +15,8 @@ jobrunner's PodRun for volumes, environment and path mapping. Per pod (class Ser
 * limits.memory enforced by polling the process group's RSS: SIGKILL, OOMKilled exit 137;
 * faults for the TF Serving stand-in: annotation tfserving.modeldeploy.io/faults on the pod, else on its
   namespace, given as MD_TFSERVING_FAULTS (hack/tfserving/README.md);
-* images: a container with ``command`` runs it from the venv; ``tensorflow/serving`` without command runs
+* images: with ``--images``, a container of a locally built image runs inside it (jobrunner's PodRun); else a
+  container with ``command`` runs it from the venv; ``tensorflow/serving`` without command runs
   hack/tfserving/server.py (see ``entrypoint``); any other image without command waits in ImagePullBackOff;
 * deletion: SIGTERM, SIGKILL after the grace period (at most 30 s), then delete with gracePeriodSeconds=0.
 
@@ -275,7 +276,8 @@ class Container:
             self.limit = parse_quantity(mem)
 
     def status(self) -> dict:
-        s = {"name": self.name, "image": self.image, "imageID": "", "containerID": "", "ready": self.ready,
+        s = {"name": self.name, "image": self.image, "imageID": (self.spec or {}).get("image_id", ""),
+             "containerID": "", "ready": self.ready,
              "started": self.started, "restartCount": self.restarts, "state": self.state}
         if self.last:
             s["lastState"] = self.last
@@ -469,7 +471,9 @@ class ServingPod:
 
     def _prepare(self, raw: dict, init: bool, volumes: dict) -> Container:
         run = self.run
-        c, program, error = entrypoint(raw, str(self.runner.venv / "bin" / "python"), str(self.runner.repo))
+        # A locally built image runs as it is (run._prepare); other images are played (entrypoint).
+        c, program, error = (raw, [], "") if self.runner.local_image(raw.get("image", "")) else \
+            entrypoint(raw, str(self.runner.venv / "bin" / "python"), str(self.runner.repo))
         if error:
             return Container(self, None, raw, init, error)
         mapping = {}

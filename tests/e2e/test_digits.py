@@ -99,9 +99,11 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     assert job1.startswith("digits-opt-1-")
 
     # SIGKILL the operator while the Job runs; after the restart there is still exactly one Job for version 1.
-    wait_for(lambda: any(p["status"].get("phase") == "Running" for p in json.loads(kubectl(
-        "get", "pods", "-l", f"job-name={job1}", "-o", "json", namespace=namespace).stdout)["items"]),
-        120, "the optimizer pod to run")
+    running = wait_for(lambda: [p for p in json.loads(kubectl(
+        "get", "pods", "-l", f"job-name={job1}", "-o", "json", namespace=namespace).stdout)["items"]
+        if p["status"].get("phase") == "Running"], 120, "the optimizer pod to run")
+    # As root the optimizer's container runs inside the optimizer image (make images), as its non-root user.
+    cluster.expect_image(running[0]["status"]["containerStatuses"][0], "optimizer")
     operator.kill()
     time.sleep(2)
     operator.start()
@@ -129,6 +131,9 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     pods = json.loads(kubectl("get", "pods", "-l", "app.kubernetes.io/component=serving", "-o", "json",
                               namespace=namespace).stdout)["items"]
     assert pods and all(p["spec"]["nodeName"] == "run-gpu-0" for p in pods)
+    # The pull init container ran inside the operator image (the image the chart gives it).
+    for p in pods:
+        cluster.expect_image(p["status"]["initContainerStatuses"][0], "operator")
     # Every Ready pod answers :predict on the validation images with the accuracy the optimizer reported.
     assert_served_accuracy(cluster, namespace, digits_model, opt["optimizedAccuracy"])
     # TF Serving replayed the version's warmup records before reporting it AVAILABLE.

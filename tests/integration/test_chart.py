@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.fixtures.cluster import wait_for
+from tests.fixtures.operator import REFUSED
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "modeldeploy"
@@ -465,45 +466,35 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
     trainer.upload(model_dir, npz, md["spec"]["model"]["uri"], md["spec"]["optimization"]["dataset"]["uri"],
                    s3.env)
 
-    # 2. Install the chart (cluster-wide RBAC, the default) and run its operator with its ServiceAccount.
+    # 2. Install the chart and run its operator with its ServiceAccount. As root (make test) the runner runs the
+    #    chart's own pod, on the runner node run-cpu-0, inside the operator image: the chart's command, args, env,
+    #    security context, probes and projected ServiceAccount token. Without root, a host process gets the
+    #    chart's command, args and env and a token of the same ServiceAccount (run_as_chart).
+    in_image = cluster.runs_images
+    if in_image:
+        values.update(nodeSelector={"kubernetes.io/hostname": "run-cpu-0"},
+                      tolerations=[{"key": "modeldeploy.io/runner", "operator": "Exists", "effect": "NoSchedule"}],
+                      probes={"port": health_port}, metrics={"enabled": True, "port": metrics_port},
+                      # In a pod the operator probes serving pods' model status; kwok's simulated pod IPs must
+                      # never get traffic, so only the runner's loopback pod IPs are probed.
+                      extraEnv=[{"name": "MODELDEPLOY_PROBE_CIDRS", "value": "127.0.0.0/8"}])
     helm("install", release, str(CHART), "-n", namespace, *kube, *sets(values))
     operator = None
-    log_path = tmp_path / "operator.log"
     try:
         deploy = json.loads(kubectl("get", "deployment", f"{release}-modeldeploy", "-o", "json",
                                     namespace=namespace).stdout)
         sa = deploy["spec"]["template"]["spec"]["serviceAccountName"]
-        sa_kubeconfig = _load_hack("sa_kubeconfig").write(cluster.kubeconfig, namespace, sa,
-                                                          str(tmp_path / "sa.kubeconfig"), 3600)
-        whoami = subprocess.run([kubectl_binary(), "--kubeconfig", sa_kubeconfig, "auth", "whoami", "-o",
-                                 "jsonpath={.status.userInfo.username}"], capture_output=True, text=True)
-        assert whoami.stdout == f"system:serviceaccount:{namespace}:{sa}", whoami.stderr
-
-        def start_operator(deploy: dict):
-            # The chart's command, args and env; only the endpoints move to free ports on 127.0.0.1.
-            cmd, env = _load_hack("run_as_chart").operator_command(
-                deploy, pod_name=f"{release}-modeldeploy-{uuid.uuid4().hex[:5]}",
-                health_port=health_port, metrics_port=metrics_port)
-            assert f"--namespace={namespace}" in cmd
-            full_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
-                        "KUBECONFIG": sa_kubeconfig, **env}
-            log = open(log_path, "a")
-            return subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-                                    start_new_session=True)
-
-        operator = start_operator(deploy)
-        health_url = f"http://127.0.0.1:{health_port}/healthz"
-
-        def healthy():
-            assert operator.poll() is None, f"the operator exited {operator.returncode}:\n{log_path.read_text()}"
-            import urllib.request
-            try:
-                with urllib.request.urlopen(health_url, timeout=2) as resp:
-                    return resp.status == 200
-            except OSError:
-                return False
-
-        wait_for(healthy, 120, f"the operator's liveness endpoint {health_url}")
+        assert f"--namespace={namespace}" in deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+        if in_image:
+            operator = _ChartPod(kubectl, cluster, namespace, release)
+        else:
+            sa_kubeconfig = _load_hack("sa_kubeconfig").write(cluster.kubeconfig, namespace, sa,
+                                                              str(tmp_path / "sa.kubeconfig"), 3600)
+            whoami = subprocess.run([kubectl_binary(), "--kubeconfig", sa_kubeconfig, "auth", "whoami", "-o",
+                                     "jsonpath={.status.userInfo.username}"], capture_output=True, text=True)
+            assert whoami.stdout == f"system:serviceaccount:{namespace}:{sa}", whoami.stderr
+            operator = LocalOperator(deploy, sa_kubeconfig, tmp_path, f"{release}-modeldeploy-local")
+        wait_for(operator.healthy, 180, "the operator's liveness endpoint")
 
         # 3. The GPU example (pruning 0.5, int8, gpus: 1, autoscaling) reaches Ready.
         kubectl("apply", "-f", "-", input=yaml.safe_dump(md))
@@ -512,7 +503,7 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
         status = json.loads(kubectl("get", "modeldeployment", "digits", "-o", "json", namespace=namespace).stdout)
         assert ready.returncode == 0, (f"not Ready: {json.dumps(status.get('status'), indent=1)}\n"
                                        f"{_children_report(kubectl, namespace)}\n"
-                                       f"operator log tail:\n{log_path.read_text()[-4000:]}")
+                                       f"operator log tail:\n{operator.text()[-4000:]}")
         st = status["status"]
         assert st["observedGeneration"] == status["metadata"]["generation"]
         assert st["model"]["servingVersion"] == 1
@@ -520,13 +511,11 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
         assert st["optimization"]["accuracyDrop"] <= 0.02
         for kind in ("deployment", "service", "horizontalpodautoscaler", "poddisruptionbudget"):
             kubectl("get", kind, "digits", namespace=namespace)
-        log = log_path.read_text()
-        assert "Forbidden" not in log and " 403" not in log, \
-            "the operator hit an RBAC refusal with the chart's credentials:\n" + \
-            "\n".join(l for l in log.splitlines() if "Forbidden" in l or " 403" in l)
+        refused = [line for line in operator.text().splitlines() if REFUSED.search(line)]
+        assert not refused, "the operator hit an RBAC refusal with the chart's credentials:\n" + "\n".join(refused)
 
-        # 4. helm upgrade with changed values; the operator restarts with the new settings (a rollout would do
-        #    the same) and leaves the serving model alone: no new generation, still Ready.
+        # 4. helm upgrade with changed values; the operator restarts with the new settings (in its image: the
+        #    Deployment rolls out a new pod) and leaves the serving model alone: no new generation, still Ready.
         generation = status["metadata"]["generation"]
         helm("upgrade", release, str(CHART), "-n", namespace, *kube,
              *sets({**values, "logLevel": "DEBUG", "resources": {"requests": {"cpu": "200m"}}}))
@@ -534,16 +523,15 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
                                     namespace=namespace).stdout)
         assert env_of(deploy["spec"]["template"]["spec"]["containers"][0])["MODELDEPLOY_LOG_LEVEL"]["value"] == \
             "DEBUG"
-        _stop(operator)
-        operator = start_operator(deploy)
-        wait_for(healthy, 120, "the restarted operator's liveness endpoint")
+        operator = operator.restart(deploy)
+        wait_for(operator.healthy, 180, "the restarted operator's liveness endpoint")
         time.sleep(5)   # a resume pass over the existing object
         after = json.loads(kubectl("get", "modeldeployment", "digits", "-o", "json", namespace=namespace).stdout)
         assert after["metadata"]["generation"] == generation
         kubectl("wait", "--for=condition=Ready", "modeldeployment/digits", "--timeout=60s", namespace=namespace)
     finally:
         if operator is not None:
-            _stop(operator)
+            operator.stop()
         helm("uninstall", release, "-n", namespace, *kube, "--wait", "--timeout", "2m", check=False)
 
     # 5. After uninstall the model keeps its object, its children and its status.
@@ -551,6 +539,44 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
     kept = json.loads(kubectl("get", "modeldeployment", "digits", "-o", "json", namespace=namespace).stdout)
     assert kept["status"]["model"]["servingVersion"] == 1
     kubectl("get", "deployment", "digits", namespace=namespace)
+
+
+class _ChartPod:
+    """The chart's operator pod as the runner runs it on run-cpu-0: inside the operator image (its imageID), as
+    the chart's user, with the chart's probes deciding Ready and its projected ServiceAccount token."""
+
+    def __init__(self, kubectl, cluster, namespace: str, release: str):
+        self.kubectl, self.cluster, self.namespace = kubectl, cluster, namespace
+        self.selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
+
+    def _pods(self) -> list[dict]:
+        return json.loads(self.kubectl("get", "pods", "-l", self.selector, "-o", "json",
+                                       namespace=self.namespace).stdout)["items"]
+
+    def healthy(self) -> bool:
+        """One pod, not being deleted, Ready by the chart's readiness probe on /healthz."""
+        pods = [p for p in self._pods() if not p["metadata"].get("deletionTimestamp")]
+        if len(pods) != 1 or not any(c["type"] == "Ready" and c["status"] == "True"
+                                     for c in pods[0]["status"].get("conditions", [])):
+            return False
+        pod = pods[0]
+        assert pod["spec"]["nodeName"] == "run-cpu-0"
+        status, = pod["status"]["containerStatuses"]
+        self.cluster.expect_image(status, "operator")
+        assert status["restartCount"] == 0, self.text()[-3000:]
+        return True
+
+    def text(self) -> str:
+        return "".join(f.read_text(errors="replace") for f in sorted(
+            (ROOT / ".cluster" / "pods").glob(f"{self.namespace}_*/operator.log")))
+
+    def restart(self, deploy: dict) -> "_ChartPod":
+        self.kubectl("rollout", "status", f"deployment/{deploy['metadata']['name']}", "--timeout=180s",
+                     namespace=self.namespace, timeout=200)
+        return self
+
+    def stop(self) -> None:
+        """helm uninstall deletes the Deployment; the runner then stops the pod."""
 
 
 def _children_report(kubectl, namespace: str) -> str:
@@ -591,7 +617,7 @@ class LocalOperator:
     write log."""
 
     def __init__(self, deploy: dict, kubeconfig: str, workdir: Path, name: str):
-        self.name, self.health_port = name, _free_port()
+        self.name, self.health_port, self.kubeconfig = name, _free_port(), kubeconfig
         self.log, self.writes = workdir / f"{name}.log", workdir / f"{name}.writes.jsonl"
         cmd, env = _load_hack("run_as_chart").operator_command(deploy, pod_name=name, health_port=self.health_port,
                                                                metrics_port=_free_port())
@@ -612,6 +638,14 @@ class LocalOperator:
 
     def text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
+
+    def restart(self, deploy: dict) -> "LocalOperator":
+        """Stop this process and start the Deployment's (new) command, env and settings, as a rollout would."""
+        self.stop()
+        return LocalOperator(deploy, self.kubeconfig, self.log.parent, self.name)
+
+    def stop(self) -> None:
+        _stop(self.proc)
 
     def peering_state(self, since: int = 0) -> str:
         """"active" or "paused" from Kopf's last peering message (paused before any: Kopf starts paused)."""

@@ -72,25 +72,32 @@ def sh(image: str, script: str, **kw) -> subprocess.CompletedProcess:
     return run_in(image, ["-c", script], entrypoint=["sh"], **kw)
 
 
-def pod_container(pod_spec: dict, container: dict, volume_dirs: dict[str, pathlib.Path],
+def pod_container(image: str, pod_spec: dict, container: dict, volume_dirs: dict[str, pathlib.Path],
                   extra_volumes: list[str], env: dict[str, str], termination_log: pathlib.Path | None = None):
-    """imagerun's (args, keywords) for one container of a pod spec, as a kubelet would run it: command and args,
-    the pod's user/group/fsGroup under the container's overrides, readOnlyRootFilesystem, its env (values given
-    for valueFrom entries in `env`), its volumeMounts from `volume_dirs` and the termination-message file."""
-    psc, csc = pod_spec.get("securityContext", {}), container.get("securityContext", {})
-    uid = csc.get("runAsUser", psc.get("runAsUser"))
-    gid = csc.get("runAsGroup", psc.get("runAsGroup", uid))
-    values = [f"{e['name']}={e['value'] if 'value' in e else env[e['name']]}" for e in container.get("env", [])]
+    """imagerun's command line for one container of a pod spec, as the local cluster's runner builds it
+    (imagerun.pod_container_argv): command and args, the pod's user/groups under the container's overrides,
+    readOnlyRootFilesystem, its env (values given for valueFrom entries in `env`), its volumeMounts from
+    `volume_dirs` and the termination-message file. Returns ((argv, env), security, (uid, gid))."""
+    sec = imagerun.security(pod_spec, container)
+    user = imagerun.effective_user(sec, imagerun.local_image(image)["config"].get("User", ""))
+    values = {e["name"]: e["value"] if "value" in e else env[e["name"]] for e in container.get("env", [])}
     assert not [e for e in container.get("envFrom", [])], "no Secrets in these tests"
     volumes = [f"{volume_dirs[m['name']]}:{m['mountPath']}{':ro' if m.get('readOnly') else ''}"
                for m in container.get("volumeMounts", [])] + extra_volumes
     if termination_log is not None:
         termination_log.touch()
-        os.chown(termination_log, uid, gid)
+        os.chown(termination_log, *user)
         volumes.append(f"{termination_log}:{container.get('terminationMessagePath', '/dev/termination-log')}")
-    args = [a.replace("$$", "$") for a in container.get("args", [])]
-    return args, {"entrypoint": container["command"], "user": f"{uid}:{gid}", "fs_group": psc.get("fsGroup"),
-                  "env": values, "volumes": volumes, "read_only": bool(csc.get("readOnlyRootFilesystem"))}
+    expanded = {**container, "args": [a.replace("$$", "$") for a in container.get("args", [])]}
+    argv = imagerun.pod_container_argv(image, expanded, sec, user, env=values, volumes=volumes)
+    return (argv, imagerun.process_env(values)), sec, user
+
+
+def run_pod_container(command: tuple[list[str], dict], timeout: float = 120) -> subprocess.CompletedProcess:
+    argv, env = command
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    print(f"$ {' '.join(argv)} -> {proc.returncode}\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
+    return proc
 
 
 def md_spec() -> specmod.ModelDeploymentSpec:
@@ -168,10 +175,12 @@ def optimized(images, tmp_path_factory):
     pod = job["spec"]["template"]["spec"]
     container, = pod["containers"]
     assert container["image"] == OPTIMIZER
-    args, kw = pod_container(pod, container, {"work": work}, [f"{data}:/data:ro", f"{store}:/store"],
-                             {"MODELDEPLOY_WRITER_ID": "digits-opt-1-test"}, termination_log=base / "termination-log")
-    assert kw["read_only"] and kw["user"] == f"{TOOL_UID}:{TOOL_UID}"
-    proc = run_in(OPTIMIZER, args, timeout=900, **kw)
+    command, sec, user = pod_container(OPTIMIZER, pod, container, {"work": work},
+                                    [f"{data}:/data:ro", f"{store}:/store"],
+                                    {"MODELDEPLOY_WRITER_ID": "digits-opt-1-test"},
+                                    termination_log=base / "termination-log")
+    assert sec["read_only"] and user == (TOOL_UID, TOOL_UID)
+    proc = run_pod_container(command, timeout=900)
     return {"base": base, "store": store, "work": work, "proc": proc, "termination": base / "termination-log"}
 
 
@@ -200,9 +209,10 @@ def test_pull_init_container_from_the_operator_image(optimized, tmp_path):
     pod = deployment["spec"]["template"]["spec"]
     init, = pod["initContainers"]
     assert init["image"] == OPERATOR
-    args, kw = pod_container(pod, init, {"models": models, "tmp": tmp}, [f"{optimized['store']}:/store:ro"], {})
-    assert kw["read_only"] and kw["user"] == f"{TOOL_UID}:{TOOL_UID}" and kw["fs_group"] == SERVING_UID
-    proc = run_in(OPERATOR, args, **kw)
+    command, sec, user = pod_container(OPERATOR, pod, init, {"models": models, "tmp": tmp},
+                                    [f"{optimized['store']}:/store:ro"], {})
+    assert sec["read_only"] and user == (TOOL_UID, TOOL_UID) and sec["fs_group"] == SERVING_UID
+    proc = run_pod_container(command)
     assert proc.returncode == 0
     pulled = models / "digits" / "1"
     assert (pulled / "saved_model.pb").is_file()
