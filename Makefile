@@ -17,10 +17,10 @@ help: ## List every target
 venv: ## Create the cached virtualenv (.venv) with the operator, TensorFlow and test tools
 	@hack/venv.sh
 
-build: ## Build the pinned Kubernetes, etcd, kwok and helm binaries (cached by version)
+build: ## Build the pinned Kubernetes, etcd, kwok, helm and metrics-server binaries (cached by version)
 	@hack/build.sh
 
-cluster-up: venv build ## Start the local control plane, kwok GPU/CPU nodes, the Job runner and S3 (idempotent)
+cluster-up: venv build ## Start the local control plane, metrics-server, kwok GPU/CPU nodes, the Job runner and S3 (idempotent)
 	@hack/cluster-up.sh
 
 cluster-down: ## Stop every process cluster-up started and remove .cluster/

@@ -20,6 +20,10 @@ KUBE_VERSION=v1.36.3
 ETCD_VERSION=v3.6.8
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
+# metrics-server v0.8.0 is built with its own k8s.io libraries (v0.33.2, from its go.mod): it speaks only stable
+# APIs to the v1.36 API server (core/v1 lists and watches, TokenReview, SubjectAccessReview), as any release
+# inside the version skew does.
+METRICS_SERVER_VERSION=v0.8.0
 
 # group | version | packages built from the wrapper module (binary name = last path element)
 GROUPS_SPEC=(
@@ -27,6 +31,7 @@ GROUPS_SPEC=(
   "kubernetes|$KUBE_VERSION|k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl"
   "kwok|$KWOK_VERSION|sigs.k8s.io/kwok/cmd/kwok"
   "helm|$HELM_VERSION|helm.sh/helm/v3/cmd/helm"
+  "metrics-server|$METRICS_SERVER_VERSION|sigs.k8s.io/metrics-server/cmd/metrics-server"
 )
 
 CHECK_ONLY=0
@@ -57,6 +62,8 @@ ldflags_for() {
       done ;;
     helm)
       flags+=" -X helm.sh/helm/v3/internal/version.version=$version -X helm.sh/helm/v3/internal/version.gitTreeState=clean" ;;
+    metrics-server)   # as its Makefile stamps it (metrics-server --version prints client-go's gitVersion)
+      flags+=" -X k8s.io/client-go/pkg/version.gitVersion=$version -X k8s.io/client-go/pkg/version.gitTreeState=clean" ;;
   esac
   echo "$flags"
 }

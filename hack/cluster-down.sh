@@ -66,6 +66,7 @@ if [[ -d $STATE ]]; then
     done
   fi
   stop_component kwok "/.bin/kwok"
+  stop_component metrics-server "/.bin/metrics-server"
   stop_component kube-scheduler "/.bin/kube-scheduler"
   stop_component kube-controller-manager "/.bin/kube-controller-manager"
   stop_component kube-apiserver "/.bin/kube-apiserver"

@@ -2,7 +2,9 @@
 # Start the local Kubernetes control plane for tests and the demo, idempotently, on 127.0.0.1 only:
 #   etcd (12379), kube-apiserver (https://127.0.0.1:16443), kube-controller-manager, kube-scheduler, kwok with
 #   fake GPU and CPU nodes, the Job runner (hack/jobrunner.py: it runs optimizer pods, and every pod on its
-#   runner nodes run-gpu-0 and run-cpu-0, as local processes) and S3 (hack/s3-up.sh).
+#   runner nodes run-gpu-0 and run-cpu-0, as local processes, and serves those nodes' kubelet resource metrics
+#   on :16250 and :16251), metrics-server (:16450, the metrics.k8s.io API behind the kube-apiserver's
+#   aggregation layer, fed by those endpoints) and S3 (hack/s3-up.sh).
 # State in .cluster/: kubeconfig (admin), pki/, etcd/, logs/<component>.log, pids/<component>.pid.
 # A second run starts only what is not running and changes no object. hack/cluster-down.sh undoes it all.
 #
@@ -13,7 +15,8 @@
 # only; `make test` and `make demo` set it after building the images).
 #
 # hack/cluster-up.sh --external: use the cluster $KUBECONFIG names (kind, say) instead of starting a control
-# plane; only kwok, the fake nodes, the Job runner and S3 are added (all run on this machine).
+# plane; only kwok, the fake nodes, the Job runner and S3 are added (all run on this machine; no metrics-server:
+# that cluster's could not reach the runner nodes on this machine's loopback).
 set -euo pipefail
 EXTERNAL=0
 [[ ${1:-} == --external ]] && EXTERNAL=1
@@ -34,6 +37,8 @@ APISERVER_PORT=16443
 KCM_PORT=16257
 SCHEDULER_PORT=16259
 KWOK_PORT=16247
+METRICS_SERVER_PORT=16450
+RUNNER_KUBELET_PORT=16250     # the runner nodes' /metrics/resource: run-gpu-0 on 16250, run-cpu-0 on 16251
 SERVICE_CIDR=10.96.0.0/16
 GPU_NODES=${MD_GPU_NODES:-2}
 CPU_NODES=${MD_CPU_NODES:-2}
@@ -46,7 +51,7 @@ kubectl() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 
 # --- preflight -----------------------------------------------------------------------------------------------
 needed=(kubectl kwok)
-(( EXTERNAL )) || needed+=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+(( EXTERNAL )) || needed+=(etcd kube-apiserver kube-controller-manager kube-scheduler metrics-server)
 for b in "${needed[@]}"; do
   [[ -x $BIN/$b ]] || die ".bin/$b is missing: run 'make build' (or hack/build.sh) first"
 done
@@ -129,27 +134,36 @@ run its 'make cluster-down'): $(ss -Htlnp "sport = :$port" 2>/dev/null | head -1
 }
 
 # --- certificates and kubeconfigs ---------------------------------------------------------------------------
-# ECDSA P-256 keys (fast to generate); one CA signs everything; the service-account key pair is RSA, the
-# algorithm every token consumer supports.
-sign() {  # sign NAME SUBJECT EXTENSIONS
-  local name=$1 subj=$2 ext=$3
+# ECDSA P-256 keys (fast to generate); one CA signs everything but the aggregation layer's front-proxy client
+# certificate, which has a CA of its own; the service-account key pair is RSA, the algorithm every token
+# consumer supports.
+sign() {  # sign NAME SUBJECT EXTENSIONS [CA-NAME (ca)]
+  local name=$1 subj=$2 ext=$3 ca=${4:-ca}
   [[ -f $PKI/$name.crt ]] && return 0
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/$name.key" 2>/dev/null
   openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
-  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/$ca.crt" -CAkey "$PKI/$ca.key" -CAcreateserial \
     -days 3650 -sha256 -extfile <(printf '%b' "$ext") -out "$PKI/$name.crt" 2>/dev/null
   rm -f "$PKI/$name.csr"
 }
 
+make_ca() {  # make_ca NAME COMMON-NAME
+  [[ -f $PKI/$1.crt ]] && return 0
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/$1.key" 2>/dev/null
+  openssl req -x509 -new -key "$PKI/$1.key" -subj "/CN=$2" -days 3650 -sha256 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    -out "$PKI/$1.crt" 2>/dev/null
+}
+
 make_pki() {
-  if [[ ! -f $PKI/ca.crt ]]; then
-    log "generating certificates in .cluster/pki"
-    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/ca.key" 2>/dev/null
-    openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=modeldeploy-local-ca" -days 3650 -sha256 \
-      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
-      -out "$PKI/ca.crt" 2>/dev/null
-  fi
+  [[ -f $PKI/ca.crt ]] || log "generating certificates in .cluster/pki"
+  make_ca ca modeldeploy-local-ca
+  # The aggregation layer's own CA, as kubeadm keeps it: the kube-apiserver proxies requests for metrics.k8s.io
+  # with the front-proxy-client certificate, and metrics-server trusts the X-Remote-User/-Group headers only
+  # from a client certificate of this CA with that name (--requestheader-* below).
+  make_ca front-proxy-ca modeldeploy-local-front-proxy-ca
   local client='basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n'
+  local server='basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n'
   local san="IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default"
   san+=",DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   sign apiserver "/CN=kube-apiserver" \
@@ -160,6 +174,16 @@ make_pki() {
   sign kube-scheduler "/CN=system:kube-scheduler" "$client"
   sign kwok "/O=system:masters/CN=kwok-controller" "$client"
   sign jobrunner "/O=system:masters/CN=modeldeploy-jobrunner" "$client"
+  sign front-proxy-client "/CN=front-proxy-client" "$client" front-proxy-ca
+  # metrics-server: a user of its own (RBAC in metrics_server_objects), which also presents this certificate
+  # to the runner nodes' kubelet endpoints; its serving certificate carries the name the aggregator checks
+  # (<service>.<namespace>.svc) and the address it dials.
+  sign metrics-server "/CN=system:metrics-server" "$client"
+  sign metrics-server-serving "/CN=metrics-server" \
+    "${server}subjectAltName=DNS:metrics-server.kube-system.svc,DNS:localhost,IP:127.0.0.1\n"
+  # The runner nodes' kubelet endpoints (hack/kubeletstats.py), which metrics-server reaches at 127.0.0.1.
+  sign runner-kubelet "/CN=modeldeploy-runner-kubelet" \
+    "${server}subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:run-gpu-0,DNS:run-cpu-0\n"
   if [[ ! -f $PKI/sa.key ]]; then
     openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/sa.key" 2>/dev/null
     openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
@@ -225,6 +249,10 @@ POLICY
   # --allow-privileged: privileged pods are then refused by PodSecurity admission (per namespace label), as
   #   on a real cluster, not by a global switch.
   # --endpoint-reconciler-type=none: the `kubernetes` Service would need a non-loopback endpoint address.
+  # --requestheader-*, --proxy-client-*: the aggregation layer, which serves metrics.k8s.io from metrics-server.
+  #   No --enable-aggregator-routing: it would dial the address in the Service's EndpointSlice, and neither
+  #   EndpointSlices nor Endpoints accept a loopback address (ValidateEndpointIP); without it the aggregator
+  #   dials an ExternalName Service's name at the APIService's port: 127.0.0.1:$METRICS_SERVER_PORT here.
   start kube-apiserver "$BIN/kube-apiserver" "$BIN/kube-apiserver" \
     --bind-address=127.0.0.1 --secure-port=$APISERVER_PORT --advertise-address=127.0.0.1 \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
@@ -235,6 +263,10 @@ POLICY
     --service-cluster-ip-range=$SERVICE_CIDR \
     --authorization-mode=RBAC --allow-privileged=true --endpoint-reconciler-type=none \
     --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
+    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --audit-policy-file="$STATE/audit-policy.yaml" --audit-log-path="$STATE/logs/audit.log" \
     --audit-log-format=json --audit-log-maxsize=500 --audit-log-maxbackup=1 \
     --profiling=false --v=1 || true
@@ -249,6 +281,13 @@ start_controllers() {
   #   controllers as on a real cluster. --leader-elect=false: a single replica; saves a Lease write every 2s.
   # --kube-api-qps/burst (both components): the defaults (20-50 QPS) throttle the operator benchmark's
   #   hundreds of Deployments; a local API server takes far more.
+  # --horizontal-pod-autoscaler-sync-period=5s (default 15s): metrics-server refreshes every 15s
+  #   (--metric-resolution); polling at 5s makes the time an HPA takes to react that of the metrics plus at
+  #   most 5s, so the tests' and benchmark's scale-out times measure the pipeline, not the poll. Cheap: only
+  #   existing HPAs are synced (the operator benchmark makes none).
+  # --horizontal-pod-autoscaler-downscale-stabilization=60s (default 5 min): an HPA scales in to the highest
+  #   recommendation of this window; 60s lets a test see scale-in a minute after the load stops. HPAs that set
+  #   spec.behavior.scaleDown.stabilizationWindowSeconds are not affected.
   start kube-controller-manager "$BIN/kube-controller-manager" "$BIN/kube-controller-manager" \
     --kubeconfig="$kc" --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc" \
     --bind-address=127.0.0.1 --secure-port=$KCM_PORT \
@@ -256,6 +295,7 @@ start_controllers() {
     --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
     --use-service-account-credentials=true --controllers='*' --service-cluster-ip-range=$SERVICE_CIDR \
     --kube-api-qps=200 --kube-api-burst=400 \
+    --horizontal-pod-autoscaler-sync-period=5s --horizontal-pod-autoscaler-downscale-stabilization=60s \
     --leader-elect=false --profiling=false --v=1 || true
   is_running kube-scheduler "$BIN/kube-scheduler" || check_port kube-scheduler $SCHEDULER_PORT
   start kube-scheduler "$BIN/kube-scheduler" "$BIN/kube-scheduler" \
@@ -285,6 +325,116 @@ start_kwok() {
   wait_for kwok 60 curl -sf "http://127.0.0.1:$KWOK_PORT/healthz"
 }
 
+# The metrics.k8s.io API: metrics-server as a host process, registered with the aggregation layer (upstream's
+# manifests/base of v0.8.0, with a user instead of a ServiceAccount and an ExternalName Service, no pod).
+metrics_server_objects() {
+  cat <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:metrics-server
+rules:
+- apiGroups: [""]
+  resources: [nodes/metrics]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [pods, nodes]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: system:metrics-server
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:metrics-server}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: system:metrics-server}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: metrics-server:system:auth-delegator
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:auth-delegator}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: system:metrics-server}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: metrics-server-auth-reader
+  namespace: kube-system
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: extension-apiserver-authentication-reader}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: system:metrics-server}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:aggregated-metrics-reader
+  labels:
+    rbac.authorization.k8s.io/aggregate-to-view: "true"
+    rbac.authorization.k8s.io/aggregate-to-edit: "true"
+    rbac.authorization.k8s.io/aggregate-to-admin: "true"
+rules:
+- apiGroups: [metrics.k8s.io]
+  resources: [pods, nodes]
+  verbs: [get, list, watch]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: metrics-server
+  namespace: kube-system
+  labels: {k8s-app: metrics-server}
+spec:
+  type: ExternalName
+  externalName: 127.0.0.1
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata:
+  name: v1beta1.metrics.k8s.io
+  labels: {k8s-app: metrics-server}
+spec:
+  group: metrics.k8s.io
+  version: v1beta1
+  service: {name: metrics-server, namespace: kube-system, port: $METRICS_SERVER_PORT}
+  caBundle: $(base64 -w0 <"$PKI/ca.crt")
+  groupPriorityMinimum: 100
+  versionPriority: 100
+EOF
+}
+
+start_metrics_server() {
+  local kc=$STATE/metrics-server.kubeconfig
+  # Its RBAC first: at start it reads the aggregation layer's client CA and header names from ConfigMap
+  # kube-system/extension-apiserver-authentication, and fails without that right.
+  local out
+  out=$(metrics_server_objects | kubectl apply -f -) || die "applying metrics-server's RBAC, Service and APIService failed"
+  grep -v unchanged <<<"$out" || true
+  is_running metrics-server "$BIN/metrics-server" || check_port metrics-server $METRICS_SERVER_PORT
+  # --node-selector: only the runner nodes serve /metrics/resource; kwok's fake nodes are never dialled.
+  # --kubelet-preferred-address-types=InternalIP, --kubelet-use-node-status-port: 127.0.0.1 and each runner
+  #   node's status.daemonEndpoints.kubeletEndpoint.Port. --kubelet-certificate-authority: their certificates
+  #   are the cluster CA's; metrics-server presents its kubeconfig's client certificate to them.
+  # --metric-resolution=15s: the scrape period (upstream's manifest sets the same; the default is 60s).
+  start metrics-server "$BIN/metrics-server" "$BIN/metrics-server" \
+    --kubeconfig="$kc" --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc" \
+    --bind-address=127.0.0.1 --secure-port=$METRICS_SERVER_PORT \
+    --tls-cert-file="$PKI/metrics-server-serving.crt" --tls-private-key-file="$PKI/metrics-server-serving.key" \
+    --node-selector=modeldeploy.io/runner=true \
+    --kubelet-preferred-address-types=InternalIP --kubelet-use-node-status-port \
+    --kubelet-certificate-authority="$PKI/ca.crt" \
+    --metric-resolution=15s --profiling=false --v=1 || true
+  wait_for metrics-server 60 curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+    "https://127.0.0.1:$METRICS_SERVER_PORT/healthz"
+}
+
+# The kube-apiserver's aggregator marks the APIService Available once it reached metrics-server's discovery.
+metrics_api_available() {
+  [[ $(kubectl get apiservice v1beta1.metrics.k8s.io \
+        -o jsonpath='{.status.conditions[?(@.type=="Available")].status}') == True ]]
+}
+
 runner_ready() { [[ $(cat "$STATE/jobrunner.ready" 2>/dev/null) == "$(pid_of jobrunner)" ]]; }
 
 start_jobrunner() {
@@ -293,19 +443,35 @@ start_jobrunner() {
     [[ $(id -u) == 0 ]] || die "MD_RUN_IMAGES=1 needs root (hack/imagerun.py mounts and chroots, as a container runtime)"
     mode=images flags=(--images)
   fi
-  # Restart a runner that is older than hack/jobrunner.py or hack/imagerun.py, uses another virtualenv or
-  # another mode (it then fails the pods it was running, as a crashed kubelet's pods would be).
+  # Restart a runner that is older than its code, uses another virtualenv or another mode (it then fails the
+  # pods it was running, as a crashed kubelet's pods would be).
   if is_running jobrunner "hack/jobrunner.py"; then
-    if [[ $ROOT/hack/jobrunner.py -nt $STATE/pids/jobrunner.pid || $ROOT/hack/imagerun.py -nt $STATE/pids/jobrunner.pid ]] \
-       || ! is_running jobrunner "$VENV/bin/python" || [[ $(cat "$STATE/jobrunner.mode" 2>/dev/null) != "$mode" ]]; then
-      log "hack/jobrunner.py, the virtualenv or the runner mode changed: restarting the Job runner"
+    local f changed=0
+    for f in jobrunner podrunner kubeletstats imagerun; do
+      [[ $ROOT/hack/$f.py -nt $STATE/pids/jobrunner.pid ]] && changed=1
+    done
+    if (( changed )) || ! is_running jobrunner "$VENV/bin/python" \
+       || [[ $(cat "$STATE/jobrunner.mode" 2>/dev/null) != "$mode" ]]; then
+      log "the runner's code, the virtualenv or the runner mode changed: restarting the Job runner"
       stop_pid jobrunner
+    fi
+  fi
+  # The runner nodes' kubelet resource-metrics endpoints (for metrics-server), with certificates of this
+  # cluster's CA: not with --external, whose cluster has its own metrics pipeline.
+  local kubelet=()
+  if (( ! EXTERNAL )); then
+    kubelet=(--kubelet-port-base "$RUNNER_KUBELET_PORT" --kubelet-cert "$PKI/runner-kubelet.crt"
+             --kubelet-key "$PKI/runner-kubelet.key" --kubelet-client-ca "$PKI/ca.crt")
+    if ! is_running jobrunner "hack/jobrunner.py"; then
+      check_port "run-gpu-0's kubelet endpoint" $RUNNER_KUBELET_PORT
+      check_port "run-cpu-0's kubelet endpoint" $((RUNNER_KUBELET_PORT + 1))
     fi
   fi
   start jobrunner "hack/jobrunner.py" "$VENV/bin/python" -u "$ROOT/hack/jobrunner.py" \
     --kubeconfig "$STATE/jobrunner.kubeconfig" --state "$STATE" --venv "$VENV" \
     --parallel "${MD_JOBRUNNER_PARALLEL:-2}" --runner-node run-gpu-0=gpu --runner-node run-cpu-0=cpu \
-    --max-serving-pods "${MD_MAX_SERVING_PODS:-4}" --backoff-base "${MD_BACKOFF_BASE:-10}" "${flags[@]}" || true
+    --max-serving-pods "${MD_MAX_SERVING_PODS:-4}" --backoff-base "${MD_BACKOFF_BASE:-10}" "${flags[@]}" \
+    "${kubelet[@]}" || true
   # The runner writes its PID to jobrunner.ready once it registered its nodes and its first pod lists succeeded.
   wait_for jobrunner 30 runner_ready
 }
@@ -408,16 +574,19 @@ main() {
     write_kubeconfig "$STATE/kube-scheduler.kubeconfig" kube-scheduler
     write_kubeconfig "$STATE/kwok.kubeconfig" kwok
     write_kubeconfig "$STATE/jobrunner.kubeconfig" jobrunner
+    write_kubeconfig "$STATE/metrics-server.kubeconfig" metrics-server
     start_etcd
     start_apiserver
     start_controllers
   fi
   start_kwok
   "$ROOT/hack/s3-up.sh" | sed 's/^/[cluster-up] /'
+  (( EXTERNAL )) || start_metrics_server
   start_jobrunner
   create_nodes
   wait_default_sa
   model_store_secret
+  (( EXTERNAL )) || wait_for metrics-server 60 metrics_api_available
 
   log "ready: $(kubectl get nodes --no-headers | wc -l) nodes, \
 server $(kubectl version -o json | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p' | tail -1)"

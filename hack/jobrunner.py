@@ -34,6 +34,9 @@ a node:
   DeadlineExceeded); a pod being deleted (Job deleted, Job deadline exceeded, ...) gets SIGTERM, then SIGKILL
   after its grace period.
 * At most ``--parallel`` pods run at once; the others wait, Pending, in arrival order.
+* With ``--kubelet-port-base``, each runner node serves the kubelet's ``/metrics/resource`` over HTTPS on
+  127.0.0.1 (hack/kubeletstats.py: its containers' CPU and memory measured from /proc), and its node status
+  names that port (daemonEndpoints.kubeletEndpoint.Port), so metrics-server feeds the HPA real usage.
 
 Run by hack/cluster-up.sh (log .cluster/logs/jobrunner.log); stopped by hack/cluster-down.sh.
 """
@@ -61,6 +64,7 @@ from kubernetes.client.rest import ApiException
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import imagerun  # noqa: E402  (beside this file: runs a container inside a locally built image)
+import kubeletstats  # noqa: E402  (beside this file: the runner nodes' resource-metrics endpoint)
 import podrunner  # noqa: E402  (beside this file: the serving-pod half of the runner)
 from podrunner import now, parse_quantity  # noqa: E402,F401  (parse_quantity: tests/unit/test_jobrunner.py)
 
@@ -559,7 +563,7 @@ class Runner:
 
     def __init__(self, api: client.CoreV1Api, venv: pathlib.Path, state: pathlib.Path, parallel: int,
                  runner_nodes: dict | None = None, max_serving: int = 4, backoff_base: float = 10.0,
-                 images: bool = False):
+                 kubelet_ports: dict | None = None, images: bool = False):
         self.api, self.venv, self.state, self.images = api, venv, state, images
         self.repo = pathlib.Path(__file__).resolve().parents[1]
         host = api.api_client.configuration.host          # https://127.0.0.1:16443
@@ -574,6 +578,7 @@ class Runner:
         self.max_serving, self.backoff_base = max_serving, backoff_base
         self.ips = podrunner.IPAllocator()
         self.serving: dict[str, podrunner.ServingPod] = {}   # uid -> pod on a runner node (running or queued)
+        self.kubelet_ports = kubelet_ports or {}          # runner node -> port of its /metrics/resource
 
     def local_image(self, name: str) -> dict | None:
         """The locally built image a container names, when the runner runs containers in images (--images)."""
@@ -729,11 +734,30 @@ class Runner:
                 raise
 
     # -- runner nodes --
+    def running_containers(self, node: str) -> list[tuple[str, str, str, int, float]]:
+        """(namespace, pod, container, process group, start time) of each container running on `node`: what
+        its resource-metrics endpoint measures (hack/kubeletstats.py)."""
+        with self.lock:
+            pods = [sp for sp in self.serving.values() if sp.pod["spec"].get("nodeName") == node]
+        out = []
+        for sp in pods:
+            for c in list(sp.inits) + list(sp.mains):
+                p = c.proc
+                if p is not None and p.returncode is None and "running" in c.state:
+                    out.append((sp.run.ns, sp.run.name, c.name, p.pid, c.started_unix))   # pid = pgid (own session)
+        return out
+
+    def serve_kubelet_stats(self, cert: str, key: str, client_ca: str):
+        """One HTTPS /metrics/resource endpoint per runner node, on 127.0.0.1 and its own port."""
+        ctx = kubeletstats.tls_context(cert, key, client_ca)
+        for name, port in self.kubelet_ports.items():
+            kubeletstats.serve(name, port, ctx, lambda n=name: self.running_containers(n))
+
     def register_nodes(self):
         """Create the runner nodes (as a kubelet registers its node) and report them Ready."""
         for name, pool in self.runner_nodes.items():
             try:
-                self.api.create_node(podrunner.node_manifest(name, pool))
+                self.api.create_node(podrunner.node_manifest(name, pool, self.kubelet_ports.get(name)))
                 log.info("registered node %s (%s)", name, pool)
             except ApiException as e:
                 if e.status != 409:
@@ -746,7 +770,11 @@ class Runner:
         conditions = [{"type": kind, "status": status, "reason": reason, "lastHeartbeatTime": t,
                        "lastTransitionTime": t, "message": message}
                       for kind, status, reason, message in podrunner.NODE_CONDITIONS]
-        self.api.patch_node_status(name, {"status": {"conditions": conditions}})
+        status = {"conditions": conditions}
+        if name in self.kubelet_ports:       # a node registered by an earlier runner may lack them
+            status.update(addresses=podrunner.node_addresses(name),
+                          daemonEndpoints=podrunner.daemon_endpoints(self.kubelet_ports[name]))
+        self.api.patch_node_status(name, {"status": status})
         lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                  "metadata": {"name": name, "namespace": "kube-node-lease"},
                  "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
@@ -842,6 +870,12 @@ def main(argv=None) -> int:
                              "the others are played with host processes")
     parser.add_argument("--backoff-base", type=float, default=10.0,
                         help="first crash-loop back-off in seconds (the kubelet's 10 s), doubling to 300 s")
+    parser.add_argument("--kubelet-port-base", type=int, default=0, metavar="PORT",
+                        help="serve each runner node's /metrics/resource (for metrics-server) over HTTPS on "
+                             "127.0.0.1, the n-th --runner-node on PORT+n (0: not served)")
+    parser.add_argument("--kubelet-cert", help="serving certificate of those endpoints (SAN IP:127.0.0.1)")
+    parser.add_argument("--kubelet-key", help="its key")
+    parser.add_argument("--kubelet-client-ca", help="CA whose client certificates may scrape them")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
     nodes = {}
@@ -850,9 +884,16 @@ def main(argv=None) -> int:
         if pool not in ("gpu", "cpu"):
             parser.error(f"--runner-node {item!r}: expected NAME=gpu or NAME=cpu")
         nodes[name] = pool
+    ports = {}
+    if args.kubelet_port_base:
+        if not (args.kubelet_cert and args.kubelet_key and args.kubelet_client_ca):
+            parser.error("--kubelet-port-base needs --kubelet-cert, --kubelet-key and --kubelet-client-ca")
+        ports = {name: args.kubelet_port_base + i for i, name in enumerate(nodes)}
     config.load_kube_config(config_file=args.kubeconfig)
     runner = Runner(client.CoreV1Api(), pathlib.Path(args.venv), pathlib.Path(args.state), max(1, args.parallel),
-                    nodes, max(1, args.max_serving_pods), args.backoff_base, args.images)
+                    nodes, max(1, args.max_serving_pods), args.backoff_base, ports, args.images)
+    if ports:
+        runner.serve_kubelet_stats(args.kubelet_cert, args.kubelet_key, args.kubelet_client_ca)
 
     def on_term(signum, _frame):
         log.info("signal %d: stopping running pods", signum)

@@ -20,6 +20,8 @@ jobrunner's PodRun for volumes, environment and path mapping. Per pod (class Ser
   hack/tfserving/server.py (see ``entrypoint``); any other image without command waits in ImagePullBackOff;
 * deletion: SIGTERM, SIGKILL after the grace period (at most 30 s), then delete with gracePeriodSeconds=0.
 
+Each runner node's resource metrics (what metrics-server scrapes from a kubelet) come from hack/kubeletstats.py.
+
 Pure helpers (tested in tests/unit/test_jobrunner.py): node_manifest, is_tfserving, entrypoint, IPAllocator,
 probe_timing, backoff, rss_of_group; the rest in tests/integration/test_podrunner.py.
 """
@@ -73,10 +75,12 @@ NODE_CONDITIONS = [
 ]
 
 
-def node_manifest(name: str, pool: str) -> dict:
+def node_manifest(name: str, pool: str, kubelet_port: int | None = None) -> dict:
     """A runner node: labelled like the kwok node pool `pool` (gpu|cpu) plus modeldeploy.io/runner=true, and
     tainted so that only pods which tolerate modeldeploy.io/runner land on it (the rest stay on kwok nodes).
-    A gpu node advertises nvidia.com/gpu for the scheduler; the processes still run on this machine's CPU."""
+    A gpu node advertises nvidia.com/gpu for the scheduler; the processes still run on this machine's CPU.
+    With `kubelet_port`, status.daemonEndpoints names the port of its resource-metrics endpoint
+    (hack/kubeletstats.py), which metrics-server reaches at the InternalIP 127.0.0.1."""
     labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
               "modeldeploy.io/node-pool": pool, "modeldeploy.io/runner": "true"}
     capacity = {"cpu": "8", "memory": "16Gi", "pods": "20", "ephemeral-storage": "100Gi"}
@@ -84,14 +88,26 @@ def node_manifest(name: str, pool: str) -> dict:
         labels.update({"nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
                        "nvidia.com/gpu.count": "8", "nvidia.com/gpu.memory": "81559"})
         capacity["nvidia.com/gpu"] = "8"
-    return {"apiVersion": "v1", "kind": "Node",
+    node = {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": labels},
             "spec": {"taints": [{"key": "modeldeploy.io/runner", "value": "true", "effect": "NoSchedule"}]},
-            "status": {"capacity": capacity, "allocatable": capacity,
-                       "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
-                                     {"type": "Hostname", "address": name}],
+            "status": {"capacity": capacity, "allocatable": capacity, "addresses": node_addresses(name),
                        "nodeInfo": {"kubeletVersion": "v0.0.0-modeldeploy-runner", "operatingSystem": "linux",
                                     "architecture": "amd64", "containerRuntimeVersion": "local-process://"}}}
+    if kubelet_port:
+        node["status"]["daemonEndpoints"] = daemon_endpoints(kubelet_port)
+    return node
+
+
+def node_addresses(name: str) -> list[dict]:
+    """A runner node's addresses: InternalIP 127.0.0.1 (what metrics-server dials, with
+    --kubelet-preferred-address-types=InternalIP) and its name as Hostname."""
+    return [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}]
+
+
+def daemon_endpoints(kubelet_port: int) -> dict:
+    """status.daemonEndpoints with the kubelet port (JSON key "Port", capitalised: core/v1 DaemonEndpoint)."""
+    return {"kubeletEndpoint": {"Port": int(kubelet_port)}}
 
 
 def is_tfserving(image: str) -> bool:
@@ -269,6 +285,7 @@ class Container:
         self.last: dict | None = None
         self.ready = self.started = False
         self.proc: subprocess.Popen | None = None
+        self.started_unix = 0.0
         self.kill_reason: str | None = None        # why we killed it: OOMKilled / liveness / startup / stop
         self.limit = None
         mem = ((raw.get("resources") or {}).get("limits") or {}).get("memory")
@@ -301,6 +318,7 @@ class Container:
                 out.flush()
             self.proc = subprocess.Popen([exe] + argv[1:], env=env, cwd=self.spec["cwd"], stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.started_unix = time.time()            # container_start_time_seconds (hack/kubeletstats.py)
         (self.pod.run.dir / f"{self.name}.pid").write_text(str(self.proc.pid))
         self.kill_reason = None
         self.state = {"running": {"startedAt": now()}}

@@ -133,6 +133,30 @@ def test_runner_nodes_are_tainted_and_only_gpu_nodes_advertise_gpus():
     assert "nvidia.com/gpu" not in cpu["status"]["allocatable"]
 
 
+def test_running_containers_are_the_live_processes_on_that_node():
+    import threading
+    from types import SimpleNamespace as NS
+    runner = jobrunner.Runner.__new__(jobrunner.Runner)     # no API needed for this
+    runner.lock = threading.Lock()
+
+    def container(name, pid, returncode, state, started):
+        return NS(name=name, proc=NS(pid=pid, returncode=returncode) if pid else None, state=state,
+                  started_unix=started)
+
+    def pod(node, name, inits, mains):
+        return NS(pod={"spec": {"nodeName": node}}, run=NS(ns="ns", name=name), inits=inits, mains=mains)
+
+    running = {"running": {"startedAt": "x"}}
+    runner.serving = {
+        "u1": pod("run-cpu-0", "a", [container("init", 7, 0, {"terminated": {}}, 1.0)],
+                  [container("main", 11, None, running, 5.0), container("crashed", 12, 1, {"waiting": {}}, 2.0)]),
+        "u2": pod("run-cpu-0", "queued", [], [container("main", 0, None, {"waiting": {}}, 0.0)]),
+        "u3": pod("run-gpu-0", "b", [], [container("main", 13, None, running, 6.0)]),
+    }
+    assert runner.running_containers("run-cpu-0") == [("ns", "a", "main", 11, 5.0)]
+    assert runner.running_containers("run-gpu-0") == [("ns", "b", "main", 13, 6.0)]
+
+
 def test_rss_of_group_counts_this_process_group():
     import os
     assert podrunner.rss_of_group(os.getpgid(0)) > 1 << 20
