@@ -745,6 +745,8 @@ def status_schema() -> dict:
             "canaryVersion": i64("Model version of the canary."),
             "stableVersion": i64("Model version the stable Deployment serves (status.model.lastGoodVersion)."),
             "stepStartTime": ts("When the current step started (its duration counts from here)."),
+            "failedChecks": integer("Consecutive interval checks with failing canary pods (rolled back at "
+                                    "spec.monitoring.failureThreshold).", minimum=0, fmt="int32"),
             "message": string("The last judgment in words: the canary's and the stable version's figures "
                               "against the SLO and the margins."),
         })
