@@ -67,7 +67,8 @@ def test_next_step_without_figures_stays_and_keeps_the_stored_message():
 
 def test_next_step_rolls_back_on_a_failure_before_any_figure():
     step = cn.next_step(RULES, SLOS, 0, T0, T1, None, None, ("CanaryFailing", "pods crash"))
-    assert (step.action, step.reason, step.message) == (cn.ROLLBACK, "CanaryFailing", "step 1/2 (weight 25%): pods crash")
+    assert (step.action, step.reason) == (cn.ROLLBACK, "CanaryFailing")
+    assert step.message == "step 1/2 (weight 25%): pods crash"
 
 
 def test_reasons_name_what_failed():
@@ -204,3 +205,54 @@ def test_autoscaled_canary_adds_replicas_on_top_of_the_hpa():
     plan, _, _ = run(v3_status(), T0, spec=spec)
     assert (plan.canary.split.canary, plan.canary.split.stable) == (1, None)
     assert "stableReplicas" not in plan.status["rollout"]
+
+
+# --- the reconciler's writes for a plan ---------------------------------------------------------------------------
+
+class _Kube:
+    """Records what _write_children applies and deletes."""
+
+    def __init__(self):
+        self.applied, self.deleted = [], []
+
+    def check_owner(self, desired, owner, live):
+        pass
+
+    def ensure(self, desired, owner, live):
+        self.applied.append((desired["kind"], desired["metadata"]["name"], (desired.get("spec") or {}).get("replicas")))
+        return "updated", desired
+
+    def delete(self, kind, live):
+        self.deleted.append((kind, live["metadata"]["name"]))
+
+    def crd_exists(self, *_):
+        return False
+
+
+def _write(plan, spec, live_canary=None):
+    from types import SimpleNamespace
+
+    from modeldeploy.controller import reconcile
+    from modeldeploy.resources.common import DEFAULT_OPERATOR_IMAGES
+    kube = _Kube()
+    ctx = SimpleNamespace(kube=kube, egress_cidrs=None, tool_images=DEFAULT_OPERATOR_IMAGES)
+    owner = {"uid": "u1"}
+    kids = {kind: [] for kind in ("ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler",
+                                  "PodDisruptionBudget", "NetworkPolicy")}
+    if live_canary is not None:
+        kids["Deployment"].append(live_canary)
+    reconcile._write_children(ctx, spec, plan, owner, kids, reconcile.Result())
+    return kube
+
+
+def test_the_reconciler_runs_the_canary_beside_the_stable_share_and_removes_it_after():
+    started, _, _ = run(v3_status(), T0)
+    kube = _write(started, md())
+    deployments = [a for a in kube.applied if a[0] == "Deployment"]
+    assert deployments == [("Deployment", "digits", 3), ("Deployment", "digits-canary", 1)]
+    live = {"metadata": {"name": "digits-canary", "ownerReferences": [{"uid": "u1", "controller": True}]}}
+    promoted, _, _ = run(run(started.status, T2, canary=fig(), stable=fig(version=3))[0].status, T3,
+                         canary=fig(), stable=fig(version=3))
+    kube = _write(promoted, md(), live_canary=live)
+    assert [a for a in kube.applied if a[0] == "Deployment"] == [("Deployment", "digits", 4)]
+    assert kube.deleted == [("Deployment", "digits-canary")]
