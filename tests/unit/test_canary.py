@@ -167,6 +167,7 @@ def test_no_traffic_holds_the_step_and_never_promotes():
     assert [e[1] for e in plan.events] == ["CanaryHolding"]
     held, _, _ = run(plan.status, T3, canary=fig(rps=0.2), stable=fig(version=3))
     assert held.status["rollout"]["phase"] == "Holding" and held.events == []      # Events on transitions only
+    assert held.status["rollout"] == plan.status["rollout"]     # a long hold: no write per interval
     moved, _, _ = run(held.status, T3, canary=fig(), stable=fig(version=3))
     assert moved.status["rollout"]["step"] == 2 and moved.status["rollout"]["phase"] == "Progressing"
 

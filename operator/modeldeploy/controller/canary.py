@@ -205,6 +205,10 @@ def progress(spec: ModelDeploymentSpec, prev: dict | None, requested: ServingTar
         phase = prev.get("phase") or phase
     message = step.message or (None if fresh else prev.get("message")) or \
         f"step {step.index + 1}/{len(rollout.steps)} (weight {weight}%): waiting for the canary's figures"
+    if phase == HOLDING and prev.get("phase") == HOLDING and not fresh:
+        # A hold can last as long as the traffic stays away: the message of its start stands, so a held canary
+        # costs no status write per interval for figures that only say "too few requests".
+        message = prev.get("message") or message
     block = {"strategy": rollout.strategy, "phase": phase, "step": step.index + 1, "steps": len(rollout.steps),
              "weight": weight, "canaryVersion": requested.version, "stableVersion": stable.version,
              "stepStartTime": step.start, "failedChecks": checks, "message": message}
