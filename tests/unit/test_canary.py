@@ -47,7 +47,7 @@ SLOS = specmod.SLOSpec(max_p99_latency_ms=250, max_error_ratio=0.05, window_seco
     (0, T2, fig(), fig(version=3), cn.ADVANCE, "step 2/2 (weight 50%) until 2025-01-01T00:02:00Z"),
     (1, T3, fig(), fig(version=3), cn.PROMOTE, "all 2 steps passed"),
     (0, T2, fig(rps=0.5), fig(version=3), cn.HOLD, "not proven after 60 s (no verdict: below 1 requests/s)"),
-    (0, T2, fig(window=30), fig(version=3), cn.HOLD, "SLO met so far, over 30 s of a 60 s window"),
+    (0, T2, fig(window=30), fig(version=3), cn.STAY, "60 s passed: SLO met so far, over 30 s of a 60 s window"),
     (0, T1, fig(p99=400), fig(version=3), cn.ROLLBACK, "p99 400.0 ms > 250 ms"),
     (0, T1, fig(err=0.2), None, cn.ROLLBACK, "error ratio 0.2000 > 0.05"),
     (0, T1, fig(p99=200), fig(p99=100, version=3), cn.ROLLBACK, "p99 200.0 ms > 1.2 x stable p99 100.0 ms"),

@@ -10,7 +10,7 @@ measured on their own pods by controller/scrape.py) decide:
   interval checks) or its Deployment passes its progress deadline;
 - stay on the step until its durationSeconds have passed;
 - then advance to the next step, or promote after the last one, when the SLO was met over (nearly) a whole
-  window;
+  window (a canary whose pods were slow to start stays until its window has filled);
 - hold otherwise: below minRequestsPerSecond there is no verdict, so once the step's duration has passed the
   canary is not proven and the step holds (phase Holding, Reconciling stays True, the stable version serves)
   until traffic gives a verdict. It is never promoted on silence.
@@ -143,10 +143,12 @@ def next_step(rollout: RolloutSpec, slo: SLOSpec, index: int, start: str, now: s
     ends = _plus(start, step.duration_seconds)
     if _parse(now) < _parse(ends):
         return Step(STAY, index, start, f"{where} until {ends}: {why} ({v.summary})")
-    if v.state != slomod.MET or not covered:
+    if v.state != slomod.MET:
         return Step(HOLD, index, start, f"{where}: not proven after {step.duration_seconds} s ({why}); the step "
                                         f"holds and the stable version serves until a whole window meets the "
                                         f"SLO ({v.summary})")
+    if not covered:      # a canary slow to start: its window fills within an interval or two, no hold for that
+        return Step(STAY, index, start, f"{where}, {step.duration_seconds} s passed: {why} ({v.summary})")
     if index + 1 < len(steps):
         following = steps[index + 1]
         return Step(ADVANCE, index + 1, now, f"step {index + 1}/{len(steps)} passed ({v.summary}); step "
