@@ -79,6 +79,16 @@ CASES = {
     "no-observed-generation": (md([READY], observed=None), "Progressing", "(observed none)"),
     "ready-false-nothing-else": (md([NOT_READY]), "Progressing", "0/2 replicas"),
     "no-ready-condition": (md([IDLE]), "Progressing", "Waiting for the Ready condition"),
+    # Canary rollouts (controller/canary.py): in progress or holding reads Progressing, rolled back Degraded.
+    "canary-in-progress": (md([("Ready", False, R.CANARY_PROGRESSING, "canary version 4: step 1/2 (weight 25%)"),
+                               ("Reconciling", True, R.CANARY_PROGRESSING, "canary version 4: step 1/2"),
+                               NOT_STALLED, NOT_DEGRADED]), "Progressing", "CanaryProgressing: canary version 4"),
+    "canary-holding": (md([("Ready", False, R.CANARY_HOLDING, "canary version 4: not proven after 300 s"),
+                           ("Reconciling", True, R.CANARY_HOLDING, "canary version 4: not proven"),
+                           NOT_STALLED, NOT_DEGRADED]), "Progressing", "CanaryHolding"),
+    "canary-rolled-back": (md([READY, IDLE, ("Stalled", True, R.ROLLED_BACK, "canary step 1/2: p99 412 ms > 250 ms"),
+                               ("Degraded", True, R.ROLLED_BACK, "canary step 1/2: p99 412 ms > 250 ms")]),
+                           "Degraded", "RolledBack: canary step 1/2: p99 412 ms"),
 }
 
 

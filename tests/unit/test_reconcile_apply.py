@@ -144,3 +144,34 @@ def test_model_probe_stays_within_the_allowed_networks():
     assert not reconcile._probe_allowed(local, "10.244.0.12")          # kwok's simulated pods: never probed
     assert not reconcile._probe_allowed(local, "not-an-ip")
     assert reconcile._probe_allowed(SimpleNamespace(probe_cidrs=()), "10.244.0.12")   # unset: any pod
+
+
+class _RecordingKube(apply.Kube):
+    """A Kube whose requests are recorded, never sent."""
+
+    def __init__(self):
+        super().__init__(api_client=None)
+        self.calls = []
+
+    def _call(self, method, path, body=None, query=None, content_type=None):
+        self.calls.append((method, path, body))
+        return body
+
+
+def test_a_deployment_switching_to_canary_is_replaced_orphaning_its_pods():
+    """A Deployment's selector is immutable: delete it with propagationPolicy Orphan (its ReplicaSet's pods keep
+    serving; the re-created Deployment adopts them), never patch it into a 422."""
+    rolling = md(serving={"replicas": 2}, monitoring={"slo": {"maxP99LatencyMs": 250}})
+    canary = md(serving={"replicas": 2}, monitoring={"slo": {"maxP99LatencyMs": 250}},
+                rollout={"strategy": "canary", "steps": [{"weight": 50, "durationSeconds": 300}]})
+    live = _live(build_deployment(rolling, None, IMAGES))
+    desired = build_deployment(canary, None, IMAGES)
+    assert apply.selector_replaced(desired, live) and not apply.selector_replaced(desired, None)
+    assert desired["spec"]["template"] == live["spec"]["template"]           # same pods: the ReplicaSet is reused
+    kube = _RecordingKube()
+    assert kube.ensure(desired, OWNER, live) == ("replaced", None)
+    [(method, path, body)] = kube.calls
+    assert method == "DELETE" and path.endswith("/deployments/digits")
+    assert body["propagationPolicy"] == "Orphan" and body["preconditions"] == {"uid": "x"}
+    # Back to rolling: the canary selector already selects every stable pod; nothing to replace.
+    assert not apply.selector_replaced(build_deployment(rolling, None, IMAGES), _live(desired))

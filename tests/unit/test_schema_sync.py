@@ -121,7 +121,10 @@ def _full_body() -> dict:
                 # The widest window, so every intervalSeconds the bounds test sets stays below it.
                 "monitoring": {"slo": {"maxP99LatencyMs": 250, "maxErrorRatio": 0.05, "minRequestsPerSecond": 1,
                                        "windowSeconds": S.MAX_SLO_WINDOW}},
-                "rollout": {}}}
+                # Steps as long as that window, so strategy canary (the enum test) parses too.
+                "rollout": {"steps": [{"weight": 20, "durationSeconds": S.MAX_SLO_WINDOW},
+                                      {"weight": 60, "durationSeconds": S.MAX_SLO_WINDOW}],
+                            "maxLatencyRatio": 1.5, "maxErrorRatioIncrease": 0.02}}}
 
 
 def _defaults_body() -> dict:
@@ -252,7 +255,7 @@ def test_printer_columns_and_scale_paths_exist_in_schema():
             node = node["properties"][key]
         assert node.get("type"), jp
     assert [c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c] == [
-        "Ready", "Phase", "Version", "Compression", "Accuracy-Drop", "Replicas", "Age"]
+        "Ready", "Phase", "Version", "Compression", "Accuracy-Drop", "Replicas", "Canary-Step", "SLO", "Age"]
 
 
 def _walk(node, path="", out=None):

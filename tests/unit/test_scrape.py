@@ -174,3 +174,29 @@ def test_redirects_errors_and_oversized_answers_are_left_out(servers):
     assert scraper.fetch_all({k: f"http://127.0.0.1:{s.port}/" for k, s in
                               (("redirect", redirect), ("error", error), ("big", big))}) == {}
     assert target.hits == 0
+
+
+class _AskedScraper:
+    """Answers every URL with an empty exposition and records which pods were asked."""
+
+    def __init__(self):
+        self.asked = []
+
+    def fetch_all(self, urls: dict) -> dict:
+        self.asked.append(sorted(urls))
+        return {key: "" for key in urls}
+
+
+def test_canary_and_stable_pods_are_judged_apart_by_their_track():
+    scraper = _AskedScraper()
+    monitor = scrape.SLOMonitor(scraper)
+    canary = pod("c", "10.0.0.3")
+    canary["metadata"]["labels"]["modeldeploy.io/track"] = "canary"
+    pods = [pod("s1", "10.0.0.1"), pod("s2", "10.0.0.2"), canary]
+    anywhere = lambda ip: True                                                    # noqa: E731
+    monitor.measure(SPEC, "u1", TARGET, pods, anywhere, 0.0)
+    monitor.measure(SPEC, "u1", TARGET, pods, anywhere, 0.0, track="canary")
+    assert scraper.asked == [["uid-s1", "uid-s2"], ["uid-c"]]
+    assert set(monitor.windows) == {("u1", "stable"), ("u1", "canary")}
+    monitor.forget("u1", "canary")                  # the canary is gone: its window goes, the stable one stays
+    assert set(monitor.windows) == {("u1", "stable")}

@@ -280,3 +280,48 @@ def test_inputs_json_cannot_carry_are_refused_by_the_parser_naming_the_field():
     with pytest.raises(S.SpecError) as err:
         S.parse(md({"model": {"uri": "s3://m/a"}, "serving": {"affinity": deep}}))
     assert err.value.field == "spec.serving.affinity" and "deeper than 32" in err.value.message
+
+
+# --- spec.rollout: strategy canary -------------------------------------------------------------------------------
+
+CANARY = {**MINIMAL, "serving": {"replicas": 4}, "monitoring": {"slo": {"maxP99LatencyMs": 250, "windowSeconds": 60}},
+          "rollout": {"strategy": "canary", "steps": [{"weight": 10, "durationSeconds": 120},
+                                                      {"weight": 50, "durationSeconds": 60}]}}
+
+
+def test_canary_parses_with_defaults():
+    r = S.parse(md(CANARY)).rollout
+    assert r == S.RolloutSpec(strategy="canary", steps=(S.CanaryStep(10, 120), S.CanaryStep(50, 60)),
+                              max_latency_ratio=1.2, max_error_ratio_increase=0.01)
+    assert S.parse(md(MINIMAL)).rollout.strategy == "rolling"
+
+
+def test_steps_are_kept_under_rolling_so_switching_strategy_is_one_field():
+    body = {**CANARY, "rollout": dict(CANARY["rollout"], strategy="rolling")}
+    assert S.parse(md(body)).rollout.steps == (S.CanaryStep(10, 120), S.CanaryStep(50, 60))
+
+
+@pytest.mark.parametrize("edit, field, words", [
+    ({"monitoring": {}}, "spec.rollout.strategy", "spec.monitoring.slo"),
+    ({"rollout": {"strategy": "canary"}}, "spec.rollout.steps", "at least one step"),
+    ({"serving": {"replicas": 1}}, "spec.serving.replicas", ">= 2"),
+    ({"rollout": {"strategy": "canary", "steps": [{"weight": 10, "durationSeconds": 30}]}},
+     "spec.rollout.steps[0].durationSeconds", "windowSeconds (60)"),
+    ({"rollout": {"strategy": "canary", "steps": [{"weight": 50, "durationSeconds": 60},
+                                                  {"weight": 50, "durationSeconds": 60}]}},
+     "spec.rollout.steps[1].weight", "above the previous step's weight"),
+    ({"rollout": {"strategy": "canary", "steps": [{"weight": 10, "duration": 60}]}},
+     "spec.rollout.steps[0].duration", "unknown field"),
+    ({"rollout": {"strategy": "canary", "steps": [10, 50]}}, "spec.rollout.steps[0]", "{weight, durationSeconds}"),
+    ({"rollout": {"strategy": "canary", "steps": [{"weight": 10, "durationSeconds": 60}] * 11}},
+     "spec.rollout.steps", "at most 10"),
+])
+def test_canary_refusals_name_the_field_and_the_fix(edit, field, words):
+    with pytest.raises(S.SpecError) as err:
+        S.parse(md({**CANARY, **edit}))
+    assert err.value.field == field and words in err.value.message
+
+
+def test_canary_with_autoscaling_needs_no_fixed_replicas():
+    body = {**CANARY, "serving": {"replicas": 1}, "autoscaling": {"maxReplicas": 4}}
+    assert S.parse(md(body)).rollout.strategy == "canary"

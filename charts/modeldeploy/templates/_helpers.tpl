@@ -69,14 +69,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: ["modeldeployments/finalizers"]
   verbs: ["update"]
 # Children, applied with server-side apply (PATCH); delete only for children a spec change removes (HPA, PDB,
-# NetworkPolicy, ServiceMonitor). Jobs are created once and never changed; the garbage collector deletes them.
+# NetworkPolicy, ServiceMonitor, a canary Deployment once promoted or rolled back) and for a serving Deployment
+# whose immutable selector must change (strategy canary; deleted orphaning its pods, then created again). Jobs
+# are created once and never changed; the garbage collector deletes them.
 # tests/integration/test_zz_rbac_matches_calls.py fails on any verb granted here that no test's operator used.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["list", "watch", "create"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]

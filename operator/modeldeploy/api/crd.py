@@ -459,7 +459,49 @@ def spec_schema() -> dict:
         "progressDeadlineSeconds": integer("Seconds a rollout may take before it counts as failed (and is rolled "
                                            "back when spec.monitoring.rollback is true).",
                                            default=600, minimum=30, maximum=86400),
-    }, default={})
+        "strategy": string(
+            "rolling: the serving Deployment's rolling update replaces every pod (maxUnavailable 0). canary: a new "
+            "version starts as a second Deployment (<name>-canary) behind the same Service, with a share of the "
+            "replicas per step; the Service spreads connections over the ready endpoints of both, so the split "
+            "is per connection (as kube-proxy's), not per request. Each step lasts durationSeconds and ends "
+            "when the canary met spec.monitoring.slo and was no worse than the stable version by the margins "
+            "below; after the last step the canary is promoted (the serving Deployment rolls to it and the "
+            "canary Deployment goes). A broken bound or margin at any check rolls back at once: the canary is "
+            "removed, the stable version keeps serving, and Stalled=True (reason RolledBack) carries the figures "
+            "that failed. Below minRequestsPerSecond there is no verdict: the step waits, and past its duration "
+            "holds (not proven, status.rollout.phase Holding) until traffic gives one. Needs "
+            "spec.monitoring.slo, steps, and spec.serving.replicas >= 2 or spec.autoscaling.",
+            default="rolling", enum=S.ROLLOUT_STRATEGIES),
+        "steps": {"type": "array", "maxItems": S.MAX_CANARY_STEPS,
+                  "description": "Canary steps, weights strictly increasing (used by strategy canary only). With "
+                                 "fixed replicas the canary runs ceil(weight% x replicas) of them (at least 1, the "
+                                 "stable version keeps the rest and at least 1, the total stays "
+                                 "spec.serving.replicas); with autoscaling the HPA keeps sizing the stable "
+                                 "Deployment and the canary gets enough replicas on top for its weight.",
+                  "items": obj("One canary step.", {
+                      "weight": integer("Percent of the replicas the canary runs in this step (1-99).",
+                                        minimum=1, maximum=99),
+                      "durationSeconds": integer(
+                          "Seconds the step lasts at least; at least spec.monitoring.slo.windowSeconds, so its "
+                          "verdict covers a window within the step.", minimum=S.MIN_STEP_SECONDS,
+                          maximum=S.MAX_STEP_SECONDS),
+                  }, required=["weight", "durationSeconds"])},
+        "maxLatencyRatio": number(
+            "Canary margin on latency: the canary's p99 must stay at or below the stable version's p99 times "
+            "this (1.2: at most 20% slower), over the same window. Judged only while both have a verdict (at "
+            "least minRequestsPerSecond each). TF Serving's histogram buckets grow by 1.8x and the quantiles are "
+            "interpolated within them, so ratios close to 1 compare figures within one bucket.",
+            default=S.RolloutSpec.max_latency_ratio, minimum=1, maximum=100),
+        "maxErrorRatioIncrease": number(
+            "Canary margin on errors: the canary's error ratio must stay at or below the stable version's plus "
+            "this (0.01: one percentage point more), over the same window.",
+            default=S.RolloutSpec.max_error_ratio_increase, minimum=0, maximum=1),
+    }, default={}, rules=[rule(
+        # isSorted (Kubernetes' CEL list library) gives the order; exists_one makes it strict.
+        "!has(self.steps) || (self.steps.map(s, s.weight).isSorted() && "
+        "self.steps.all(s, self.steps.exists_one(t, t.weight == s.weight)))",
+        "spec.rollout.steps: weights must be strictly increasing: a canary only grows until it is promoted",
+        field_path=".steps")])
 
     return obj(
         "What to serve and how. Unknown fields are pruned by the API server, and rejected with their name by "
@@ -486,7 +528,29 @@ def spec_schema() -> dict:
             "has(self.optimization) || !has(self.serving) || !has(self.serving.batching) || "
             "!has(self.serving.batching.auto) || !self.serving.batching.auto",
             "spec.serving.batching.auto true " + S.AUTO_NEEDS_OPTIMIZATION + " (auto: false)",
-            field_path=".serving.batching.auto")])
+            field_path=".serving.batching.auto")] + _canary_rules())
+
+
+def _canary_rules() -> list:
+    """The cross-field rules of strategy canary (spec.py's _check_canary), in the same order."""
+    canary = "has(self.rollout) && has(self.rollout.strategy) && self.rollout.strategy == 'canary'"
+    window = (f"(has(self.monitoring.slo.windowSeconds) ? self.monitoring.slo.windowSeconds : "
+              f"{S.SLOSpec.window_seconds})")
+    return [
+        rule(f"!({canary}) || (has(self.monitoring) && has(self.monitoring.slo))",
+             "spec.rollout.strategy canary " + S.CANARY_NEEDS_SLO_MESSAGE, field_path=".rollout.strategy"),
+        rule(f"!({canary}) || (has(self.rollout.steps) && size(self.rollout.steps) > 0)",
+             "spec.rollout.steps: strategy canary " + S.CANARY_NEEDS_STEPS_MESSAGE, field_path=".rollout.steps"),
+        rule(f"!({canary}) || has(self.autoscaling) || (has(self.serving) && has(self.serving.replicas) ? "
+             f"self.serving.replicas : 1) >= 2",
+             "spec.serving.replicas: strategy canary " + S.CANARY_REPLICAS_MESSAGE, field_path=".serving.replicas"),
+        # Static message: string(int) in a messageExpression has an unbounded cost estimate.
+        rule(f"!({canary}) || !has(self.monitoring) || !has(self.monitoring.slo) || !has(self.rollout.steps) || "
+             f"self.rollout.steps.all(s, s.durationSeconds >= {window})",
+             "spec.rollout.steps[].durationSeconds must be >= spec.monitoring.slo.windowSeconds: a step's verdict "
+             "covers one window, which must lie within the step; lengthen the step or shorten the window",
+             field_path=".rollout.steps"),
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -664,6 +728,28 @@ def status_schema() -> dict:
         "modelState": string("TF Serving's model version state (AVAILABLE, LOADING, ...), when reachable."),
         "restarts": i64("Container restarts summed over serving pods."),
     })
+    rollout = obj(
+        "The canary rollout (spec.rollout.strategy canary): written while a canary runs, and kept after it was "
+        "promoted or rolled back until the next one starts.", {
+            "strategy": string("The strategy the rollout ran with (canary)."),
+            "phase": string("Progressing (on a step), Holding (the step's duration passed without a verdict: "
+                            "too little traffic; the step holds until traffic gives one), Promoted (the serving "
+                            "Deployment rolls to the canary's version) or RolledBack (the canary was removed)."),
+            "step": integer("The current step, from 1.", minimum=0, fmt="int32"),
+            "steps": integer("Steps in spec.rollout.steps.", minimum=0, fmt="int32"),
+            "weight": integer("The step's weight: percent of the replicas the canary runs.", minimum=0,
+                              fmt="int32"),
+            "canaryReplicas": integer("Replicas of the canary Deployment in this step.", minimum=0, fmt="int32"),
+            "stableReplicas": integer("Replicas of the stable Deployment in this step (absent with autoscaling: "
+                                      "the HPA sizes it).", minimum=0, fmt="int32"),
+            "canaryVersion": i64("Model version of the canary."),
+            "stableVersion": i64("Model version the stable Deployment serves (status.model.lastGoodVersion)."),
+            "stepStartTime": ts("When the current step started (its duration counts from here)."),
+            "failedChecks": integer("Consecutive interval checks with failing canary pods (rolled back at "
+                                    "spec.monitoring.failureThreshold).", minimum=0, fmt="int32"),
+            "message": string("The last judgment in words: the canary's and the stable version's figures "
+                              "against the SLO and the margins."),
+        })
     return obj(
         "Observed state, written by the operator only. kstatus-compatible: observedGeneration and the "
         "conditions Ready, Reconciling and Stalled are the contract; phase is a summary for humans.", {
@@ -674,7 +760,7 @@ def status_schema() -> dict:
                            "x-kubernetes-list-map-keys": ["type"]},
             "selector": string("Label selector of the serving pods (for the scale subresource and HPAs)."),
             "model": model, "optimization": optimization, "serving": serving, "rollback": rollback,
-            "health": health,
+            "health": health, "rollout": rollout,
             "kopf": raw_object("Reserved for the Kopf framework's bookkeeping (the operator keeps it in "
                                "annotations; this normally stays empty)."),
         })
@@ -694,6 +780,15 @@ PRINTER_COLUMNS = [
      "description": "Validation accuracy lost by optimizing."},
     {"name": "Replicas", "type": "integer", "jsonPath": ".status.serving.readyReplicas",
      "description": "Ready serving replicas."},
+    {"name": "Canary-Step", "type": "integer", "jsonPath": ".status.rollout.step",
+     "description": "The canary's step (status.rollout.phase says whether it progresses, holds, was promoted or "
+                    "rolled back)."},
+    {"name": "SLO", "type": "string", "jsonPath": ".status.serving.metrics.slo",
+     "description": "The serving version's SLO verdict: Met, Violated or NoVerdict."},
+    {"name": "Canary", "type": "string", "jsonPath": ".status.rollout.phase", "priority": 1,
+     "description": "Phase of the canary rollout."},
+    {"name": "Canary-Weight", "type": "integer", "jsonPath": ".status.rollout.weight", "priority": 1,
+     "description": "Percent of the replicas the canary runs."},
     {"name": "Requested", "type": "integer", "jsonPath": ".spec.model.version", "priority": 1,
      "description": "Model version asked for."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -11,6 +11,8 @@ Interface (stable):
   `modeldeploy.io/version`.
 - `selector(md_name)`: the immutable serving pod selector (a dict); `selector_string(md_name)` is the same as
   `status.selector` for the scale subresource. Optimizer pods carry component=optimizer, so they never match.
+- `canary_name(md_name)`: `<name>-canary`, the canary Deployment of spec.rollout.strategy canary; its pods carry
+  `modeldeploy.io/track: canary` (`LABEL_TRACK`), which the stable Deployment's selector excludes.
 - `rest_url(...)`, `grpc_address(...)`: in-cluster endpoints recorded in status.
 """
 from __future__ import annotations
@@ -23,6 +25,11 @@ LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_VERSION = "modeldeploy.io/version"
+# Canary pods carry track=canary; stable pods carry no track label, so a Deployment switching to strategy canary
+# keeps its pod template (and its pods) and only its selector gains "track NotIn (canary)".
+LABEL_TRACK = "modeldeploy.io/track"
+TRACK_CANARY = "canary"
+TRACK_STABLE = "stable"
 APP_NAME = "modeldeploy"
 
 COMPONENT_SERVING = "serving"
@@ -35,6 +42,11 @@ REST_PORT = 8501
 def serving_name(md_name: str) -> str:
     """Name of the serving Deployment, Service, HPA and PodDisruptionBudget."""
     return md_name
+
+
+def canary_name(md_name: str) -> str:
+    """Name of the canary Deployment (a Deployment name may be 253 characters; its pods' hostnames are cut)."""
+    return f"{md_name}-canary"
 
 
 def config_map_name(md_name: str) -> str:

@@ -125,6 +125,19 @@ SLO_NEEDS_PROMETHEUS_MESSAGE = ("needs spec.monitoring.prometheus: true: the fig
                                 "Prometheus endpoint on each serving pod; enable it or remove slo")
 SLO_WINDOW_MESSAGE = ("the figures come from scrapes one monitor interval apart, so a window shorter than the "
                       "interval holds no whole step; raise windowSeconds or lower intervalSeconds")
+# spec.rollout. A canary step must cover a whole SLO window, or its verdict would rest on traffic of the step
+# before; ten steps are more than any progressive rollout needs and keep CEL's cost estimate small.
+ROLLOUT_STRATEGIES = ("rolling", "canary")
+MAX_CANARY_STEPS = 10
+MIN_STEP_SECONDS, MAX_STEP_SECONDS = MIN_SLO_WINDOW, 86400
+CANARY_NEEDS_SLO_MESSAGE = ("needs spec.monitoring.slo: a canary is promoted or rolled back on TF Serving's "
+                            "figures, so set spec.monitoring.slo (e.g. maxP99LatencyMs, maxErrorRatio) or use "
+                            "strategy rolling")
+CANARY_NEEDS_STEPS_MESSAGE = ("needs at least one step: set spec.rollout.steps (e.g. [{weight: 10, "
+                              "durationSeconds: 300}, {weight: 50, durationSeconds: 300}]) or use strategy rolling")
+CANARY_REPLICAS_MESSAGE = ("needs spec.serving.replicas >= 2 (the canary takes its share of the replicas and the "
+                           "stable version keeps at least one) or spec.autoscaling: raise replicas or use strategy "
+                           "rolling")
 MAX_VERSION = 2**31 - 1   # int32 range: leaves `<name>-opt-<N>-<hash>` room for a name in 63 characters
 
 
@@ -292,9 +305,21 @@ class MonitoringSpec:
 
 
 @dataclass(frozen=True)
+class CanaryStep:
+    """One step of spec.rollout.steps: the canary runs `weight` percent of the replicas for `duration_seconds`."""
+    weight: int
+    duration_seconds: int
+
+
+@dataclass(frozen=True)
 class RolloutSpec:
-    """spec.rollout."""
+    """spec.rollout: how a new version replaces the serving one. `steps` and the two margins are read by strategy
+    canary only (kept under rolling, so switching strategy is a one-field edit)."""
     progress_deadline_seconds: int = 600
+    strategy: str = "rolling"
+    steps: tuple = ()                      # CanaryStep, weights strictly increasing
+    max_latency_ratio: float = 1.2         # canary p99 <= stable p99 x this
+    max_error_ratio_increase: float = 0.01     # canary error ratio <= stable error ratio + this
 
 
 @dataclass(frozen=True)
@@ -734,12 +759,60 @@ def _parse_monitoring(spec: Mapping) -> MonitoringSpec:
     return monitoring
 
 
+def _parse_steps(r: Mapping, path: str) -> tuple:
+    steps = _get(r, "steps", path, list, "a list of {weight, durationSeconds}", [])
+    if len(steps) > MAX_CANARY_STEPS:
+        raise SpecError(f"{path}.steps", f"must list at most {MAX_CANARY_STEPS} steps, got {len(steps)}")
+    out = []
+    for i, step in enumerate(steps):
+        spath = f"{path}.steps[{i}]"
+        if not isinstance(step, dict):
+            raise SpecError(spath, "must be an object {weight, durationSeconds}")
+        _known(step, spath, CanaryStep)
+        out.append(CanaryStep(
+            weight=_int(step, "weight", spath, minimum=1, maximum=99),
+            duration_seconds=_int(step, "durationSeconds", spath, minimum=MIN_STEP_SECONDS,
+                                  maximum=MAX_STEP_SECONDS)))
+        if i and out[i].weight <= out[i - 1].weight:
+            raise SpecError(f"{spath}.weight", f"must be above the previous step's weight ({out[i - 1].weight}), "
+                                               f"got {out[i].weight}: a canary only grows until it is promoted")
+    return tuple(out)
+
+
 def _parse_rollout(spec: Mapping) -> RolloutSpec:
     path = "spec.rollout"
     r = _obj(spec, "rollout", "spec") or {}
     _known(r, path, RolloutSpec)
+    strategy = _str(r, "strategy", path, default="rolling")
+    if strategy not in ROLLOUT_STRATEGIES:
+        raise SpecError(f"{path}.strategy", f"unknown strategy {strategy!r}: use one of "
+                                            f"{', '.join(ROLLOUT_STRATEGIES)}")
     return RolloutSpec(
-        progress_deadline_seconds=_int(r, "progressDeadlineSeconds", path, default=600, minimum=30, maximum=86400))
+        progress_deadline_seconds=_int(r, "progressDeadlineSeconds", path, default=600, minimum=30, maximum=86400),
+        strategy=strategy, steps=_parse_steps(r, path),
+        max_latency_ratio=_num(r, "maxLatencyRatio", path, default=1.2, minimum=1.0, maximum=100.0),
+        max_error_ratio_increase=_num(r, "maxErrorRatioIncrease", path, default=0.01, minimum=0.0, maximum=1.0))
+
+
+def _check_canary(rollout: RolloutSpec, monitoring: MonitoringSpec, serving: ServingSpec,
+                  autoscaling: AutoscalingSpec | None) -> None:
+    """Cross-field rules of strategy canary: the same as the CRD's CEL rules, with the same field paths."""
+    if rollout.strategy != "canary":
+        return
+    if monitoring.slo is None:
+        raise SpecError("spec.rollout.strategy", "canary " + CANARY_NEEDS_SLO_MESSAGE)
+    if not rollout.steps:
+        raise SpecError("spec.rollout.steps", "strategy canary " + CANARY_NEEDS_STEPS_MESSAGE)
+    if autoscaling is None and serving.replicas < 2:
+        raise SpecError("spec.serving.replicas", f"strategy canary {CANARY_REPLICAS_MESSAGE} (got "
+                                                 f"{serving.replicas})")
+    window = monitoring.slo.window_seconds
+    for i, step in enumerate(rollout.steps):
+        if step.duration_seconds < window:
+            raise SpecError(f"spec.rollout.steps[{i}].durationSeconds",
+                            f"must be >= spec.monitoring.slo.windowSeconds ({window}), got {step.duration_seconds}: "
+                            "a step's verdict covers one window, which must lie within the step; lengthen the "
+                            "step or shorten the window")
 
 
 def parse(body: Mapping[str, Any], images: ServingImages = DEFAULT_IMAGES) -> ModelDeploymentSpec:
@@ -773,15 +846,17 @@ def parse(body: Mapping[str, Any], images: ServingImages = DEFAULT_IMAGES) -> Mo
     if serving.runtime == "tflite" and (optimization is None or optimization.quantization is None
                                         or optimization.quantization.mode not in TFLITE_QUANTIZATION_MODES):
         raise SpecError("spec.serving.runtime", TFLITE_MODE_MESSAGE)
+    autoscaling, monitoring, rollout = _parse_autoscaling(spec), _parse_monitoring(spec), _parse_rollout(spec)
+    _check_canary(rollout, monitoring, serving, autoscaling)
     return ModelDeploymentSpec(
         name=name,
         namespace=meta.get("namespace") or "default",
         model=model,
         serving=serving,
         optimization=optimization,
-        autoscaling=_parse_autoscaling(spec),
-        monitoring=_parse_monitoring(spec),
-        rollout=_parse_rollout(spec),
+        autoscaling=autoscaling,
+        monitoring=monitoring,
+        rollout=rollout,
     )
 
 

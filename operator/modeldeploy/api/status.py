@@ -90,6 +90,12 @@ class Reason:
     SLO_VIOLATED = "SLOViolated"
     SLO_MET = "SLOMet"                              # Events only: the SLO holds again
     SLO_NO_VERDICT = "SLONoVerdict"                 # Events only: too few requests to judge
+    # Canary rollouts (controller/canary.py)
+    CANARY_PROGRESSING = "CanaryProgressing"        # Ready=False / Reconciling=True while a canary runs
+    CANARY_HOLDING = "CanaryHolding"                # the step's duration passed without a verdict
+    CANARY_SLO_VIOLATED = "CanarySLOViolated"       # the canary broke spec.monitoring.slo (rollback reason)
+    CANARY_WORSE_THAN_STABLE = "CanaryWorseThanStable"   # the canary broke a margin (rollback reason)
+    CANARY_FAILING = "CanaryFailing"                # the canary's pods failed or never became ready
 
 
 def timestamp(now: datetime | str) -> str:

@@ -8,6 +8,10 @@ Writes:
   e.g. created before a restart) is success and returns the existing object.
 - `delete(live)`: children that must no longer exist (an HPA after autoscaling was removed), with a uid
   precondition so only the object we saw goes.
+- A Deployment whose selector must change (spec.rollout.strategy switched to canary) cannot be patched: the
+  selector is immutable. `ensure` deletes it orphaning its ReplicaSets, whose pods keep serving, and the next
+  reconcile (woken by the deletion) creates it again; the new Deployment adopts the ReplicaSets its selector
+  matches, and the same pod template means the same ReplicaSet, so no pod restarts.
 - `patch_status(body, old, new)`: a JSON merge patch of status with only what changed; nothing when equal.
 - `post_event(body, type, reason, message)`: a core/v1 Event on the ModelDeployment.
 Every write is counted (`writes`), logged at DEBUG and, with $MODELDEPLOY_WRITE_LOG, appended to that file
@@ -158,6 +162,15 @@ def is_subset(desired, live, path: str = "") -> bool:
 def owned_by(obj: dict, uid: str) -> bool:
     """True when `obj` has a controller owner reference to the ModelDeployment with this uid."""
     return any(r.get("uid") == uid and r.get("controller") for r in (obj.get("metadata") or {}).get("ownerReferences") or ())
+
+
+def selector_replaced(desired: dict, live: dict | None) -> bool:
+    """Whether `desired` asks a live Deployment for another selector, which the API server refuses (immutable).
+    A selector that only adds nothing to the live one (strategy canary back to rolling) is no change."""
+    if live is None or desired.get("kind") != "Deployment":
+        return False
+    return not is_subset((desired.get("spec") or {}).get("selector") or {},
+                         (live.get("spec") or {}).get("selector") or {})
 
 
 def needs_apply(desired: dict, live: dict | None, owner: dict) -> bool:
@@ -363,6 +376,9 @@ class Kube:
         if not needs_apply(desired, live, owner):
             return "unchanged", live
         kind, meta = desired["kind"], desired["metadata"]
+        if selector_replaced(desired, live):
+            self.delete(kind, live, orphan=True)
+            return "replaced", None
         body = with_owner(desired, owner)
         obj = self._call("PATCH", self.path(kind, meta["namespace"], meta["name"]), body=body,
                          query=[("fieldManager", names.FIELD_MANAGER), ("force", "true")],
@@ -389,10 +405,11 @@ class Kube:
         self._remember(kind, meta, _slim(obj) if obj else None)
         return action, obj
 
-    def delete(self, kind: str, live: dict) -> None:
-        """Delete a child we own that must no longer exist (only the very object we saw: uid precondition)."""
+    def delete(self, kind: str, live: dict, orphan: bool = False) -> None:
+        """Delete a child we own that must no longer exist (only the very object we saw: uid precondition);
+        `orphan`: leave its dependents (a Deployment's ReplicaSets) running."""
         meta = live["metadata"]
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Orphan" if orphan else "Background",
                 "preconditions": {"uid": meta["uid"]}}
         try:
             self._call("DELETE", self.path(kind, meta["namespace"], meta["name"]), body=body)

@@ -14,6 +14,9 @@ State the decisions keep in status (so a restarted operator decides the same way
 - `status.health.consecutiveFailures`: failed checks of the version rolling out (interval checks only).
 - `status.serving.metrics` {slo, sloTransitionTime, figures}: the SLO verdict and when it last changed, which
   the hysteresis needs (controller/slo.py); the figures themselves are measured in memory by the monitor.
+- `status.rollout` {phase, step, stepStartTime, canaryVersion, failedChecks, ...}: a canary's progress
+  (controller/canary.py decides it; spec.rollout.strategy canary only). While a canary runs, the serving
+  Deployment keeps the last good version and `Plan.canary` says which canary Deployment runs beside it.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from modeldeploy.api import names
 from modeldeploy.api import status as st
 from modeldeploy.api.spec import ModelDeploymentSpec, optimization_hash, source_uri
 from modeldeploy.api.status import Reason
+from modeldeploy.controller import canary as cn
 from modeldeploy.controller import health as hl
 from modeldeploy.controller import slo as slomod
 from modeldeploy.controller import tuning
@@ -54,6 +58,8 @@ class Observed:
     recorded_last_good: ServingTarget | None = None   # the rollback target recorded on the ConfigMap
     interval_check: bool = False               # a scheduled health check: counts towards failureThreshold
     serving_metrics: slomod.Figures | None = None   # TF Serving's figures over the SLO window; None: not measured
+    canary_deployment: DeploymentView = DeploymentView()   # the canary Deployment (strategy canary)
+    canary_metrics: slomod.Figures | None = None    # the canary pods' figures (serving_metrics: the stable pods')
 
 
 @dataclass
@@ -66,6 +72,7 @@ class Plan:
     last_good: ServingTarget | None = None          # to record on the Deployment (rollback target)
     rolled_back: bool = False
     events: list = field(default_factory=list)      # (type, reason, message)
+    canary: cn.CanaryPlan | None = None             # running: the canary Deployment to run beside the serving one
 
 
 def _cond(conditions, type_):
@@ -261,10 +268,19 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
     new_version = (target == requested and last_good is not None
                    and (last_good.version, last_good.image, last_good.runtime)
                    != (requested.version, requested.image, requested.runtime))
+    canary = _canary(spec, obs, prev, requested, last_good, new_version and target == requested)
+    if canary is not None:
+        plan.events.extend(canary.events)
+    if canary is not None and not canary.promote:
+        target = last_good        # the serving Deployment keeps the last good version while the canary runs
     rolling = target == requested and (last_good is None or new_version)
 
     minimum = minimum_ready(spec)
-    pods = list(obs.pods)
+    if canary is not None and not canary.promote and canary.split.stable is not None:
+        # The canary runs the rest of spec.serving.replicas (in a rollback's pass too: the stable Deployment
+        # grows back only once this plan is applied).
+        minimum = canary.split.stable
+    pods, _ = cn.by_track(obs.pods)
     health = hl.summarize(pods, ready=dep.ready, desired=dep.replicas, minimum=minimum, model_state=obs.model_state,
                            model_message=obs.model_message)
     matches = target is not None and dep.exists and dep.target == target
@@ -280,8 +296,12 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
 
     failure = _rollout_failure(spec, dep, health, target, failures) if matches and rolling and not rolled_back \
         else None
+    if canary is not None and canary.failure is not None:
+        failure = canary.failure
     stalled = None
-    if failure is not None and new_version and spec.monitoring.rollback:
+    # A failed canary is always removed: the stable version never stopped serving (monitoring.rollback governs
+    # the rolling strategy and the rollout after a promotion).
+    if failure is not None and new_version and (spec.monitoring.rollback or (canary and canary.failure)):
         reason, message = failure
         text = (f"version {requested.version} ({requested.image}) failed its rollout: {reason}: {message}; "
                 f"rolled back to version {last_good.version} ({last_good.image})")
@@ -342,6 +362,9 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
     scaled_to_zero = spec.autoscaling is None and spec.serving.replicas == 0
     ready_reason, ready_message = _not_ready(spec, opt_state, conds, target, matches, dep, health, ready_target,
                                              minimum, stalled)
+    if canary is not None and canary.running and stalled is None:
+        ready_reason = Reason.CANARY_HOLDING if canary.block["phase"] == cn.HOLDING else Reason.CANARY_PROGRESSING
+        ready_message = f"canary version {requested.version}: {canary.block['message']}"
     ready = stalled is None or rolled_back
     # Ready only for the version asked for, or for the rolled-back one (then with Degraded and Stalled).
     ready = ready and target is not None and (target == requested or bool(rolled_back)) \
@@ -438,8 +461,30 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
     if rollback:
         status["rollback"] = rollback
     status["health"] = new_health
+    if canary is not None:
+        rollout, plan.canary = canary.block, canary
+    else:
+        rollout, events = cn.settle(prev.get("rollout"), requested)
+        plan.events.extend(events)
+    if rollout:
+        status["rollout"] = rollout
     plan.status = status
     return plan
+
+
+def _canary(spec: ModelDeploymentSpec, obs: Observed, prev: dict, requested: ServingTarget,
+            last_good: ServingTarget | None, new_version: bool) -> cn.CanaryPlan | None:
+    """The canary's plan when spec.rollout.strategy canary rolls out a new version beside the last good one
+    (the first version of an object rolls out plainly: there is nothing to compare it with)."""
+    if spec.rollout.strategy != "canary" or not new_version or last_good is None:
+        return None
+    _, canary_pods = cn.by_track(obs.pods)
+    dep = obs.canary_deployment
+    failing = hl.summarize(canary_pods, ready=dep.ready, desired=dep.replicas, minimum=0).failing(requested.version)
+    return cn.progress(spec, prev.get("rollout"), requested, last_good, now=obs.now,
+                       stable_replicas=obs.deployment.replicas, canary_dep=dep, failing=failing,
+                       interval_check=obs.interval_check, canary=obs.canary_metrics,
+                       stable_figures=obs.serving_metrics)
 
 
 def _slo(spec: ModelDeploymentSpec, obs: Observed, prev: dict, target: ServingTarget | None, plan: Plan) \

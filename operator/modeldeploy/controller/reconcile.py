@@ -22,6 +22,7 @@ from modeldeploy.controller import apply, decide, health, metrics, observe, obsl
 from modeldeploy.controller.scrape import SLOMonitor
 from modeldeploy.resources import job as job_builder
 from modeldeploy.resources import networkpolicy, servicemonitor
+from modeldeploy.resources.canary import build_canary_deployment
 from modeldeploy.resources.common import OperatorImages, operator_images_from_env
 from modeldeploy.resources.render import build_serving
 
@@ -167,16 +168,20 @@ def _keeps_metrics(schema: dict | None) -> bool:
     return schema is None or "metrics" in (serving.get("properties") or {})
 
 
-def _serving_metrics(ctx: Context, spec, uid: str, pods: list[dict], target, interval_check: bool):
+def _serving_metrics(ctx: Context, spec, uid: str, pods: list[dict], target, interval_check: bool,
+                     track: str = names.TRACK_STABLE):
     """TF Serving's figures over the SLO window: measured on interval checks only (so the scrapes keep the
     monitor's pace whatever else wakes a reconcile), only for objects with an SLO, and only where pods can be
-    reached (the model probe's rules: inside the cluster, within MODELDEPLOY_PROBE_CIDRS)."""
+    reached (the model probe's rules: inside the cluster, within MODELDEPLOY_PROBE_CIDRS). `track`: the stable
+    pods, or a canary's (whose window goes with its Deployment)."""
     if spec.monitoring.slo is None or not spec.monitoring.prometheus or not _keeps_metrics(ctx.status_schema):
         ctx.slo.forget(uid)
         return None
+    if target is None and track == names.TRACK_CANARY:
+        ctx.slo.forget(uid, track)
     if not interval_check or not ctx.probe_models or target is None:
         return None
-    return ctx.slo.measure(spec, uid, target, pods, lambda ip: _probe_allowed(ctx, ip), time.monotonic())
+    return ctx.slo.measure(spec, uid, target, pods, lambda ip: _probe_allowed(ctx, ip), time.monotonic(), track)
 
 
 def reconcile(body: dict, ctx: Context, *, interval_check: bool = False, now: str | None = None) -> Result:
@@ -216,15 +221,19 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
         is_published, report = _storage_check(ctx, spec)
     dep = apply.first(kids["Deployment"], names.serving_name(name))
     dep_view = observe.deployment_view(dep)
+    canary_view = observe.deployment_view(apply.first(kids["Deployment"], names.canary_name(name)))
     serving_pods = [p for p in pods if _component(p) == names.COMPONENT_SERVING]
     recorded = observe.recorded_last_good(apply.first(kids["ConfigMap"], names.config_map_name(name)))
     state, state_message = _model_state(ctx, spec, serving_pods, dep_view.target)
-    figures = _serving_metrics(ctx, spec, meta.get("uid") or f"{ns}/{name}", serving_pods, dep_view.target,
-                               interval_check)
+    uid = meta.get("uid") or f"{ns}/{name}"
+    figures = _serving_metrics(ctx, spec, uid, serving_pods, dep_view.target, interval_check)
+    canary_figures = _serving_metrics(ctx, spec, uid, serving_pods, canary_view.target, interval_check,
+                                      names.TRACK_CANARY)
     obs = decide.Observed(generation=generation, status=old_status, now=now, job=job_view, published=is_published,
                           published_report=report, deployment=dep_view, pods=tuple(serving_pods),
                           model_state=state, model_message=state_message,
-                          interval_check=interval_check, recorded_last_good=recorded, serving_metrics=figures)
+                          interval_check=interval_check, recorded_last_good=recorded, serving_metrics=figures,
+                          canary_deployment=canary_view, canary_metrics=canary_figures)
     plan = decide.decide(spec, obs)
 
     try:
@@ -261,13 +270,18 @@ def _write_children(ctx: Context, spec, plan, owner: dict, kids: dict, result: R
     kube, name = ctx.kube, spec.name
     # The NetworkPolicy first: it must hold before the Job's pod or a serving pod starts.
     serving = {"NetworkPolicy": networkpolicy.build_network_policy(spec, ctx.egress_cidrs)}
+    canary = plan.canary if plan.canary is not None and plan.canary.running else None
     if plan.target is not None:
-        serving.update(build_serving(plan.serving or spec, plan.target, ctx.tool_images, plan.last_good))
+        serving.update(build_serving(plan.serving or spec, plan.target, ctx.tool_images, plan.last_good,
+                                     canary.split.stable if canary is not None else None))
     lives = {kind: apply.first(kids[kind], names.config_map_name(name) if kind == "ConfigMap" else
                                names.serving_name(name)) for kind in serving}
-    for kind, desired in serving.items():
+    canary_live = apply.first(kids["Deployment"], names.canary_name(name))
+    canary_desired = build_canary_deployment(plan.serving or spec, canary.target, canary.split.canary,
+                                             ctx.tool_images) if canary is not None else None
+    for kind, desired in list(serving.items()) + [("Deployment", canary_desired)]:
         if desired is not None:
-            kube.check_owner(desired, owner, lives[kind])
+            kube.check_owner(desired, owner, canary_live if desired is canary_desired else lives[kind])
     policy = serving.pop("NetworkPolicy")
     _apply_or_delete(kube, "NetworkPolicy", policy, owner, lives["NetworkPolicy"], result)
     if plan.create_job:
@@ -276,6 +290,8 @@ def _write_children(ctx: Context, spec, plan, owner: dict, kids: dict, result: R
         result.actions.append(f"job {action}")
     for kind, desired in serving.items():
         _apply_or_delete(kube, kind, desired, owner, lives[kind], result)
+    # The canary beside the serving Deployment while one runs; else ours goes (promoted, rolled back, cancelled).
+    _apply_or_delete(kube, "Deployment", canary_desired, owner, canary_live, result)
     if plan.target is not None:
         _service_monitor(ctx, spec, owner, result)
 

@@ -7,6 +7,10 @@ may reach, fetches `http://<podIP>:8501<PROMETHEUS_PATH>` from all of them at on
 each with a deadline and a size cap, and returns `slo.Figures` over the window. What it keeps in memory per
 object: the last scrape of each pod (to compute increases) and the steps of one window (slo.Window). A failed
 fetch is logged at debug level and left out; it is never read as zero traffic.
+
+During a canary rollout the canary pods and the stable pods are judged apart: `track="canary"` reads only the
+pods labelled modeldeploy.io/track=canary, the default `track="stable"` only the others, each track with a
+window of its own.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from typing import Callable
 
 from modeldeploy.api import names
 from modeldeploy.controller import slo, tfmetrics
+from modeldeploy.controller.canary import is_canary_pod
 from modeldeploy.controller.health import NO_REDIRECTS
 from modeldeploy.controller.observe import is_ready_pod_of
 from modeldeploy.resources.config import PROMETHEUS_PATH
@@ -77,18 +82,21 @@ class SLOMonitor:
         self.scraper = scraper or Scraper(
             workers=int(os.environ.get("MODELDEPLOY_SCRAPE_WORKERS", "8")),
             timeout=float(os.environ.get("MODELDEPLOY_SCRAPE_TIMEOUT", "2")))
-        self.windows: dict = {}       # object uid -> (serving target, slo.Window)
+        self.windows: dict = {}       # (object uid, track) -> (serving target, slo.Window)
         self.lock = threading.Lock()
 
     def measure(self, spec, uid: str, target, pods: list[dict], allowed: Callable[[str], bool],
-                now: float) -> slo.Figures | None:
-        """Scrape the ready pods of `target` and return the figures over spec.monitoring.slo.windowSeconds (None
-        until two passes have read a pod). A new target (a rollout, a rollback) starts a new window."""
+                now: float, track: str = names.TRACK_STABLE) -> slo.Figures | None:
+        """Scrape the ready pods of `target` on `track` and return the figures over
+        spec.monitoring.slo.windowSeconds (None until two passes have read a pod). A new target (a rollout, a
+        rollback) starts a new window."""
         with self.lock:
-            held = self.windows.get(uid)
+            held = self.windows.get((uid, track))
             if held is None or held[0] != target:
-                held = self.windows[uid] = (target, slo.Window())
+                held = self.windows[(uid, track)] = (target, slo.Window())
         window = held[1]
+        canary = track == names.TRACK_CANARY
+        pods = [p for p in pods if is_canary_pod(p) == canary]
         ready = {}
         for pod in pods:
             ip = (pod.get("status") or {}).get("podIP")
@@ -105,7 +113,8 @@ class SLOMonitor:
                       len(ready))
         return None if figures is None else replace(figures, version=target.version)
 
-    def forget(self, uid: str) -> None:
-        """Drop an object's window (deleted, or its SLO removed)."""
+    def forget(self, uid: str, track: str | None = None) -> None:
+        """Drop an object's windows (deleted, or its SLO removed), or the window of one track (a canary gone)."""
         with self.lock:
-            self.windows.pop(uid, None)
+            for key in [k for k in self.windows if k[0] == uid and track in (None, k[1])]:
+                del self.windows[key]

@@ -202,12 +202,24 @@ def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
             "spec": pod_spec}
 
 
+def serving_selector(spec: ModelDeploymentSpec) -> dict:
+    """The serving Deployment's selector. Under strategy canary it leaves out the canary's pods (track=canary,
+    resources/canary.py) so the two Deployments' selectors never overlap; under rolling it is the selector every
+    serving Deployment had before canaries existed (a Deployment's selector is immutable)."""
+    selector = {"matchLabels": names.selector(spec.name)}
+    if spec.rollout.strategy == "canary":
+        selector["matchExpressions"] = [{"key": names.LABEL_TRACK, "operator": "NotIn",
+                                         "values": [names.TRACK_CANARY]}]
+    return selector
+
+
 def build_deployment(spec: ModelDeploymentSpec, target: ServingTarget | None = None,
-                     images: OperatorImages = DEFAULT_OPERATOR_IMAGES) -> dict:
-    """The serving Deployment. `replicas` is left out while autoscaling is on: the HPA owns it."""
+                     images: OperatorImages = DEFAULT_OPERATOR_IMAGES, replicas: int | None = None) -> dict:
+    """The serving Deployment. `replicas` is left out while autoscaling is on: the HPA owns it. `replicas`
+    overrides spec.serving.replicas while a canary takes its share (resources/canary.py)."""
     target = target or target_from_spec(spec)
     dep_spec = {
-        "selector": {"matchLabels": names.selector(spec.name)},
+        "selector": serving_selector(spec),
         "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
         # Never take a serving pod down before its replacement is ready: the old version keeps serving while a
         # new one starts (and keeps serving if it never does).
@@ -215,7 +227,7 @@ def build_deployment(spec: ModelDeploymentSpec, target: ServingTarget | None = N
         "template": build_pod_template(spec, target, images),
     }
     if spec.autoscaling is None:
-        dep_spec = {"replicas": spec.serving.replicas, **dep_spec}
+        dep_spec = {"replicas": spec.serving.replicas if replicas is None else replicas, **dep_spec}
     meta = {"name": names.serving_name(spec.name), "namespace": spec.namespace,
             "labels": names.labels(spec.name, names.COMPONENT_SERVING)}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": dep_spec}

@@ -26,12 +26,13 @@ KINDS = ("ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDi
 
 def build_serving(spec: specmod.ModelDeploymentSpec, target: ServingTarget | None = None,
                   images: OperatorImages = DEFAULT_OPERATOR_IMAGES,
-                  last_good: ServingTarget | None = None) -> dict[str, dict | None]:
-    """The serving children by kind; None means "must not exist" (e.g. no HPA without autoscaling)."""
+                  last_good: ServingTarget | None = None, replicas: int | None = None) -> dict[str, dict | None]:
+    """The serving children by kind; None means "must not exist" (e.g. no HPA without autoscaling). `replicas`:
+    the stable Deployment's share while a canary runs (the canary Deployment is resources/canary.py's)."""
     return {
         "ConfigMap": build_config_map(spec, last_good),
         "Service": build_service(spec),
-        "Deployment": build_deployment(spec, target, images),
+        "Deployment": build_deployment(spec, target, images, replicas),
         "HorizontalPodAutoscaler": build_hpa(spec),
         "PodDisruptionBudget": build_pdb(spec),
     }
