@@ -10,9 +10,10 @@
 #
 # Knobs: MD_GPU_NODES (2), MD_CPU_NODES (2), MD_JOBRUNNER_PARALLEL (2 optimizer pods at once),
 # MD_MAX_SERVING_PODS (4 pods on runner nodes at once: each TF Serving stand-in holds TensorFlow in memory),
-# MD_BACKOFF_BASE (crash-loop back-off start, 10 s as the kubelet), MD_VENV (.venv), MD_RUN_IMAGES (0; 1 runs
-# every container whose image `make images` built inside that image, as its user, with hack/imagerun.py: root
-# only; `make test` and `make demo` set it after building the images).
+# MD_BACKOFF_BASE (crash-loop back-off start, 10 s as the kubelet), MD_VENV (.venv), MD_RUN_IMAGES (1 runs every
+# container whose image `make images` built inside that image, as its user, with hack/imagerun.py: root only;
+# `make test` and `make demo` set it after building the images; 0 plays them with host processes; unset keeps
+# the running runner's mode, else 0).
 #
 # hack/cluster-up.sh --external: use the cluster $KUBECONFIG names (kind, say) instead of starting a control
 # plane; only kwok, the fake nodes, the Job runner and S3 are added (all run on this machine; no metrics-server:
@@ -81,6 +82,11 @@ stop_pid() {
     sleep 0.1
   done
   kill -KILL "$pid" 2>/dev/null || true
+  # ...and gone (its ports closed) before anything is started in its place.
+  for _ in {1..50}; do
+    [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || echo X) == [ZX] ]] && return 0
+    sleep 0.1
+  done
 }
 
 # start NAME MATCH COMMAND...: run COMMAND detached (own session: it outlives this script and ignores the
@@ -438,8 +444,11 @@ metrics_api_available() {
 runner_ready() { [[ $(cat "$STATE/jobrunner.ready" 2>/dev/null) == "$(pid_of jobrunner)" ]]; }
 
 start_jobrunner() {
-  local mode=process flags=()
-  if [[ ${MD_RUN_IMAGES:-0} == 1 ]]; then
+  local mode=process flags=() want=${MD_RUN_IMAGES:-}
+  # Unset: a running runner keeps its mode (a second cluster-up changes nothing).
+  [[ -z $want ]] && is_running jobrunner "hack/jobrunner.py" && [[ $(cat "$STATE/jobrunner.mode" 2>/dev/null) == images ]] \
+    && want=1
+  if [[ $want == 1 ]]; then
     [[ $(id -u) == 0 ]] || die "MD_RUN_IMAGES=1 needs root (hack/imagerun.py mounts and chroots, as a container runtime)"
     mode=images flags=(--images)
   fi

@@ -72,9 +72,10 @@ def test_explain_prints_descriptions(kubectl, crd_ready):
 def test_short_name_and_columns(kubectl, ns):
     apply(kubectl, ns, named(BASE, "cols"))
     header = kubectl("get", "md", namespace=ns).stdout.splitlines()[0].split()
-    assert header == ["NAME", "READY", "PHASE", "VERSION", "COMPRESSION", "ACCURACY-DROP", "REPLICAS", "AGE"]
+    assert header == ["NAME", "READY", "PHASE", "VERSION", "COMPRESSION", "ACCURACY-DROP", "REPLICAS",
+                      "CANARY-STEP", "SLO", "AGE"]
     wide = kubectl("get", "md", "-o", "wide", namespace=ns).stdout.splitlines()[0].split()
-    assert "REQUESTED" in wide
+    assert {"REQUESTED", "CANARY", "CANARY-WEIGHT"} <= set(wide)
 
 
 def full_status(name: str, ns: str) -> dict:
