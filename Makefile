@@ -38,7 +38,7 @@ test-integration: cluster-up ## Run the integration tests against the running lo
 test-e2e: cluster-up ## Run the end-to-end tests against the running local cluster
 	@$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
-bench: bench-optimize bench-serving bench-operator ## Run every benchmark (figures in bench/results/)
+bench: bench-optimize bench-serving bench-operator bench-slo ## Run every benchmark (figures in bench/results/)
 
 bench-optimize: venv ## Benchmark the optimizer -> bench/results/optimize.json (and its tables in README.md, docs/)
 	@$(PY) bench/optimize.py
@@ -52,10 +52,15 @@ bench-operator: cluster-up ## Benchmark the operator at scale -> bench/results/o
 	@$(PY) bench/operator_scale.py
 	@$(PY) bench/report.py
 
+bench-slo: cluster-up ## Benchmark SLO detection, canary promotion/rollback and HPA scaling on the local cluster -> bench/results/slo.json
+	@rm -f bench/results/slo.json
+	@MD_BENCH_SLO_OUT=$(CURDIR)/bench/results/slo.json KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(PY) -m pytest tests/e2e/test_serving_slo.py -q -s -p no:cacheprovider
+	@$(PY) bench/report.py
+
 bench-report: venv ## Rewrite the benchmark tables in README.md and docs/optimization.md from bench/results/*.json
 	@$(PY) bench/report.py
 
-demo: cluster-up ## Local cluster + operator + a real digits model optimized, served for real on loopback, asked for predictions
+demo: venv build ## Images (as root) + local cluster + operator + a real digits model optimized in the optimizer image, served for real on loopback, asked for predictions
 	@hack/demo.sh
 
 demo-down: ## Stop the demo's operator and the local cluster

@@ -412,16 +412,52 @@ def operator(results: dict) -> list[str]:
 # ------------------------------------------------------------------------------------------------ documents
 
 # block name -> (the JSON files it renders, renderer)
+def requests_cell(counts: dict) -> str:
+    """'stable 1200 ok / 0 failed; canary 300 ok / 61 failed' from {"stable ok": 1200, ...}."""
+    tracks = sorted({k.split()[0] for k in counts})
+    return "; ".join(f"{t} {counts.get(f'{t} ok', 0)} ok / {counts.get(f'{t} failed', 0)} failed" for t in tracks)
+
+
+def slo(results: dict) -> list[str]:
+    """tests/e2e/test_serving_slo.py's scenarios as `make bench-slo` recorded them."""
+    res = results.get("slo.json")
+    if res is None or not res.get("scenarios"):
+        return missing("slo.json", "bench-slo")
+    sc = res["scenarios"]
+    body = []
+    for name in sorted(k for k in sc if k.startswith("canary")):
+        f = sc[name]
+        if "promotedSeconds" in f:
+            what = f"promoted {fixed(f['promotedSeconds'], 0)} s after the new version was applied"
+        else:
+            what = f"rolled back {fixed(f['detectionSeconds'], 0)} s after the canary pod was Ready"
+        body.append([name, what, f"{f['windowSeconds']} s", requests_cell(f["requests"])])
+    if "stable latency=300" in sc:
+        f = sc["stable latency=300"]
+        body.append(["serving version latency=300", f"Degraded {fixed(f['detectionSeconds'], 0)} s after the slow "
+                     f"pods started, cleared {fixed(f['clearedSeconds'], 0)} s after fast ones; p99 "
+                     f"{fixed(f['p99MsStatus'], 0)} ms in status, {fixed(f['p99MsClient'], 0)} ms at the client",
+                     f"{f['windowSeconds']} s", requests_cell(f["requests"])])
+    if "hpa" in sc:
+        f = sc["hpa"]
+        body.append(["HPA under predict load", f"1 -> 2 replicas in {fixed(f['scaleOutSeconds'], 0)} s "
+                     f"({f['cpuUtilizationPercent']}% of the CPU request), back to 1 "
+                     f"{fixed(f['scaleInSeconds'], 0)} s after the load stopped", "—", requests_cell(f["requests"])])
+    return table(["scenario", "outcome", "SLO window", "requests (by version)"], body) + [
+        "", f"- Measured {res['date']} on the local cluster (`make bench-slo`)."]
+
+
 BLOCKS = {
     "optimizer-readme": (("optimize.json",), optimizer_readme),
     "optimizer-full": (("optimize.json",), optimizer_full),
     "serving": (("serving.json",), serving),
     "serving-targets": (("serving.json",), serving_targets),
     "operator": (OPERATOR_FILES, operator),
+    "slo": (("slo.json",), slo),
 }
 # document -> the blocks it must hold (each exactly once)
 FILES = {
-    "README.md": ("optimizer-readme", "serving", "serving-targets", "operator"),
+    "README.md": ("optimizer-readme", "serving", "serving-targets", "operator", "slo"),
     "docs/optimization.md": ("optimizer-full",),
 }
 

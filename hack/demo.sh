@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# `make demo` (after `make cluster-up`, a Make prerequisite): the whole flow on this machine.
+# `make demo` (after `make venv build`, Make prerequisites): the whole flow on this machine.
+#   0. as root: build the images (`make images`, cached by content) and start the local cluster with its runner
+#      running containers of those images inside them (MD_RUN_IMAGES=1); otherwise the cluster alone, whose
+#      runner plays the images with host processes
 #   1. install the chart (CRDs from crds/, ServiceAccount, RBAC, Deployment) into modeldeploy-system, watching
 #      the demo's namespace only (a Role there: the demo never touches other objects of a shared cluster)
-#   2. run the operator in the background as the chart's pod would, with its ServiceAccount's token
-#      (the pod itself lands on a kwok node, which runs nothing) -- PID/log in .cluster/
+#   2. the operator: as root, the chart's own pod on the runner node run-cpu-0, inside the operator image;
+#      otherwise in the background as the chart's pod would run, with its ServiceAccount's token -- PID/log in
+#      .cluster/
 #   3. train the digits CNN (scikit-learn's bundled digits) and upload it and its dataset to S3
 #   4. apply examples/gpu-pruned-int8-autoscaling.yaml in namespace ml, placed on the runner node run-gpu-0
 #      (whose pods really run: hack/podrunner.py), and show progress
-#   5. print `kubectl get md` and the optimization figures
+#   5. print `kubectl get md`, the optimization figures and the images the optimizer Job and the pull init
+#      container ran in
 #   6. send the validation images to every serving pod through TF Serving's REST :predict (the local
 #      stand-in, hack/tfserving/) and print the accuracy each gave, and a curl to paste
 # The cluster keeps running for exploration.
@@ -73,12 +78,29 @@ stop_operator() {
 
 if [[ ${1:-} == down ]]; then
   stop_operator
+  if "$KUBECTL" -n "$RELEASE_NS" get deployment "$RELEASE" >/dev/null 2>&1; then
+    "$KUBECTL" -n "$RELEASE_NS" scale deployment "$RELEASE" --replicas=0 >/dev/null && echo "demo: scaled the operator pod to 0"
+  fi
   exit 0
 fi
 [[ $# -eq 0 ]] || die "usage: hack/demo.sh [down]"
 
+# --- 0. images and cluster ----------------------------------------------------------------------------------
+[[ -x $PY && -x $KUBECTL && -x $HELM ]] || die "run 'make demo' (it builds the venv and the binaries)"
+IN_IMAGES=0
+if [[ $(uname) == Linux && $(id -u) == 0 && ${MD_RUN_IMAGES:-1} == 1 ]]; then
+  say "0/6 make images (cached by content), then the local cluster running containers inside their images"
+  mkdir -p "$STATE/logs"
+  hack/images.sh >"$STATE/logs/images.log" 2>&1 || { tail -20 "$STATE/logs/images.log" >&2; die "make images failed"; }
+  grep "^images: built" "$STATE/logs/images.log" || true
+  MD_RUN_IMAGES=1 hack/cluster-up.sh | tail -3
+  IN_IMAGES=1
+else
+  say "0/6 the local cluster (not root: containers run as host processes, not inside their images)"
+  MD_RUN_IMAGES=0 hack/cluster-up.sh | tail -3
+fi
+
 # --- preflight ---------------------------------------------------------------------------------------------
-[[ -x $PY && -x $KUBECTL && -x $HELM ]] || die "run 'make demo' (it builds the venv, the binaries and the cluster)"
 k get --raw /readyz >/dev/null 2>&1 || die "the cluster does not answer ($KUBECONFIG): run 'make cluster-up'"
 [[ -f $STATE/s3.env ]] || die ".cluster/s3.env is missing: run 'make cluster-up' (it starts S3)"
 mkdir -p "$STATE/pids" "$STATE/logs" "$STATE/demo"
@@ -88,21 +110,37 @@ say "1/6 helm upgrade --install $RELEASE charts/modeldeploy -n $RELEASE_NS --set
 k get namespace "$NS" >/dev/null 2>&1 || k create namespace "$NS"
 # Helm installs crds/ only on first install; apply them too so a re-run after a CRD change is current.
 k apply --server-side --force-conflicts -f charts/modeldeploy/crds/ >/dev/null
+# In images, the operator's pod runs on the runner node run-cpu-0 (host network: its ports must be free ones).
+PLACE=()
+if (( IN_IMAGES )); then
+  PLACE=(--set-json 'nodeSelector={"kubernetes.io/hostname":"run-cpu-0"}'
+         --set-json 'tolerations=[{"key":"modeldeploy.io/runner","operator":"Exists","effect":"NoSchedule"}]'
+         --set "probes.port=$HEALTH_PORT" --set "metrics.port=$METRICS_PORT" --set replicaCount=1)
+fi
 "$HELM" upgrade --install "$RELEASE" charts/modeldeploy -n "$RELEASE_NS" --create-namespace \
-  --set "watchNamespaces={$NS}" --wait --timeout 3m \
+  --set "watchNamespaces={$NS}" --wait --timeout 3m "${PLACE[@]}" \
   --set-json "extraEnv=[{\"name\":\"MODELDEPLOY_PROBE_MODELS\",\"value\":\"1\"},
     {\"name\":\"MODELDEPLOY_PROBE_CIDRS\",\"value\":\"127.0.0.0/8\"},
     {\"name\":\"MODELDEPLOY_S3_ENDPOINT_URL\",\"value\":\"$(sed -n 's/^AWS_ENDPOINT_URL=//p' "$STATE/s3.env")\"}]" \
   >/dev/null
-# (extraEnv: the operator runs outside the cluster here, so the model-status probe is switched on explicitly,
-#  and limited to the loopback pod IPs of the runner nodes; the operator's own storage reads go to the local S3,
-#  an endpoint only the administrator sets, never a tenant's Secret.)
+# (extraEnv: the model-status probe is switched on (a process outside the cluster would not) and limited to the
+#  loopback pod IPs of the runner nodes -- kwok's simulated pod IPs never get traffic; the operator's own
+#  storage reads go to the local S3, an endpoint only the administrator sets, never a tenant's Secret.)
 k get crd modeldeployments.modeldeploy.io
 k -n "$RELEASE_NS" get deployment,serviceaccount,service -l app.kubernetes.io/instance="$RELEASE"
 
 # --- 2. the operator, as the chart's pod, in the background ------------------------------------------------
 say "2/6 the operator: the chart's command, args and env, as system:serviceaccount:$RELEASE_NS:$RELEASE"
-if [[ -n $(operator_pid) ]]; then
+if (( IN_IMAGES )); then
+  stop_operator >/dev/null    # a process left by a non-root run would reconcile the same objects
+  k -n "$RELEASE_NS" rollout status deployment "$RELEASE" --timeout=180s
+  POD=$(k -n "$RELEASE_NS" get pods -l app.kubernetes.io/instance="$RELEASE",app.kubernetes.io/component=operator \
+        --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.name}')
+  LOG_FILE=$STATE/pods/${RELEASE_NS}_$POD/operator.log
+  echo "demo: the operator runs as pod $RELEASE_NS/$POD on run-cpu-0, inside" \
+       "$(k -n "$RELEASE_NS" get pod "$POD" -o jsonpath='{.status.containerStatuses[0].image} ({.status.containerStatuses[0].imageID})')," \
+       "healthy at http://127.0.0.1:$HEALTH_PORT/healthz, log $LOG_FILE"
+elif [[ -n $(operator_pid) ]]; then
   echo "demo: the operator is already running (pid $(operator_pid)); log: $LOG_FILE"
 else
   for port in "$HEALTH_PORT" "$METRICS_PORT"; do
@@ -218,6 +256,13 @@ print("  CPU latency        ", f("baselineLatencyMs", "{:.3f}"), "ms ->", f("opt
       "ms (batch of 1)")
 print(f"serving version {m.get('servingVersion', '-')} from {m.get('uri', '-')}")
 EOF
+echo "Images the containers ran in (imageID '-': played by a host process, not run inside the image):"
+k -n "$NS" get pods -l app.kubernetes.io/instance=digits -o json | "$PY" -c '
+import json, sys
+for p in json.load(sys.stdin)["items"]:
+    st = p["status"]
+    for c in st.get("initContainerStatuses", []) + st.get("containerStatuses", []):
+        print("  %-36s %-12s %s  %s" % (p["metadata"]["name"], c["name"], c["image"], c.get("imageID") or "-"))'
 # --- 6. predictions ---------------------------------------------------------------------------------------
 say "6/6 predictions: the validation images through :predict on every serving pod"
 "$PY" hack/demo_predict.py --namespace "$NS" --name digits --dataset "$STATE/demo/digits.npz" --kubectl "$KUBECTL" \

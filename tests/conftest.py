@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.cluster",
     "tests.fixtures.operator",
+    "tests.fixtures.dataplane",
 ]
 
 

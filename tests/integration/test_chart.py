@@ -389,14 +389,16 @@ CLUSTER_WIDE_ACCESS = [
     *[(verb, kind) for kind in ("deployments.apps", "services", "configmaps", "horizontalpodautoscalers.autoscaling",
                                 "poddisruptionbudgets.policy", "networkpolicies.networking.k8s.io",
                                 "servicemonitors.monitoring.coreos.com") for verb in ("patch",)],
-    *[("delete", kind) for kind in ("horizontalpodautoscalers.autoscaling", "poddisruptionbudgets.policy",
-                                    "networkpolicies.networking.k8s.io", "servicemonitors.monitoring.coreos.com")],
+    # deployments: the canary Deployment goes at promotion and rollback (controller/canary.py)
+    *[("delete", kind) for kind in ("deployments.apps", "horizontalpodautoscalers.autoscaling",
+                                    "poddisruptionbudgets.policy", "networkpolicies.networking.k8s.io",
+                                    "servicemonitors.monitoring.coreos.com")],
     ("list", "pods"), ("watch", "pods"), ("create", "events"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
 ]
 CLUSTER_WIDE_DENIED = [("get", "pods"), ("get", "jobs.batch"), ("watch", "servicemonitors.monitoring.coreos.com"),
                        ("patch", "events"), ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("delete", "pods"), ("create", "pods"),
-                       ("patch", "jobs.batch"), ("delete", "jobs.batch"), ("delete", "deployments.apps"),
+                       ("patch", "jobs.batch"), ("delete", "jobs.batch"),
                        ("delete", "services"), ("delete", "configmaps"),
                        ("update", "modeldeployments.modeldeploy.io"), ("create", "clusterroles.rbac.authorization.k8s.io"),
                        ("list", "namespaces"), ("patch", "nodes")]

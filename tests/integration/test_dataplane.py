@@ -3,106 +3,26 @@ pull` init container against S3 and the TF Serving stand-in (hack/tfserving/) wi
 ConfigMap the operator renders; Ready comes from the real probes, predictions come from the SavedModel, and the
 monitor's model-status probe reads TF Serving's own answer.
 
-The model is a tiny SavedModel (softmax(x W + b), fixed weights) saved in a subprocess, so TensorFlow stays out
-of pytest; the expected probabilities are computed here with numpy.
+The model is the tiny SavedModel of tests/fixtures/dataplane.py; the expected probabilities are computed there
+with numpy.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import ipaddress
 import json
-import os
 import pathlib
-import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
 
 from tests.fixtures.cluster import wait_for
-from tests.fixtures.operator import apply_md, condition, get_md, is_ready, md_body, wait_md
+from tests.fixtures.dataplane import CHECKS, REST, annotate_faults, expected, http, plain, pod_ready, serving_pods
+from tests.fixtures.operator import apply_md, condition, get_md, is_ready, wait_md
 
 pytestmark = [pytest.mark.cluster, pytest.mark.tf, pytest.mark.s3]
 REPO = pathlib.Path(__file__).resolve().parents[2]
-REST = 8501
-FAULTS = "tfserving.modeldeploy.io/faults"
-RUNNER_CPU = {"nodeSelector": {"modeldeploy.io/runner": "true", "modeldeploy.io/node-pool": "cpu"},
-              "tolerations": [{"key": "modeldeploy.io/runner", "operator": "Exists", "effect": "NoSchedule"}]}
-# Real pods need real start-up time (the init container's pull, TensorFlow's import, the model's load, probe
-# periods) on 2 shared cores: deadlines are generous, health checks frequent.
-CHECKS = {"monitoring": {"intervalSeconds": 5, "failureThreshold": 2}, "rollout": {"progressDeadlineSeconds": 240}}
-WEIGHTS_SEED = 7
-
-MODEL_SCRIPT = """
-import sys
-import numpy as np
-import tensorflow as tf
-rng = np.random.default_rng(int(sys.argv[2]))
-w = tf.constant(rng.normal(size=(4, 3)).astype("float32"))
-b = tf.constant(rng.normal(size=(3,)).astype("float32"))
-class Model(tf.Module):
-    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
-    def serve(self, x):
-        return {"probabilities": tf.nn.softmax(tf.matmul(x, w) + b)}
-m = Model()
-tf.saved_model.save(m, sys.argv[1], signatures={"serving_default": m.serve})
-"""
-
-
-def expected(x: np.ndarray) -> np.ndarray:
-    rng = np.random.default_rng(WEIGHTS_SEED)
-    w, b = rng.normal(size=(4, 3)).astype("float32"), rng.normal(size=(3,)).astype("float32")
-    z = x @ w + b
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-@pytest.fixture(scope="module")
-def models(s3, tmp_path_factory):
-    """s3 URIs: `good` (the SavedModel) and `broken` (a saved_model.pb TensorFlow cannot parse)."""
-    out = tmp_path_factory.mktemp("plain") / "model"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", MODEL_SCRIPT, str(out), str(WEIGHTS_SEED)],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    prefix = f"dataplane/{os.getpid()}-{int(time.time())}"
-    s3.upload_dir(out, f"{prefix}/good")
-    s3.client.put_object(Bucket=s3.bucket, Key=f"{prefix}/broken/saved_model.pb", Body=b"not a SavedModel")
-    return {"good": s3.uri(f"{prefix}/good"), "broken": s3.uri(f"{prefix}/broken")}
-
-
-def plain(name: str, uri: str, version: int = 1, serving: dict | None = None, **spec) -> dict:
-    return md_body(name, version=version, model={"uri": uri}, serving={**RUNNER_CPU, **(serving or {})},
-                   **{**CHECKS, **spec})
-
-
-def serving_pods(kubectl, namespace: str, name: str) -> list[dict]:
-    return json.loads(kubectl("get", "pods", "-l", f"app.kubernetes.io/instance={name},"
-                              "app.kubernetes.io/component=serving", "-o", "json", namespace=namespace).stdout)["items"]
-
-
-def pod_ready(pod: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
-
-
-def http(url: str, body: dict | None = None) -> tuple[int, dict | str]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            code, text = r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        code, text = e.code, e.read().decode()
-    try:
-        return code, json.loads(text)
-    except ValueError:
-        return code, text
-
-
-def annotate_faults(kubectl, namespace: str, faults: str):
-    kubectl("annotate", "namespace", namespace, f"{FAULTS}={faults}", "--overwrite")
 
 
 @pytest.mark.timeout(600)

@@ -94,6 +94,7 @@ def test_pod_container_argv_keeps_secret_values_off_the_command_line(monkeypatch
     # The process's own environment carries the values; imagerun keeps its own PATH to find buildah.
     monkeypatch.setenv("MD_IMAGE_STORE", "/store")
     monkeypatch.setenv("HOME", "/root")
+    monkeypatch.delenv("MD_CACHE", raising=False)
     assert imagerun.process_env(env) == {"PATH": "/usr/bin:/bin", "HOME": "/root", "MD_IMAGE_STORE": "/store",
                                          "AWS_SECRET_ACCESS_KEY": "s3cr3t"}
     # Without command the image's ENTRYPOINT stays and args replace its CMD.

@@ -1,0 +1,299 @@
+"""Canary rollouts on the local cluster, judged on TF Serving's own metrics under a real load.
+
+One ModelDeployment (the tiny SavedModel of tests/fixtures/dataplane.py, served as is, so a new version costs no Job) with
+two replicas on the CPU runner node, an SLO and one canary step of 50%. A bounded load generator sends
+:predict requests the way kube-proxy spreads connections: each connection goes to one ready endpoint of the
+Service (a pod its selector matches, Ready), chosen at random when it opens, and is reopened every few requests,
+so traffic follows the endpoints as they change. Every answer is counted per version (stable or canary, by the
+pod's track label), failed ones too.
+
+1. Version 2, healthy: the canary takes one of the two replicas, passes its step and is promoted: the serving
+   Deployment runs version 2 and the canary Deployment is gone. Requests in flight on a connection to a pod
+   that the promotion's rollout stops fail, as they would through kube-proxy; they are counted and stay few.
+2. Version 3 with 300 ms added to each predict (the stand-in's `latency` fault, given to the pods that start
+   while the namespace carries it -- only the canary's): rolled back within two SLO windows of the canary
+   answering; version 2 keeps serving and none of its requests failed.
+3. Version 4 answering 20% of predicts with INTERNAL (`error-rate=0.2`): rolled back the same way.
+
+An SLO violation on the serving version (every pod 300 ms slower) sets Degraded (Ready stays True) within two
+windows, with a p99 in status.serving.metrics that matches the load generator's within the histogram's bucket
+resolution; it clears once the pods are fast again.
+
+And autoscaling on real CPU: a model with an HPA (1 to 2 replicas, 50% of a 100m request) scales out under the
+same kind of load, measured from the serving processes by the runner node's kubelet endpoint through
+metrics-server, and back in after the load stops.
+
+The figures in status.rollout and the time each verdict took are printed for the benchmark's table.
+"""
+from __future__ import annotations
+
+import collections
+import http.client
+import json
+import random
+import threading
+import time
+
+import pytest
+
+from tests.fixtures.cluster import wait_for
+from tests.fixtures.operator import apply_md, condition, get, get_md, is_ready, wait_md
+from tests.fixtures.dataplane import annotate_faults, bench_record, plain, serving_pods
+
+pytestmark = [pytest.mark.cluster, pytest.mark.tf, pytest.mark.s3]
+NAME = "canaried"
+WINDOW = 30
+SLO = {"maxP99LatencyMs": 150, "maxErrorRatio": 0.05, "minRequestsPerSecond": 1, "windowSeconds": WINDOW}
+ROLLOUT = {"strategy": "canary", "steps": [{"weight": 50, "durationSeconds": WINDOW}],
+           "maxLatencyRatio": 1.5, "maxErrorRatioIncrease": 0.02}
+BODY = json.dumps({"instances": [[0.1, 0.2, 0.3, 0.4]]})
+REQUESTS_PER_CONNECTION = 25
+MAX_LOAD_SECONDS = 900          # the generator stops by itself, whatever the test does
+
+
+def canaried(uri: str, version: int) -> dict:
+    return plain(NAME, uri, version=version, serving={"replicas": 2},
+                 monitoring={"intervalSeconds": 5, "failureThreshold": 2, "prometheus": True, "slo": SLO},
+                 rollout={**ROLLOUT, "progressDeadlineSeconds": 240})
+
+
+class Load:
+    """Bounded :predict load over the Service's ready endpoints, per connection as kube-proxy balances."""
+
+    def __init__(self, kubectl, namespace: str, name: str = NAME, workers: int = 3, pause: float = 0.05):
+        self.kubectl, self.namespace, self.name, self.pause = kubectl, namespace, name, pause
+        self.counts: dict[tuple[str, str], int] = collections.Counter()   # (track, ok|failed) -> requests
+        self.latencies: list[tuple[float, float]] = []                     # (monotonic end, ms) of answers
+        self.endpoints: list[tuple[str, str]] = []                         # (pod IP, track)
+        self.stop_at = time.monotonic() + MAX_LOAD_SECONDS
+        self.stopped = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._refresh, daemon=True)] + [
+            threading.Thread(target=self._worker, daemon=True) for _ in range(workers)]
+
+    def _refresh(self) -> None:
+        """The Service's endpoints, as the endpoints controller computes them: Ready pods its selector matches."""
+        while not self.stopped.is_set() and time.monotonic() < self.stop_at:
+            svc = get(self.kubectl, self.namespace, "service", self.name)
+            if svc:
+                selector = ",".join(f"{k}={v}" for k, v in svc["spec"]["selector"].items())
+                pods = json.loads(self.kubectl("get", "pods", "-l", selector, "-o", "json",
+                                               namespace=self.namespace).stdout)["items"]
+                ready = [(p["status"]["podIP"], p["metadata"]["labels"].get("modeldeploy.io/track", "stable"))
+                         for p in pods if not p["metadata"].get("deletionTimestamp") and any(
+                             c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+                with self.lock:
+                    self.endpoints = ready
+            self.stopped.wait(1.0)
+
+    def _worker(self) -> None:
+        while not self.stopped.is_set() and time.monotonic() < self.stop_at:
+            with self.lock:
+                endpoints = list(self.endpoints)
+            if not endpoints:
+                self.stopped.wait(0.2)
+                continue
+            ip, track = random.choice(endpoints)
+            conn = http.client.HTTPConnection(ip, 8501, timeout=10)
+            try:
+                for _ in range(REQUESTS_PER_CONNECTION):
+                    if self.stopped.is_set():
+                        break
+                    t0 = time.monotonic()
+                    try:
+                        conn.request("POST", f"/v1/models/{self.name}:predict", BODY,
+                                     {"Content-Type": "application/json"})
+                        resp = conn.getresponse()
+                        resp.read()
+                        ok = resp.status == 200
+                    except OSError:
+                        ok = False
+                    t1 = time.monotonic()
+                    with self.lock:
+                        self.counts[(track, "ok" if ok else "failed")] += 1
+                        if ok and len(self.latencies) < 200_000:
+                            self.latencies.append((t1, (t1 - t0) * 1000))
+                    if not ok:
+                        break                   # a new connection, to whichever endpoint is ready now
+                    self.stopped.wait(self.pause)
+            finally:
+                conn.close()
+
+    def __enter__(self) -> "Load":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        for t in self.threads:
+            t.join(timeout=20)
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return dict(self.counts)
+
+    def p99_ms(self, seconds: float) -> float:
+        """p99 of the answers of the last `seconds` (nearest rank), as a client measured them."""
+        now = time.monotonic()
+        with self.lock:
+            recent = sorted(ms for t, ms in self.latencies if t >= now - seconds)
+        return recent[max(0, -(-99 * len(recent) // 100) - 1)] if recent else 0.0
+
+    def since(self, before: dict) -> dict:
+        now = self.snapshot()
+        return {k: now.get(k, 0) - before.get(k, 0) for k in now}
+
+
+def rollout(md: dict) -> dict:
+    return md["status"].get("rollout") or {}
+
+
+def canary_ready_at(kubectl, namespace: str) -> float:
+    """Wait until a canary pod is Ready; returns when (monotonic)."""
+    wait_for(lambda: any(p["metadata"]["labels"].get("modeldeploy.io/track") == "canary" and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+        for p in serving_pods(kubectl, namespace, NAME)), 240, "a Ready canary pod")
+    return time.monotonic()
+
+
+def rolled_back(kubectl, namespace: str, load: Load, uri: str, version: int, faults: str, stable: int) -> dict:
+    """Apply `version` with `faults` on its pods; the canary must be rolled back within two SLO windows of
+    answering, the stable version serving throughout. Returns the figures."""
+    annotate_faults(kubectl, namespace, faults)
+    apply_md(kubectl, namespace, canaried(uri, version))
+    ready = canary_ready_at(kubectl, namespace)
+    before = load.snapshot()
+    md = wait_md(kubectl, namespace, NAME, lambda o: rollout(o).get("phase") == "RolledBack"
+                 and rollout(o).get("canaryVersion") == version, 4 * WINDOW + 60, f"version {version} rolled back")
+    detection = time.monotonic() - ready
+    counts = load.since(before)
+    print(f"canary {version} ({faults}): rolled back {detection:.1f}s after its pod was Ready; "
+          f"{rollout(md).get('message')}; requests {counts}")
+    assert detection <= 2 * WINDOW + 10, f"rollback took {detection:.1f}s, more than two {WINDOW}s windows"
+    assert condition(md, "Stalled")["status"] == "True", md["status"]["conditions"]
+    assert md["status"]["model"]["servingVersion"] == stable
+    assert get(kubectl, namespace, "deployment", f"{NAME}-canary") is None or wait_for(
+        lambda: get(kubectl, namespace, "deployment", f"{NAME}-canary") is None, 60, "the canary Deployment gone")
+    assert counts.get(("stable", "failed"), 0) == 0, counts
+    assert counts.get(("stable", "ok"), 0) > 0, counts
+    figures = {"version": version, "faults": faults, "detectionSeconds": round(detection, 1),
+               "windowSeconds": WINDOW, "requests": {f"{t} {r}": n for (t, r), n in counts.items()}}
+    bench_record(f"canary {faults}", figures)
+    return figures
+
+
+@pytest.mark.timeout(1500)
+def test_canary_promoted_then_slow_and_failing_canaries_rolled_back(kubectl, namespace, operator, models):
+    apply_md(kubectl, namespace, canaried(models["good"], 1))
+    wait_md(kubectl, namespace, NAME, is_ready, 400, "version 1 Ready")
+    with Load(kubectl, namespace) as load:
+        wait_for(lambda: load.snapshot().get(("stable", "ok"), 0) > 20, 60, "the load reaching version 1")
+
+        # 1. A healthy canary: one of two replicas, then promoted after its step.
+        before = load.snapshot()
+        apply_md(kubectl, namespace, canaried(models["good"], 2))
+        promoted_from = time.monotonic()
+        md = wait_md(kubectl, namespace, NAME, lambda o: rollout(o).get("phase") == "Progressing", 120,
+                     "the canary progressing")
+        assert md["status"]["model"]["servingVersion"] == 1 and rollout(md)["canaryVersion"] == 2
+        canary = wait_for(lambda: get(kubectl, namespace, "deployment", f"{NAME}-canary"), 60, "the canary Deployment")
+        assert canary["spec"]["replicas"] == 1
+        assert get(kubectl, namespace, "deployment", NAME)["spec"]["replicas"] == 1
+        wait_for(lambda: load.snapshot().get(("canary", "ok"), 0) > 0, 240, "requests answered by the canary")
+        md = wait_md(kubectl, namespace, NAME, lambda o: rollout(o).get("phase") == "Promoted" and is_ready(o),
+                     6 * WINDOW + 120, "the canary promoted")
+        assert md["status"]["model"]["servingVersion"] == 2
+        wait_for(lambda: get(kubectl, namespace, "deployment", f"{NAME}-canary") is None, 60,
+                 "the canary Deployment removed after promotion")
+        wait_for(lambda: all(p["metadata"]["labels"].get("modeldeploy.io/track") != "canary"
+                             for p in serving_pods(kubectl, namespace, NAME)), 120, "the canary pods gone")
+        counts = load.since(before)
+        print(f"canary 2 promoted: {rollout(md).get('message')}; requests {counts}")
+        failed = sum(n for (_, result), n in counts.items() if result == "failed")
+        assert failed <= 0.02 * sum(counts.values()), counts
+        bench_record("canary healthy", {"version": 2, "faults": "", "promotedSeconds": round(
+            time.monotonic() - promoted_from, 1), "windowSeconds": WINDOW,
+            "requests": {f"{t} {r}": n for (t, r), n in counts.items()}})
+        wait_md(kubectl, namespace, NAME, lambda o: o["status"]["serving"].get("readyReplicas") == 2, 240,
+                "two ready replicas of version 2")
+
+        # 2. and 3. A slow canary, then a failing one: each rolled back, version 2 answering throughout.
+        slow = rolled_back(kubectl, namespace, load, models["good"], 3, "latency=300", stable=2)
+        assert "p99" in rollout(get_md(kubectl, namespace, NAME)).get("message", ""), slow
+        failing = rolled_back(kubectl, namespace, load, models["good"], 4, "error-rate=0.2", stable=2)
+        assert "error" in rollout(get_md(kubectl, namespace, NAME)).get("message", "").lower(), failing
+
+
+@pytest.mark.timeout(900)
+def test_served_model_scales_out_under_predict_load_and_back_in(kubectl, namespace, operator, models):
+    name = "scaled"
+    apply_md(kubectl, namespace, plain(name, models["good"], serving={"resources": {"requests": {"cpu": "100m"}}},
+                                       autoscaling={"minReplicas": 1, "maxReplicas": 2, "targetCPUUtilization": 50}))
+    wait_md(kubectl, namespace, name, is_ready, 400, "Ready with one replica")
+
+    def hpa() -> dict:
+        return (get(kubectl, namespace, "hpa", name) or {}).get("status", {})
+
+    with Load(kubectl, namespace, name, workers=4, pause=0.0) as load:
+        started = time.monotonic()
+        out = wait_for(lambda: (s := hpa()).get("desiredReplicas", 0) == 2 and s, 240, "the HPA to scale out")
+        scale_out = time.monotonic() - started
+        utilization = out["currentMetrics"][0]["resource"]["current"]["averageUtilization"]
+        wait_md(kubectl, namespace, name, lambda o: o["status"]["serving"].get("readyReplicas") == 2, 240,
+                "two ready replicas")
+        counts = load.snapshot()
+    stopped = time.monotonic()
+    wait_for(lambda: hpa().get("desiredReplicas") == 1, 300, "the HPA to scale back in")
+    scale_in = time.monotonic() - stopped
+    print(f"HPA: out to 2 replicas {scale_out:.0f}s after the load started (CPU {utilization}% of the request), "
+          f"back to 1 {scale_in:.0f}s after it stopped; requests {counts}")
+    assert utilization > 50 and counts.get(("stable", "ok"), 0) > 0
+    assert not counts.get(("stable", "failed")), counts
+    bench_record("hpa", {"scaleOutSeconds": round(scale_out, 1), "scaleInSeconds": round(scale_in, 1),
+                         "cpuUtilizationPercent": utilization,
+                         "requests": {f"{t} {r}": n for (t, r), n in counts.items()}})
+
+
+def restart_pods(kubectl, namespace: str, name: str) -> None:
+    """Delete the serving pods; their replacements start with the namespace's faults (read at start)."""
+    kubectl("delete", "pods", "-l", f"app.kubernetes.io/instance={name},app.kubernetes.io/component=serving",
+            "--wait=false", namespace=namespace)
+
+
+@pytest.mark.timeout(900)
+def test_slo_violation_on_the_serving_version_sets_degraded_and_clears(kubectl, namespace, operator, models):
+    name = "watched"
+    apply_md(kubectl, namespace, plain(name, models["good"], monitoring={
+        "intervalSeconds": 5, "failureThreshold": 2, "prometheus": True, "slo": SLO}))
+    wait_md(kubectl, namespace, name, is_ready, 400, "Ready")
+    with Load(kubectl, namespace, name) as load:
+        wait_md(kubectl, namespace, name, lambda o: (o["status"].get("serving", {}).get("metrics") or {}).get(
+            "slo") == "Met", 3 * WINDOW, "the SLO met under load")
+        annotate_faults(kubectl, namespace, "latency=300")
+        restart_pods(kubectl, namespace, name)
+        slow_from = time.monotonic()
+        md = wait_md(kubectl, namespace, name, lambda o: condition(o, "Degraded").get("reason") == "SLOViolated",
+                     2 * WINDOW + 240, "Degraded SLOViolated")
+        detection = time.monotonic() - slow_from
+        assert condition(md, "Ready")["status"] == "True", md["status"]["conditions"]
+        # Once the window holds only slow answers, the operator's p99 (from TF Serving's histogram) and the
+        # client's agree within a bucket (the stand-in's buckets grow by 1.8x; the client adds HTTP time).
+        wait_md(kubectl, namespace, name, lambda o: (o["status"]["serving"].get("metrics") or {}).get(
+            "p99Ms", 0) >= 300, 2 * WINDOW + 60, "p99 over 300 ms in status")
+        time.sleep(WINDOW)
+        reported = get_md(kubectl, namespace, name)["status"]["serving"]["metrics"]["p99Ms"]
+        measured = load.p99_ms(WINDOW)
+        print(f"SLO: Degraded {detection:.0f}s after the slow pods were started; p99 {reported} ms in status, "
+              f"{measured:.0f} ms measured by the client")
+        assert measured / 1.8 <= reported <= measured * 1.8, (reported, measured)
+        kubectl("annotate", "namespace", namespace, "tfserving.modeldeploy.io/faults-")
+        restart_pods(kubectl, namespace, name)
+        fast_from = time.monotonic()
+        md = wait_md(kubectl, namespace, name, lambda o: condition(o, "Degraded").get("status") == "False",
+                     2 * WINDOW + 240, "Degraded cleared")
+        cleared = time.monotonic() - fast_from
+        print(f"SLO: Degraded cleared {cleared:.0f}s after fast pods were started; requests {load.snapshot()}")
+        bench_record("stable latency=300", {"detectionSeconds": round(detection, 1), "clearedSeconds": round(
+            cleared, 1), "p99MsStatus": reported, "p99MsClient": round(measured, 1), "windowSeconds": WINDOW,
+            "requests": {f"{t} {r}": n for (t, r), n in load.snapshot().items()}})
