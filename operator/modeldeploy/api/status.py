@@ -4,7 +4,8 @@ Interface (stable):
 
 - Condition types: `READY`, `OPTIMIZED`, `AVAILABLE`, `RECONCILING`, `STALLED`, `DEGRADED` (and `ALL_TYPES`).
 - `Reason`: the reason vocabulary (CamelCase, metav1.Condition's reason pattern) of conditions and Events; use
-  these, add new ones here. `EventType`: a core/v1 Event's type (Normal, Warning).
+  these, add new ones here. `EventType`: a core/v1 Event's type (Normal, Warning); `event(type, reason, message)`:
+  one Event as the plain-string tuple the controller posts.
 - `set_condition(conditions, type, status, reason, message, generation, now) -> (new_list, changed)`:
   returns a new list (the input is not mutated). `lastTransitionTime` moves only when `status` flips;
   `changed` is True only when status, reason, message or observedGeneration differ, so callers patch status
@@ -115,6 +116,11 @@ class EventType(str, Enum):
     pass `.value` wherever the type leaves as text."""
     NORMAL = "Normal"
     WARNING = "Warning"
+
+
+def event(type_: EventType, reason: str, message: str) -> tuple[str, str, str]:
+    """One Event of a transition, as plain strings: (type, reason, message)."""
+    return type_.value, reason, message
 
 
 def timestamp(now: datetime | str) -> str:

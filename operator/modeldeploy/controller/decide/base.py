@@ -8,7 +8,6 @@ from enum import Enum
 
 from modeldeploy.api import status as st
 from modeldeploy.api.spec import ModelDeploymentSpec, source_uri
-from modeldeploy.api.status import EventType
 from modeldeploy.controller import canary as cn
 from modeldeploy.controller import slo as slomod
 from modeldeploy.controller.observe import DeploymentView, JobView
@@ -64,11 +63,6 @@ class Plan:
     rolled_back: bool = False
     events: list = field(default_factory=list)      # (type, reason, message)
     canary: cn.CanaryPlan | None = None             # running: the canary Deployment to run beside the serving one
-
-
-def event(type_: EventType, reason: str, message: str) -> tuple[str, str, str]:
-    """One Event of this transition, as plain strings (what reconcile posts and the tests compare)."""
-    return type_.value, reason, message
 
 
 def cond(conditions, type_: str) -> dict:

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from modeldeploy.api import status as st
 from modeldeploy.api.spec import ModelDeploymentSpec
-from modeldeploy.api.status import EventType, Reason
+from modeldeploy.api.status import EventType, Reason, event
 from modeldeploy.controller import canary as cn
 from modeldeploy.controller import slo as slomod
-from modeldeploy.controller.decide.base import (SERVES, Conditions, HealthState, Observed, OptimizationState,
-                                                event)
+from modeldeploy.controller.decide.base import (SERVES, Conditions, HealthState, Observed,
+                                                OptimizationState)
 from modeldeploy.controller.decide.optimization import Optimization
 from modeldeploy.controller.decide.serving import Outcome, Rollout, Serving
 from modeldeploy.resources.deployment import ServingTarget

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from modeldeploy.api import status as st
 from modeldeploy.api.spec import ModelDeploymentSpec, optimization_hash, source_uri
-from modeldeploy.api.status import EventType, Reason
+from modeldeploy.api.status import EventType, Reason, event
 from modeldeploy.controller import tuning
-from modeldeploy.controller.decide.base import Conditions, Observed, OptimizationState, cond, event, latched
+from modeldeploy.controller.decide.base import Conditions, Observed, OptimizationState, cond, latched
 from modeldeploy.controller.observe import (FAILED, RUNNING, SUCCEEDED, JobView, failure_reason, for_runtime,
                                             optimization_record, runtimes_of)
 from modeldeploy.resources import job as job_builder

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from modeldeploy.api import status as st
 from modeldeploy.api.spec import ModelDeploymentSpec
-from modeldeploy.api.status import EventType, Reason
+from modeldeploy.api.status import EventType, Reason, event
 from modeldeploy.controller import canary as cn
 from modeldeploy.controller import health as hl
-from modeldeploy.controller.decide.base import (SERVES, Observed, OptimizationState, cond, event, last_good_target,
-                                                latched, minimum_ready, target_from_status)
+from modeldeploy.controller.decide.base import (SERVES, Observed, OptimizationState, cond, last_good_target, latched,
+                                                minimum_ready, target_from_status)
 from modeldeploy.controller.decide.optimization import Optimization
 from modeldeploy.controller.observe import DeploymentView, is_ready_pod_of
 from modeldeploy.resources.deployment import ServingTarget
