@@ -41,7 +41,8 @@ def optimization(spec: ModelDeploymentSpec, obs: Observed) -> Optimization:
     conds = Conditions(status.get("conditions"), obs.generation, obs.now)
     prev = dict(status.get("optimization") or {})
     if spec.optimization is None:
-        conds.set(st.OPTIMIZED, True, Reason.NOT_REQUESTED, "spec.optimization is not set: the model is served as it is")
+        conds.set(st.OPTIMIZED, True, Reason.NOT_REQUESTED,
+                  "spec.optimization is not set: the model is served as it is")
         return Optimization(OptimizationState.NONE, {}, conds.items)
     mine = prev.get("version") == spec.model.version and prev.get("hash") == optimization_hash(spec)
     if mine and prev.get("uri"):

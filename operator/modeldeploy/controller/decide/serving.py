@@ -186,12 +186,12 @@ def _rollback(obs: Observed, s: Serving, failure: tuple, rollback: dict) -> Outc
     requested, last_good = s.requested, s.last_good
     text = (f"version {requested.version} ({requested.image}) failed its rollout: {reason}: {message}; "
             f"rolled back to version {last_good.version} ({last_good.image})")
+    stalled = (Reason.ROLLED_BACK, text + "; change the spec (e.g. a new spec.model.version) to try again")
     rollback = dict(rollback, count=int(rollback.get("count") or 0) + 1, fromVersion=requested.version,
                     toVersion=last_good.version, lastReason=reason, lastMessage=message[:2000],
                     lastTime=st.timestamp(obs.now))
     return Outcome(target=last_good, matches=obs.deployment.target == last_good, failures=0, failure=failure,
-                   stalled=(Reason.ROLLED_BACK, text + "; change the spec (e.g. a new spec.model.version) to try again"),
-                   rolled_back=True, rolled_back_now=True, rollout_failed=True, rollback=rollback,
+                   stalled=stalled, rolled_back=True, rolled_back_now=True, rollout_failed=True, rollback=rollback,
                    events=(event(EventType.WARNING, Reason.ROLLED_BACK, text),))
 
 
