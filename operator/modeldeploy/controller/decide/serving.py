@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from modeldeploy.api import status as st
@@ -153,8 +154,9 @@ def failures(spec: ModelDeploymentSpec, obs: Observed, s: Serving, opt: Optimiza
     canary_failure = s.canary.failure if s.canary is not None else None
     if canary_failure is not None:
         failure = canary_failure
-    same = dict(target=s.target, matches=s.matches, failures=s.failures, failure=failure, rollback=rollback,
-                rolled_back=s.latched_rollback, rolled_back_now=False, rollout_failed=False)
+    # Until a rollback of this pass, the target stays; the branches below only say why progress stalls.
+    kept = Outcome(target=s.target, matches=s.matches, failures=s.failures, failure=failure, stalled=None,
+                   rolled_back=s.latched_rollback, rolled_back_now=False, rollout_failed=False, rollback=rollback)
     # A failed canary is always removed: the stable version never stopped serving (monitoring.rollback governs
     # the rolling strategy and the rollout after a promotion).
     if failure is not None and s.new_version and (spec.monitoring.rollback or canary_failure):
@@ -168,16 +170,17 @@ def failures(spec: ModelDeploymentSpec, obs: Observed, s: Serving, opt: Optimiza
         events = ()
         if cond(prev.get("conditions"), st.STALLED).get("status") != "True":    # on the transition only
             events = (event(EventType.WARNING, reason, stalled[1]),)
-        return Outcome(**dict(same, rollout_failed=True), stalled=stalled, events=events)
+        return dataclasses.replace(kept, stalled=stalled, rollout_failed=True, events=events)
     if s.latched_rollback:
         old = cond(prev.get("conditions"), st.STALLED)
-        return Outcome(**same, stalled=(Reason.ROLLED_BACK, old.get("message") or "rolled back"))
+        return dataclasses.replace(kept, stalled=(Reason.ROLLED_BACK, old.get("message") or "rolled back"))
     if opt.state == OptimizationState.FAILED:
         c = opt.optimized
         serving = f"; version {s.current.version} keeps serving" if s.current else ""
-        return Outcome(**same, stalled=(c.get("reason"), f"{c.get('message')}{serving}; change the spec (e.g. the "
-                                                         f"gates or spec.model.version) to try again"))
-    return Outcome(**same, stalled=None)
+        stalled = (c.get("reason"), f"{c.get('message')}{serving}; change the spec (e.g. the gates or "
+                                    f"spec.model.version) to try again")
+        return dataclasses.replace(kept, stalled=stalled)
+    return kept
 
 
 def _rollback(obs: Observed, s: Serving, failure: tuple, rollback: dict) -> Outcome:
