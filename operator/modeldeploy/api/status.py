@@ -3,7 +3,9 @@
 Interface (stable):
 
 - Condition types: `READY`, `OPTIMIZED`, `AVAILABLE`, `RECONCILING`, `STALLED`, `DEGRADED` (and `ALL_TYPES`).
-- `Reason`: the reason vocabulary (CamelCase, metav1.Condition's reason pattern); use these, add new ones here.
+- `Reason`: the reason vocabulary (CamelCase, metav1.Condition's reason pattern) of conditions and Events; use
+  these, add new ones here. `EventType`: a core/v1 Event's type (Normal, Warning); `event(type, reason, message)`:
+  one Event as the plain-string tuple the controller posts.
 - `set_condition(conditions, type, status, reason, message, generation, now) -> (new_list, changed)`:
   returns a new list (the input is not mutated). `lastTransitionTime` moves only when `status` flips;
   `changed` is True only when status, reason, message or observedGeneration differ, so callers patch status
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Iterable
 
 READY = "Ready"
@@ -96,6 +99,28 @@ class Reason:
     CANARY_SLO_VIOLATED = "CanarySLOViolated"       # the canary broke spec.monitoring.slo (rollback reason)
     CANARY_WORSE_THAN_STABLE = "CanaryWorseThanStable"   # the canary broke a margin (rollback reason)
     CANARY_FAILING = "CanaryFailing"                # the canary's pods failed or never became ready
+    # Events only: transitions worth a line in `kubectl describe`, never a condition's reason
+    JOB_STARTED = "JobStarted"
+    ROLLOUT_STARTED = "RolloutStarted"
+    ROLLOUT_COMPLETED = "RolloutCompleted"
+    HEALTH_HEALTHY = "HealthHealthy"                # status.health.state became Healthy
+    HEALTH_UNHEALTHY = "HealthUnhealthy"            # status.health.state became Unhealthy
+    CANARY_STARTED = "CanaryStarted"
+    CANARY_STEP_ADVANCED = "CanaryStepAdvanced"
+    CANARY_PROMOTED = "CanaryPromoted"
+    CANARY_CANCELLED = "CanaryCancelled"
+
+
+class EventType(str, Enum):
+    """A core/v1 Event's type. Members are str, but f-strings and str() give "EventType.NORMAL" on Python 3.11:
+    pass `.value` wherever the type leaves as text."""
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+def event(type_: EventType, reason: str, message: str) -> tuple[str, str, str]:
+    """One Event of a transition, as plain strings: (type, reason, message)."""
+    return type_.value, reason, message
 
 
 def timestamp(now: datetime | str) -> str:

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 
 from modeldeploy.api import names
 from modeldeploy.api.spec import ModelDeploymentSpec, RolloutSpec, SLOSpec
-from modeldeploy.api.status import Reason
+from modeldeploy.api.status import EventType, Reason, event
 from modeldeploy.controller import slo as slomod
 from modeldeploy.controller.observe import DeploymentView
 from modeldeploy.resources.canary import Split, split
@@ -37,7 +37,6 @@ PROGRESSING, HOLDING, PROMOTED, ROLLED_BACK, CANCELLED = "Progressing", "Holding
     "Cancelled"
 RUNNING = (PROGRESSING, HOLDING)
 STAY, ADVANCE, HOLD, PROMOTE, ROLLBACK = "stay", "advance", "hold", "promote", "rollback"
-NORMAL, WARNING = "Normal", "Warning"
 # A Met verdict proves a step only over (nearly) a whole window: the first figures cover one monitor interval.
 # 0.9 leaves room for the jitter of the monitor's schedule, which moves the covered span by part of an interval.
 MIN_COVERAGE = 0.9
@@ -228,15 +227,16 @@ def _events(plan: CanaryPlan, fresh: bool, prev: dict, step: Step, requested: Se
     """Events on transitions only (a rollback's is decide's RolledBack, with the rollback's figures)."""
     b = plan.block
     if fresh:
-        plan.events.append((NORMAL, "CanaryStarted", f"canary version {requested.version} ({requested.image}) "
-                                                     f"started at step 1/{b['steps']}: {plan.split.canary} "
-                                                     f"canary replica(s), weight {b['weight']}%"))
+        plan.events.append(event(EventType.NORMAL, Reason.CANARY_STARTED,
+                                 f"canary version {requested.version} ({requested.image}) started at step "
+                                 f"1/{b['steps']}: {plan.split.canary} canary replica(s), weight {b['weight']}%"))
     if step.action == ADVANCE:
-        plan.events.append((NORMAL, "CanaryStepAdvanced", b["message"]))
+        plan.events.append(event(EventType.NORMAL, Reason.CANARY_STEP_ADVANCED, b["message"]))
     elif step.action == HOLD and prev.get("phase") != HOLDING:
-        plan.events.append((WARNING, Reason.CANARY_HOLDING, b["message"]))
+        plan.events.append(event(EventType.WARNING, Reason.CANARY_HOLDING, b["message"]))
     elif step.action == PROMOTE:
-        plan.events.append((NORMAL, "CanaryPromoted", f"canary version {requested.version}: {b['message']}"))
+        plan.events.append(event(EventType.NORMAL, Reason.CANARY_PROMOTED,
+                                 f"canary version {requested.version}: {b['message']}"))
     elif step.action == ROLLBACK:
         plan.failure = (step.reason, f"canary {b['message']}")
 
@@ -250,4 +250,4 @@ def settle(prev: dict | None, requested: ServingTarget) -> tuple[dict | None, li
                f"{requested.version} without a canary; the canary Deployment is removed")
     block = {k: v for k, v in prev.items() if k not in ("canaryReplicas", "stableReplicas")}
     block.update(phase=CANCELLED, message=message)
-    return block, [(NORMAL, "CanaryCancelled", message)]
+    return block, [event(EventType.NORMAL, Reason.CANARY_CANCELLED, message)]

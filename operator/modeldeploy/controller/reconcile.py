@@ -17,8 +17,9 @@ from datetime import datetime, timezone
 from modeldeploy.api import names
 from modeldeploy.api import spec as specmod
 from modeldeploy.api.crd import status_schema as bundled_status_schema
-from modeldeploy.api.status import Reason
+from modeldeploy.api.status import STALLED, EventType, Reason, event
 from modeldeploy.controller import apply, decide, health, metrics, observe, obslog, published
+from modeldeploy.controller.decide.optimization import OPTIMIZATION_FAILURES
 from modeldeploy.controller.scrape import SLOMonitor
 from modeldeploy.resources import job as job_builder
 from modeldeploy.resources import networkpolicy, servicemonitor
@@ -212,43 +213,13 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
 
     owner = apply.owner_reference(body)
     kids = {kind: kube.children(kind, ns, name) for kind in apply.CHILD_KINDS}
-    pods = kids["Pod"]
-    job_name = job_builder.job_name(spec) if spec.optimization is not None else None
-    job = apply.first(kids["Job"], job_name) if job_name else None
-    job_view = observe.job_view(job, _job_pods(pods, job_name)) if job is not None else None
-    is_published, report = (None, None)
-    if _needs_storage(spec, old_status, job_view):
-        is_published, report = _storage_check(ctx, spec)
-    dep = apply.first(kids["Deployment"], names.serving_name(name))
-    dep_view = observe.deployment_view(dep)
-    canary_view = observe.deployment_view(apply.first(kids["Deployment"], names.canary_name(name)))
-    serving_pods = [p for p in pods if _component(p) == names.COMPONENT_SERVING]
-    recorded = observe.recorded_last_good(apply.first(kids["ConfigMap"], names.config_map_name(name)))
-    state, state_message = _model_state(ctx, spec, serving_pods, dep_view.target)
-    uid = meta.get("uid") or f"{ns}/{name}"
-    figures = _serving_metrics(ctx, spec, uid, serving_pods, dep_view.target, interval_check)
-    canary_figures = _serving_metrics(ctx, spec, uid, serving_pods, canary_view.target, interval_check,
-                                      names.TRACK_CANARY)
-    obs = decide.Observed(generation=generation, status=old_status, now=now, job=job_view, published=is_published,
-                          published_report=report, deployment=dep_view, pods=tuple(serving_pods),
-                          model_state=state, model_message=state_message,
-                          interval_check=interval_check, recorded_last_good=recorded, serving_metrics=figures,
-                          canary_deployment=canary_view, canary_metrics=canary_figures)
-    plan = decide.decide(spec, obs)
+    plan = decide.decide(spec, _observed(ctx, spec, meta, old_status, kids, interval_check, now))
 
     try:
         _write_children(ctx, spec, plan, owner, kids, result)
     except (apply.NameConflict, apply.ApiError) as exc:
-        if isinstance(exc, apply.NameConflict):
-            reason, message = Reason.NAME_CONFLICT, str(exc)
-        elif exc.status in (400, 422):   # the API server refused a child built from this spec: retrying won't help
-            reason, message = Reason.INVALID_SPEC, (f"the API server refused a child: {exc}; fix the spec and "
-                                                    "apply it again")
-        else:
+        if not _stall_on_children(exc, plan, old_status, generation, now):
             raise
-        plan.status = decide.stalled_status(plan.status, generation, reason, message, now)
-        if decide.condition_reason(old_status, "Stalled") != reason:     # on the transition only
-            plan.events.append(("Warning", reason, message))
 
     new_status = apply.prune(obslog.redact_messages(plan.status), ctx.status_schema)
     _write_status(ctx, body, old_status, new_status, result)
@@ -262,6 +233,50 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
         log.info("reconciled %s/%s: %s", ns, name, "; ".join(result.actions + [e[1] for e in result.events]),
                  extra={"namespace": ns, "md_name": name})
     return result
+
+
+def _observed(ctx: Context, spec: specmod.ModelDeploymentSpec, meta: dict, old_status: dict, kids: dict,
+              interval_check: bool, now: str) -> decide.Observed:
+    """What decide() needs, from the watch cache's children; storage and TF Serving only when they must be asked."""
+    name, generation = meta["name"], int(meta.get("generation") or 1)
+    pods = kids["Pod"]
+    job_name = job_builder.job_name(spec) if spec.optimization is not None else None
+    job = apply.first(kids["Job"], job_name) if job_name else None
+    job_view = observe.job_view(job, _job_pods(pods, job_name)) if job is not None else None
+    is_published, report = (None, None)
+    if _needs_storage(spec, old_status, job_view):
+        is_published, report = _storage_check(ctx, spec)
+    dep = apply.first(kids["Deployment"], names.serving_name(name))
+    dep_view = observe.deployment_view(dep)
+    canary_view = observe.deployment_view(apply.first(kids["Deployment"], names.canary_name(name)))
+    serving_pods = [p for p in pods if _component(p) == names.COMPONENT_SERVING]
+    recorded = observe.recorded_last_good(apply.first(kids["ConfigMap"], names.config_map_name(name)))
+    state, state_message = _model_state(ctx, spec, serving_pods, dep_view.target)
+    uid = meta.get("uid") or f"{meta['namespace']}/{name}"
+    figures = _serving_metrics(ctx, spec, uid, serving_pods, dep_view.target, interval_check)
+    canary_figures = _serving_metrics(ctx, spec, uid, serving_pods, canary_view.target, interval_check,
+                                      names.TRACK_CANARY)
+    return decide.Observed(generation=generation, status=old_status, now=now, job=job_view, published=is_published,
+                           published_report=report, deployment=dep_view, pods=tuple(serving_pods),
+                           model_state=state, model_message=state_message,
+                           interval_check=interval_check, recorded_last_good=recorded, serving_metrics=figures,
+                           canary_deployment=canary_view, canary_metrics=canary_figures)
+
+
+def _stall_on_children(exc: Exception, plan: decide.Plan, old_status: dict, generation: int, now: str) -> bool:
+    """A child could not be written: Stalled=True in the plan's status when retrying cannot help (True); False
+    when it may (the caller re-raises)."""
+    if isinstance(exc, apply.NameConflict):
+        reason, message = Reason.NAME_CONFLICT, str(exc)
+    elif exc.status in (400, 422):   # the API server refused a child built from this spec: retrying won't help
+        reason, message = Reason.INVALID_SPEC, (f"the API server refused a child: {exc}; fix the spec and "
+                                                "apply it again")
+    else:
+        return False
+    plan.status = decide.stalled_status(plan.status, generation, reason, message, now)
+    if decide.condition_reason(old_status, STALLED) != reason:     # on the transition only
+        plan.events.append(event(EventType.WARNING, reason, message))
+    return True
 
 
 def _write_children(ctx: Context, spec, plan, owner: dict, kids: dict, result: Result) -> None:
@@ -341,12 +356,12 @@ def _service_monitor(ctx: Context, spec, owner: dict, result: Result) -> None:
 
 
 def _observe_event(spec, reason: str, old: dict, new: dict) -> None:
-    if reason == "RolledBack":
+    if reason == Reason.ROLLED_BACK:
         metrics.inc_rollback(spec.namespace, spec.name)
     if reason == Reason.SLO_VIOLATED:
         metrics.inc_slo_violation(spec.namespace, spec.name)
     opt = new.get("optimization") or {}
-    if reason in ("JobSucceeded", "JobFailed", "AccuracyGateFailed", "CompressionGateFailed") \
+    if reason in (Reason.JOB_SUCCEEDED, *OPTIMIZATION_FAILURES) \
             and opt.get("startTime") and opt.get("completionTime"):
         fmt = "%Y-%m-%dT%H:%M:%SZ"
         seconds = (datetime.strptime(opt["completionTime"], fmt) - datetime.strptime(opt["startTime"], fmt))
