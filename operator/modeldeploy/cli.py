@@ -4,7 +4,7 @@ Importing this module must never import TensorFlow (the operator image has none)
 its implementation lazily. Contracts for the subcommands implemented elsewhere:
 - `run`: `modeldeploy.controller.main(argv: list[str]) -> int` runs the operator.
 - `render`: `modeldeploy.resources.render_main(argv: list[str]) -> int` prints the manifests for a spec.
-Exit codes of `optimize` and `pull` are listed in `modeldeploy.storage.errors`.
+Exit codes of `optimize` and `pull` are listed in `modeldeploy.contracts.exitcodes`.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import logging
 import os
 import socket
 import sys
+
+from modeldeploy.contracts import exitcodes
 
 
 def _run(ns) -> int:
@@ -49,11 +51,11 @@ def _optimize(ns) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug: the stack to the log, one line to the termination message
         logging.getLogger("modeldeploy.optimize").exception("unexpected error")
         line = first_line(exc, 500) if str(exc).strip() else ""
-        error = {"reason": "InternalError", "exitCode": 1,
+        error = {"reason": exitcodes.INTERNAL_REASON, "exitCode": exitcodes.INTERNAL,
                  "message": f"{type(exc).__name__}: {line} (a bug in modeldeploy; the stack is in the Job's log)"}
         report.write_termination_message({"ok": False, "error": error}, ns.termination_message_path)
         print(f"modeldeploy optimize: InternalError: {error['message']}", file=sys.stderr)
-        return 1
+        return exitcodes.INTERNAL
     print(report.compact_json(result))
     return 0
 
@@ -99,9 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(func=_render)
 
     opt = sub.add_parser("optimize", parents=[common], help="prune, quantize, evaluate, gate and publish one model version",
-                         description="Exit codes: see docs/optimization.md (2 bad arguments, 3 storage "
-                                     "unreachable, 4 credentials, 5 not found, 6 corrupt model, 7 dataset "
-                                     "mismatch, 8 gate failed, 9 already published, 11 target not reached).")
+                         description=exitcodes.optimize_help())
     opt.add_argument("--source", required=True, help="trained model: SavedModel dir or .keras/.h5 file URI")
     opt.add_argument("--output", required=True, help="versions are published as <output>/<version>/")
     opt.add_argument("--version", type=int, required=True, help="version number N to publish")
