@@ -15,6 +15,7 @@ import socket
 import sys
 
 from modeldeploy.contracts import exitcodes
+from modeldeploy.contracts import report as contract
 
 
 def _run(ns) -> int:
@@ -51,8 +52,8 @@ def _optimize(ns) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug: the stack to the log, one line to the termination message
         logging.getLogger("modeldeploy.optimize").exception("unexpected error")
         line = first_line(exc, 500) if str(exc).strip() else ""
-        error = {"reason": exitcodes.INTERNAL_REASON, "exitCode": exitcodes.INTERNAL,
-                 "message": f"{type(exc).__name__}: {line} (a bug in modeldeploy; the stack is in the Job's log)"}
+        error = contract.error_record(exitcodes.INTERNAL_REASON, exitcodes.INTERNAL, f"{type(exc).__name__}: "
+                                      f"{line} (a bug in modeldeploy; the stack is in the Job's log)")
         report.write_termination_message({"ok": False, "error": error}, ns.termination_message_path)
         print(f"modeldeploy optimize: InternalError: {error['message']}", file=sys.stderr)
         return exitcodes.INTERNAL
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--allow-unsafe-model-formats", action="store_true",
                      help="load formats that can run Python when loaded (.h5, Lambda layers); the operator passes "
                           "it only when its administrator set MODELDEPLOY_ALLOW_UNSAFE_MODEL_FORMATS=1")
-    opt.add_argument("--termination-message-path", default="/dev/termination-log",
+    opt.add_argument("--termination-message-path", default=contract.TERMINATION_MESSAGE_PATH,
                      help="compact report for Kubernetes (written when its directory exists)")
     opt.add_argument("--serving-threads", type=int,
                      help="TensorFlow's intra- and inter-op threads while measuring latency: the serving pod's "

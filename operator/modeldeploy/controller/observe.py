@@ -5,22 +5,21 @@ the API, so every decision can be tested with dicts.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from modeldeploy.api.names import LABEL_VERSION
 from modeldeploy.api.status import Reason
+from modeldeploy.contracts import report as contract
+from modeldeploy.contracts.report import INT_FIELDS, REPORT_FIELDS, parse_message
 from modeldeploy.resources import config
 from modeldeploy.resources import deployment as dep_builder
 from modeldeploy.resources import job as job_builder
 from modeldeploy.resources.deployment import ServingTarget
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
-# Report keys copied into status.optimization as they are (the CRD lists them).
-REPORT_FIELDS = ("originalBytes", "optimizedBytes", "originalCompressedBytes", "compressedBytes",
-                 "compressionRatio", "sparsity", "metric", "baselineAccuracy", "optimizedAccuracy", "accuracyDrop",
-                 "baselineLatencyMs", "optimizedLatencyMs", "uri")
-INT_FIELDS = ("originalBytes", "optimizedBytes", "originalCompressedBytes", "compressedBytes")
+# The condition reason of each gate (contracts/report.py names them).
+GATE_REASONS = {contract.GATE_MAX_ACCURACY_DROP: Reason.ACCURACY_GATE_FAILED,
+                contract.GATE_MIN_COMPRESSION: Reason.COMPRESSION_GATE_FAILED}
 
 
 @dataclass(frozen=True)
@@ -66,17 +65,6 @@ def _conditions(obj: dict) -> dict[str, dict]:
     return {c.get("type"): c for c in ((obj.get("status") or {}).get("conditions") or ())}
 
 
-def parse_message(text: str | None) -> dict | None:
-    """The optimizer's compact JSON from a termination message; None when it is not JSON (a log tail)."""
-    if not text:
-        return None
-    try:
-        data = json.loads(text.strip())
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _terminated(pod: dict) -> dict:
     for c in (pod.get("status") or {}).get("containerStatuses") or ():
         if c.get("name") == job_builder.CONTAINER:
@@ -110,9 +98,10 @@ def job_view(job: dict, pods: list[dict]) -> JobView:
             if not term:
                 continue
             parsed = parse_message(term.get("message"))
-            error = (parsed or {}).get("error") or {}
+            error = contract.error_of(parsed)
             if error:
-                report, reason, message = parsed, error.get("reason") or reason, error.get("message") or message
+                report = parsed
+                reason, message = error.get(contract.REASON) or reason, error.get(contract.MESSAGE) or message
             else:
                 tail = (term.get("message") or "").strip().splitlines()[-5:]
                 message = f"exit code {term.get('exitCode')}" + (": " + " | ".join(tail) if tail else "")
@@ -125,13 +114,10 @@ def job_view(job: dict, pods: list[dict]) -> JobView:
 
 
 def failure_reason(view: JobView) -> str:
-    """Condition reason for a failed optimization: which gate failed, else JobFailed."""
-    if view.reason == "GateFailed":
-        if "maxAccuracyDrop" in view.message:
-            return Reason.ACCURACY_GATE_FAILED
-        if "minCompression" in view.message:
-            return Reason.COMPRESSION_GATE_FAILED
-    return Reason.JOB_FAILED
+    """Condition reason for a failed optimization: the first gate the optimizer's error record names, else
+    JobFailed."""
+    gates = contract.failed_gates(view.report)
+    return GATE_REASONS[gates[0]] if gates else Reason.JOB_FAILED
 
 
 # Per runtime: status key -> the report's latency key (prefixed with the runtime's artefact name).

@@ -9,13 +9,13 @@ from __future__ import annotations
 from modeldeploy.api import names
 from modeldeploy.api.spec import ModelDeploymentSpec, optimization_hash
 from modeldeploy.contracts import exitcodes
+from modeldeploy.contracts.report import TERMINATION_MESSAGE_PATH
 from modeldeploy.resources.deployment import serving_cpus
 from modeldeploy.resources.common import (DEFAULT_OPERATOR_IMAGES, TOOL_UID, OperatorImages,
                                           container_security_context, literal_args, plain,
                                           pod_security_context, runtime, secret_env_from)
 
 CONTAINER = "optimizer"
-TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 WORK_DIR = "/tmp"
 DEFAULT_RESOURCES = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}
 

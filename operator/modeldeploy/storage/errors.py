@@ -8,6 +8,7 @@ contracts/exitcodes.py and docs/optimization.md.
 from __future__ import annotations
 
 from modeldeploy.contracts import exitcodes
+from modeldeploy.contracts import report as contract
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
@@ -28,7 +29,7 @@ class ModelDeployError(Exception):
 
     def as_dict(self) -> dict:
         """Compact form for reports and termination messages."""
-        return {"reason": self.reason, "exitCode": self.exit_code, "message": self.message[:1000]}
+        return contract.error_record(self.reason, self.exit_code, self.message[:1000])
 
 
 class BadArguments(ModelDeployError):
@@ -56,7 +57,15 @@ class DatasetMismatch(ModelDeployError):
 
 
 class GateFailed(ModelDeployError):
+    """`gates`: the gates that failed (contracts/report.py's names; empty when no single gate is to blame)."""
     exit_code, reason = exitcodes.GATE_FAILED.code, exitcodes.GATE_FAILED.reason
+
+    def __init__(self, message: str, gates: list[str] | tuple[str, ...] = ()):
+        super().__init__(message)
+        self.gates = list(gates)
+
+    def as_dict(self) -> dict:
+        return contract.error_record(self.reason, self.exit_code, self.message[:1000], self.gates)
 
 
 class AlreadyPublished(ModelDeployError):
