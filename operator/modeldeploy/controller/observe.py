@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from modeldeploy.api.names import LABEL_VERSION
 from modeldeploy.api.status import Reason
+from modeldeploy.contracts import annotations
 from modeldeploy.contracts import report as contract
 from modeldeploy.contracts.report import INT_FIELDS, REPORT_FIELDS, parse_message
-from modeldeploy.resources import config
 from modeldeploy.resources import deployment as dep_builder
 from modeldeploy.resources import job as job_builder
 from modeldeploy.resources.deployment import ServingTarget
@@ -228,7 +228,20 @@ def for_runtime(record: dict, runtime: str, gpus: int = 0) -> dict:
 
 
 def target_of_template(template: dict) -> ServingTarget | None:
-    """The (version, image, uri) a Deployment's pod template serves, or None when it is not ours."""
+    """The target a Deployment's pod template (or a pod) serves, from the annotation the operator wrote on it;
+    None when it is not ours."""
+    recorded = (template.get("metadata") or {}).get("annotations") or {}
+    if annotations.SERVING_TARGET in recorded:
+        data = annotations.read_target(recorded, annotations.SERVING_TARGET)
+        return ServingTarget(**data) if data else None
+    return _target_of_args(template)
+
+
+def _target_of_args(template: dict) -> ServingTarget | None:
+    """Compatibility: templates written by operators before the serving-target annotation (0.1.0), and the pods
+    made from them, carry the target only in the pull init container's arguments. The first reconcile after an
+    upgrade rewrites each template (which rolls its pods); remove once upgrades from 0.1.0 are no longer
+    supported."""
     meta, spec = template.get("metadata") or {}, template.get("spec") or {}
     version = (meta.get("labels") or {}).get(LABEL_VERSION)
     image = next((c.get("image") for c in spec.get("containers") or () if c.get("name") == dep_builder.CONTAINER),
@@ -261,9 +274,9 @@ def deployment_view(dep: dict | None) -> DeploymentView:
 
 
 def recorded_last_good(config_map: dict | None) -> ServingTarget | None:
-    """The rollback target recorded on the serving ConfigMap (see resources/config.py)."""
-    value = (((config_map or {}).get("metadata") or {}).get("annotations") or {}).get(config.ANNOTATION_LAST_GOOD)
-    data = config.parse_last_good(value)
+    """The rollback target recorded on the serving ConfigMap (see contracts/annotations.py)."""
+    data = annotations.read_target(((config_map or {}).get("metadata") or {}).get("annotations"),
+                                   annotations.LAST_GOOD)
     return ServingTarget(**data) if data else None
 
 
