@@ -1,10 +1,12 @@
 """Command line: `modeldeploy run | optimize | pull | render | version`.
 
 Importing this module must never import TensorFlow (the operator image has none): every subcommand imports
-its implementation lazily. Contracts for the subcommands implemented elsewhere:
-- `run`: `modeldeploy.controller.main(argv: list[str]) -> int` runs the operator.
-- `render`: `modeldeploy.resources.render_main(argv: list[str]) -> int` prints the manifests for a spec.
-Exit codes of `optimize` and `pull` are listed in `modeldeploy.storage.errors`.
+its implementation lazily. One argparse tree holds every subcommand's flags; those implemented elsewhere bring
+theirs from a cheap module:
+- `run`: `modeldeploy.controller.add_arguments(parser)`, and `run(ns) -> int` runs the operator.
+- `render`: `modeldeploy.resources.add_render_arguments(parser)`, and `run_render(ns) -> int` prints the
+  manifests.
+Exit codes of `optimize` and `pull` are listed in `modeldeploy.contracts.exitcodes`.
 """
 from __future__ import annotations
 
@@ -14,15 +16,18 @@ import os
 import socket
 import sys
 
+from modeldeploy.contracts import exitcodes
+from modeldeploy.contracts import report as contract
+
 
 def _run(ns) -> int:
     from modeldeploy import controller
-    return controller.main(ns.args)
+    return controller.run(ns)
 
 
 def _render(ns) -> int:
     from modeldeploy import resources
-    return resources.render_main(ns.args)
+    return resources.run_render(ns)
 
 
 def _version(ns) -> int:
@@ -49,11 +54,11 @@ def _optimize(ns) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug: the stack to the log, one line to the termination message
         logging.getLogger("modeldeploy.optimize").exception("unexpected error")
         line = first_line(exc, 500) if str(exc).strip() else ""
-        error = {"reason": "InternalError", "exitCode": 1,
-                 "message": f"{type(exc).__name__}: {line} (a bug in modeldeploy; the stack is in the Job's log)"}
+        error = contract.error_record(exitcodes.INTERNAL_REASON, exitcodes.INTERNAL, f"{type(exc).__name__}: "
+                                      f"{line} (a bug in modeldeploy; the stack is in the Job's log)")
         report.write_termination_message({"ok": False, "error": error}, ns.termination_message_path)
         print(f"modeldeploy optimize: InternalError: {error['message']}", file=sys.stderr)
-        return 1
+        return exitcodes.INTERNAL
     print(report.compact_json(result))
     return 0
 
@@ -86,22 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--log-level", default=argparse.SUPPRESS, help="Python logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    # run/render hand every argument (flags included) to their own parsers: prefix_chars="\0" stops argparse
-    # from treating `-f`/`--namespace` as options of this level (argparse.REMAINDER alone does not).
+    from modeldeploy import controller, resources
     run = sub.add_parser("run", help="run the operator against $KUBECONFIG or the in-cluster config",
-                         prefix_chars="\0", add_help=False)
-    run.add_argument("args", nargs=argparse.REMAINDER, help="passed to the operator")
-    run.set_defaults(func=_run)
+                         description=controller.DESCRIPTION)
+    controller.add_arguments(run)
+    run.set_defaults(func=_run, parser=run)
 
     render = sub.add_parser("render", help="print the Kubernetes objects a ModelDeployment produces",
-                            prefix_chars="\0", add_help=False)
-    render.add_argument("args", nargs=argparse.REMAINDER, help="passed to the renderer")
-    render.set_defaults(func=_render)
+                            description=resources.RENDER_DESCRIPTION)
+    resources.add_render_arguments(render)
+    render.set_defaults(func=_render, parser=render)
 
     opt = sub.add_parser("optimize", parents=[common], help="prune, quantize, evaluate, gate and publish one model version",
-                         description="Exit codes: see docs/optimization.md (2 bad arguments, 3 storage "
-                                     "unreachable, 4 credentials, 5 not found, 6 corrupt model, 7 dataset "
-                                     "mismatch, 8 gate failed, 9 already published, 11 target not reached).")
+                         description=exitcodes.optimize_help())
     opt.add_argument("--source", required=True, help="trained model: SavedModel dir or .keras/.h5 file URI")
     opt.add_argument("--output", required=True, help="versions are published as <output>/<version>/")
     opt.add_argument("--version", type=int, required=True, help="version number N to publish")
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--allow-unsafe-model-formats", action="store_true",
                      help="load formats that can run Python when loaded (.h5, Lambda layers); the operator passes "
                           "it only when its administrator set MODELDEPLOY_ALLOW_UNSAFE_MODEL_FORMATS=1")
-    opt.add_argument("--termination-message-path", default="/dev/termination-log",
+    opt.add_argument("--termination-message-path", default=contract.TERMINATION_MESSAGE_PATH,
                      help="compact report for Kubernetes (written when its directory exists)")
     opt.add_argument("--serving-threads", type=int,
                      help="TensorFlow's intra- and inter-op threads while measuring latency: the serving pod's "
@@ -140,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--learning-rate", type=float, default=1e-3,
                      help="fine-tuning learning rate (default 1e-3, Adam's usual rate, which tfmot's pruning "
                           "examples fine-tune with)")
-    opt.set_defaults(func=_optimize)
+    opt.set_defaults(func=_optimize, parser=opt)
 
     pull = sub.add_parser("pull", parents=[common], help="copy one published version (checks its _COMPLETE marker)")
     pull.add_argument("uri", metavar="URI", help="version URI, e.g. s3://models/digits/optimized/3")
@@ -156,16 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
                            "tensorflow when --runtime is not given; tflite has no GPU variant")
     pull.add_argument("--as-is", action="store_true",
                       help="copy a SavedModel directory that was never published (serving without optimization)")
-    pull.set_defaults(func=_pull)
+    pull.set_defaults(func=_pull, parser=pull)
 
     version = sub.add_parser("version", help="print the modeldeploy version")
-    version.set_defaults(func=_version)
+    version.set_defaults(func=_version, parser=version)
     return parser
 
 
 def main(argv=None) -> int:
     """Entry point for the `modeldeploy` console script."""
-    ns = build_parser().parse_args(argv)
+    ns, unknown = build_parser().parse_known_args(argv)
+    if unknown:   # the subcommand's usage, not the top level's, says what it accepts
+        ns.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=getattr(logging, str(ns.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return ns.func(ns)

@@ -115,7 +115,11 @@ def expected_deployment(version=3, image="tensorflow/serving:2.21.0", uri="s3://
             "progressDeadlineSeconds": 600,
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {"metadata": {"labels": dict(LABELS, **{"modeldeploy.io/version": str(version)}),
-                                      "annotations": dict(ann, **{"modeldeploy.io/config-hash": config_hash})},
+                                      "annotations": dict(ann, **{
+                                          "modeldeploy.io/config-hash": config_hash,
+                                          # what the operator reads back (contracts/annotations.py)
+                                          "modeldeploy.io/serving-target": f'{{"image":"{image}","runtime":'
+                                          f'"tensorflow","uri":"{uri}","version":{version}}}'})},
                          "spec": pod},
         },
     }

@@ -5,7 +5,8 @@ decisions and status), `observe` and `health` (pure reading of Jobs, Deployments
 (the one module that talks to the API), `monitor` (periodic health checks without finalizers), `published`
 (storage checks), plus `metrics`, `obslog` and `probes` (observability).
 
-`main(argv)` is `modeldeploy run`.
+`modeldeploy run` is `add_arguments` (its flags, in cli.py's parser tree) and `run(ns)`; `main(argv)` parses
+them alone.
 """
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ import random
 log = logging.getLogger(__name__)
 
 
-def build_parser() -> argparse.ArgumentParser:
+DESCRIPTION = "Run the modeldeploy operator."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of `modeldeploy run` (defaults from MODELDEPLOY_* variables, as the chart sets them)."""
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="modeldeploy run", description="Run the modeldeploy operator.")
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
     scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
@@ -37,8 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Prometheus metrics port (-1 disables; 0 picks a free port)")
     p.add_argument("--metrics-addr", default=env("MODELDEPLOY_METRICS_ADDR") or "0.0.0.0")
     p.add_argument("--log-format", default=env("MODELDEPLOY_LOG_FORMAT") or "text", choices=("text", "json"))
-    p.add_argument("--log-level", default=env("MODELDEPLOY_LOG_LEVEL") or "INFO")
+    # Its own dest: `modeldeploy --log-level X run` keeps X for the logging set up before the operator's own.
+    p.add_argument("--log-level", dest="run_log_level", metavar="LOG_LEVEL",
+                   default=env("MODELDEPLOY_LOG_LEVEL") or "INFO")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`modeldeploy run`'s flags alone (cli.py adds them to its tree instead)."""
+    p = argparse.ArgumentParser(prog="modeldeploy run", description=DESCRIPTION)
+    add_arguments(p)
     return p
 
 
@@ -65,11 +76,15 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the operator until SIGINT/SIGTERM; returns the exit code."""
+    """Parse `modeldeploy run`'s flags from `argv` and run the operator; returns the exit code."""
+    return run(build_parser().parse_args(argv or []))
+
+
+def run(ns: argparse.Namespace) -> int:
+    """Run the operator until SIGINT/SIGTERM with the flags of `add_arguments`; returns the exit code."""
     _limit_malloc_arenas()
-    ns = build_parser().parse_args(argv or [])
     from modeldeploy.controller import obslog, probes
-    obslog.configure_logging(ns.log_format, ns.log_level)
+    obslog.configure_logging(ns.log_format, ns.run_log_level)
     _load_kube_config(ns.kubeconfig)
 
     import kopf

@@ -5,22 +5,21 @@ the API, so every decision can be tested with dicts.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from modeldeploy.api.names import LABEL_VERSION
 from modeldeploy.api.status import Reason
-from modeldeploy.resources import config
+from modeldeploy.contracts import annotations
+from modeldeploy.contracts import report as contract
+from modeldeploy.contracts.report import INT_FIELDS, REPORT_FIELDS, parse_message
 from modeldeploy.resources import deployment as dep_builder
 from modeldeploy.resources import job as job_builder
 from modeldeploy.resources.deployment import ServingTarget
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
-# Report keys copied into status.optimization as they are (the CRD lists them).
-REPORT_FIELDS = ("originalBytes", "optimizedBytes", "originalCompressedBytes", "compressedBytes",
-                 "compressionRatio", "sparsity", "metric", "baselineAccuracy", "optimizedAccuracy", "accuracyDrop",
-                 "baselineLatencyMs", "optimizedLatencyMs", "uri")
-INT_FIELDS = ("originalBytes", "optimizedBytes", "originalCompressedBytes", "compressedBytes")
+# The condition reason of each gate (contracts/report.py names them).
+GATE_REASONS = {contract.GATE_MAX_ACCURACY_DROP: Reason.ACCURACY_GATE_FAILED,
+                contract.GATE_MIN_COMPRESSION: Reason.COMPRESSION_GATE_FAILED}
 
 
 @dataclass(frozen=True)
@@ -66,17 +65,6 @@ def _conditions(obj: dict) -> dict[str, dict]:
     return {c.get("type"): c for c in ((obj.get("status") or {}).get("conditions") or ())}
 
 
-def parse_message(text: str | None) -> dict | None:
-    """The optimizer's compact JSON from a termination message; None when it is not JSON (a log tail)."""
-    if not text:
-        return None
-    try:
-        data = json.loads(text.strip())
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _terminated(pod: dict) -> dict:
     for c in (pod.get("status") or {}).get("containerStatuses") or ():
         if c.get("name") == job_builder.CONTAINER:
@@ -110,9 +98,10 @@ def job_view(job: dict, pods: list[dict]) -> JobView:
             if not term:
                 continue
             parsed = parse_message(term.get("message"))
-            error = (parsed or {}).get("error") or {}
+            error = contract.error_of(parsed)
             if error:
-                report, reason, message = parsed, error.get("reason") or reason, error.get("message") or message
+                report = parsed
+                reason, message = error.get(contract.REASON) or reason, error.get(contract.MESSAGE) or message
             else:
                 tail = (term.get("message") or "").strip().splitlines()[-5:]
                 message = f"exit code {term.get('exitCode')}" + (": " + " | ".join(tail) if tail else "")
@@ -125,13 +114,10 @@ def job_view(job: dict, pods: list[dict]) -> JobView:
 
 
 def failure_reason(view: JobView) -> str:
-    """Condition reason for a failed optimization: which gate failed, else JobFailed."""
-    if view.reason == "GateFailed":
-        if "maxAccuracyDrop" in view.message:
-            return Reason.ACCURACY_GATE_FAILED
-        if "minCompression" in view.message:
-            return Reason.COMPRESSION_GATE_FAILED
-    return Reason.JOB_FAILED
+    """Condition reason for a failed optimization: the first gate the optimizer's error record names, else
+    JobFailed."""
+    gates = contract.failed_gates(view.report)
+    return GATE_REASONS[gates[0]] if gates else Reason.JOB_FAILED
 
 
 # Per runtime: status key -> the report's latency key (prefixed with the runtime's artefact name).
@@ -242,7 +228,20 @@ def for_runtime(record: dict, runtime: str, gpus: int = 0) -> dict:
 
 
 def target_of_template(template: dict) -> ServingTarget | None:
-    """The (version, image, uri) a Deployment's pod template serves, or None when it is not ours."""
+    """The target a Deployment's pod template (or a pod) serves, from the annotation the operator wrote on it;
+    None when it is not ours."""
+    recorded = (template.get("metadata") or {}).get("annotations") or {}
+    if annotations.SERVING_TARGET in recorded:
+        data = annotations.read_target(recorded, annotations.SERVING_TARGET)
+        return ServingTarget(**data) if data else None
+    return _target_of_args(template)
+
+
+def _target_of_args(template: dict) -> ServingTarget | None:
+    """Compatibility: templates written by operators before the serving-target annotation (0.1.0), and the pods
+    made from them, carry the target only in the pull init container's arguments. The first reconcile after an
+    upgrade rewrites each template (which rolls its pods); remove once upgrades from 0.1.0 are no longer
+    supported."""
     meta, spec = template.get("metadata") or {}, template.get("spec") or {}
     version = (meta.get("labels") or {}).get(LABEL_VERSION)
     image = next((c.get("image") for c in spec.get("containers") or () if c.get("name") == dep_builder.CONTAINER),
@@ -275,9 +274,9 @@ def deployment_view(dep: dict | None) -> DeploymentView:
 
 
 def recorded_last_good(config_map: dict | None) -> ServingTarget | None:
-    """The rollback target recorded on the serving ConfigMap (see resources/config.py)."""
-    value = (((config_map or {}).get("metadata") or {}).get("annotations") or {}).get(config.ANNOTATION_LAST_GOOD)
-    data = config.parse_last_good(value)
+    """The rollback target recorded on the serving ConfigMap (see contracts/annotations.py)."""
+    data = annotations.read_target(((config_map or {}).get("metadata") or {}).get("annotations"),
+                                   annotations.LAST_GOOD)
     return ServingTarget(**data) if data else None
 
 

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from modeldeploy.contracts import report as contract
 from modeldeploy.optimize import dataset as datasets
 from modeldeploy.optimize import (evaluate, export, graphinfo, half, loading, onnx_export, prune, quantize,
                                   report, search, training, warmup)
@@ -357,17 +358,19 @@ def _with_report(exc: ModelDeployError, result: dict) -> ModelDeployError:
 
 
 def _candidate(src: loading.Source, opts: OptimizeOptions, data, source_path: str, work: str) -> tuple[dict, str,
-                                                                                                 list[str]]:
-    """One optimization measured as a pod would pull it and gated: (report, directory, failed SavedModel gates)."""
+                                                                                                 dict[str, str]]:
+    """One optimization measured as a pod would pull it and gated: (report, directory, failed SavedModel gates
+    as {gate: why})."""
     os.makedirs(work, exist_ok=True)
     result, out_dir = optimize_model(src, opts, data, work)
     result["download"] = download_figures(source_path, out_dir)
     pulled_sizes(result)
     target = publish.version_location(opts.output, opts.version)
     result.update(source=opts.source.uri, uri=target.uri, output=opts.output.uri)
-    result["gates"] = {"maxAccuracyDrop": opts.max_accuracy_drop, "minCompression": opts.min_compression}
+    result["gates"] = {contract.GATE_MAX_ACCURACY_DROP: opts.max_accuracy_drop,
+                       contract.GATE_MIN_COMPRESSION: opts.min_compression}
     _gate_tflite(result, out_dir, opts)
-    return result, out_dir, report.gate_failures(result, opts.max_accuracy_drop, opts.min_compression)
+    return result, out_dir, report.failed_gates(result, opts.max_accuracy_drop, opts.min_compression)
 
 
 def _search(src: loading.Source, opts: OptimizeOptions, data, source_path: str, work: str) -> tuple[dict, str]:
@@ -391,7 +394,7 @@ def _search(src: loading.Source, opts: OptimizeOptions, data, source_path: str, 
             log.warning("search candidate %s failed: %s", label, first_line(exc))
             continue
         measured[(cand.prune_sparsity, cand.quantize)] = (result, out_dir)
-        table += search.rows(label, result, failures)
+        table += search.rows(label, result, list(failures.values()))
         log.info("search candidate %s: %s", label, [(r["runtime"], r.get("compressedBytes"), r.get("latencyMs"))
                                                     for r in table[-2:]])
     winner = search.choose(table, opts.search.objective)
@@ -423,8 +426,9 @@ def run(opts: OptimizeOptions) -> dict:
         else:
             result, out_dir, failures = _candidate(src, opts, data, source_path, work)
             if failures:
-                result["gates"]["failures"] = failures
-                raise _with_report(GateFailed("; ".join(failures) + "; nothing was published"), result)
+                result["gates"]["failures"] = list(failures.values())
+                raise _with_report(GateFailed("; ".join(failures.values()) + "; nothing was published",
+                                              gates=list(failures)), result)
         result["seconds"] = round(time.perf_counter() - started, 2)
         report.write_json(result, os.path.join(out_dir, REPORT_NAME))
         publish.publish(out_dir, opts.output, opts.version, overwrite=opts.overwrite, writer=opts.writer,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 
+from modeldeploy.contracts import report as contract
+
 TERMINATION_LIMIT = 4096
 # Dropped, in this order, when the compact form would not fit in the termination message.
 _OPTIONAL = ("searchCandidates", "onnx", "latency", "tflite", "gpuFloat16", "timings", "batchCurve", "source",
@@ -19,20 +21,27 @@ def gate_failures(report: dict, max_accuracy_drop: float | None, min_compression
                   artefact: str = "tensorflow") -> list[str]:
     """Human-readable reasons an artefact fails the gates (empty list: it passes); `artefact` tensorflow is
     the SavedModel (the report's top level), tflite is model.tflite (report["tflite"], absent: passes). Pure."""
+    return list(failed_gates(report, max_accuracy_drop, min_compression, artefact).values())
+
+
+def failed_gates(report: dict, max_accuracy_drop: float | None, min_compression: float | None,
+                 artefact: str = "tensorflow") -> dict[str, str]:
+    """`gate_failures` by gate: {contracts/report.py's gate name: why}, in its GATE_ORDER. Pure."""
     figures = report if artefact == "tensorflow" else report.get("tflite") or {}
     name = "" if artefact == "tensorflow" else "model.tflite "
-    failures = []
+    failures = {}
     drop = figures.get("accuracyDrop")
     if max_accuracy_drop is not None and drop is not None and drop > max_accuracy_drop + 1e-12:
         what = "relative MSE increase" if report.get("metric") == "mse" else "accuracy drop"
-        failures.append(f"{name}{what} {drop:.4f} exceeds maxAccuracyDrop {max_accuracy_drop:.4f} "
-                        f"(baseline {report.get('baselineAccuracy')}, optimized "
-                        f"{figures.get('optimizedAccuracy', figures.get('accuracy'))})")
+        failures[contract.GATE_MAX_ACCURACY_DROP] = (
+            f"{name}{what} {drop:.4f} exceeds maxAccuracyDrop {max_accuracy_drop:.4f} (baseline "
+            f"{report.get('baselineAccuracy')}, optimized {figures.get('optimizedAccuracy', figures.get('accuracy'))})")
     ratio = figures.get("compressionRatio")
     if min_compression is not None and ratio is not None and ratio < min_compression:
-        failures.append(f"{name}compression {ratio:.2f}x is below minCompression {min_compression:.2f}x (gzip "
-                        f"{report.get('originalCompressedBytes')} bytes as stored -> {figures.get('compressedBytes')} "
-                        f"bytes a pod pulls)")
+        failures[contract.GATE_MIN_COMPRESSION] = (
+            f"{name}compression {ratio:.2f}x is below minCompression {min_compression:.2f}x (gzip "
+            f"{report.get('originalCompressedBytes')} bytes as stored -> {figures.get('compressedBytes')} bytes a "
+            f"pod pulls)")
     return failures
 
 
@@ -50,8 +59,8 @@ def compact_json(report: dict, limit: int = TERMINATION_LIMIT) -> str:
         text = json.dumps(data, separators=(",", ":"), sort_keys=True)
     if len(text.encode()) > limit:
         # Last resort: only the fields the operator needs to decide.
-        keep = ("ok", "version", "uri", "error", "compressionRatio", "accuracyDrop", "sparsity")
-        text = json.dumps({k: data[k] for k in keep if k in data}, separators=(",", ":"), sort_keys=True)
+        essential = {k: data[k] for k in contract.DECISION_FIELDS if k in data}
+        text = json.dumps(essential, separators=(",", ":"), sort_keys=True)
     return text
 
 

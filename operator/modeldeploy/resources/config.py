@@ -6,10 +6,9 @@ when the version does, and an old pod that restarts mid-rollout still finds its 
 """
 from __future__ import annotations
 
-import json
-
 from modeldeploy.api import names
 from modeldeploy.api.spec import BatchingSpec, ModelDeploymentSpec
+from modeldeploy.contracts import annotations
 from modeldeploy.resources.common import content_hash
 
 MODELS_ROOT = "/models"
@@ -19,27 +18,6 @@ MONITORING_CONFIG_KEY = "monitoring.config"
 BATCHING_CONFIG_KEY = "batching.config"
 # TF Serving answers 404 on this path unless a monitoring config enables it (the classic "metrics do not work").
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
-# The rollback target (version, image, source URI, runtime), recorded on the ConfigMap: it survives operator restarts
-# without a status field, and unlike an annotation on the Deployment it does not bump the Deployment's
-# generation (which would look like a new rollout).
-ANNOTATION_LAST_GOOD = "modeldeploy.io/last-good"
-
-
-def last_good_annotation(version: int, image: str, uri: str, runtime: str = "tensorflow") -> str:
-    """The annotation value recording the last good serving target (compact JSON)."""
-    return json.dumps({"version": version, "image": image, "uri": uri, "runtime": runtime}, separators=(",", ":"),
-                      sort_keys=True)
-
-
-def parse_last_good(value: str | None) -> dict | None:
-    """{version, image, uri, runtime} from `last_good_annotation`, or None when absent or unreadable (a value
-    written before runtimes existed served tensorflow)."""
-    try:
-        data = json.loads(value) if value else None
-        return {"version": int(data["version"]), "image": str(data["image"]), "uri": str(data["uri"]),
-                "runtime": str(data.get("runtime") or "tensorflow")} if data else None
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def model_base_path(spec: ModelDeploymentSpec) -> str:
@@ -89,10 +67,11 @@ def config_hash(spec: ModelDeploymentSpec) -> str:
 
 
 def build_config_map(spec: ModelDeploymentSpec, last_good=None) -> dict:
-    """The TF Serving ConfigMap `<name>-config`; `last_good` (a ServingTarget) is recorded when given."""
+    """The TF Serving ConfigMap `<name>-config`; `last_good` (a ServingTarget), the rollback target, is recorded
+    in its annotation (contracts/annotations.py) when given."""
     meta = {"name": names.config_map_name(spec.name), "namespace": spec.namespace,
             "labels": names.labels(spec.name, names.COMPONENT_SERVING)}
     if last_good is not None:
-        meta["annotations"] = {ANNOTATION_LAST_GOOD: last_good_annotation(last_good.version, last_good.image,
-                                                                         last_good.uri, last_good.runtime)}
+        meta["annotations"] = {annotations.LAST_GOOD: annotations.target_value(
+            last_good.version, last_good.image, last_good.uri, last_good.runtime)}
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": config_data(spec)}

@@ -1,8 +1,9 @@
 """The serving Deployment: TF Serving with an init container that pulls the published version into an emptyDir.
 
-What the pod template serves is a `ServingTarget` (version, image, source URI): normally the one the spec asks
-for (`target_from_spec`), during a rollback the last good one the controller passes in. Everything else
-(resources, GPUs, scheduling, batching) comes from the spec.
+What the pod template serves is a `ServingTarget` (version, image, source URI, runtime): normally the one the
+spec asks for (`target_from_spec`), during a rollback the last good one the controller passes in. The template
+records it in an annotation (contracts/annotations.py) the controller reads back. Everything else (resources,
+GPUs, scheduling, batching) comes from the spec.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from kubernetes.utils import parse_quantity
 
 from modeldeploy.api import names
 from modeldeploy.api.spec import ModelDeploymentSpec, source_uri
+from modeldeploy.contracts import annotations as contract
 from modeldeploy.resources import config
 from modeldeploy.resources.common import (DEFAULT_GPU_NODE_SELECTOR, DEFAULT_GPU_TOLERATION,
                                           DEFAULT_OPERATOR_IMAGES, GPU_RESOURCE, SERVING_UID, TOOL_UID,
@@ -154,6 +156,8 @@ def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
     status_path = f"/v1/models/{spec.model.name}"
     annotations = dict(scrape_annotations(spec))
     annotations[ANNOTATION_CONFIG_HASH] = config.config_hash(spec)
+    annotations[contract.SERVING_TARGET] = contract.target_value(target.version, target.image, target.uri,
+                                                                 target.runtime)
     init = {
         "name": INIT_CONTAINER,
         "image": images.pull,

@@ -8,21 +8,16 @@ from __future__ import annotations
 
 from modeldeploy.api import names
 from modeldeploy.api.spec import ModelDeploymentSpec, optimization_hash
+from modeldeploy.contracts import exitcodes
+from modeldeploy.contracts.report import TERMINATION_MESSAGE_PATH
 from modeldeploy.resources.deployment import serving_cpus
 from modeldeploy.resources.common import (DEFAULT_OPERATOR_IMAGES, TOOL_UID, OperatorImages,
                                           container_security_context, literal_args, plain,
                                           pod_security_context, runtime, secret_env_from)
-from modeldeploy.storage.errors import EXIT_CODES
 
 CONTAINER = "optimizer"
-TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 WORK_DIR = "/tmp"
 DEFAULT_RESOURCES = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}
-# Exit codes of `modeldeploy optimize` (storage/errors.py) that another attempt cannot fix: fail the Job at once
-# instead of spending backoffLimit on them. 1 (unexpected) and 3 (storage unreachable) are retried.
-PERMANENT_EXIT_CODES = sorted(EXIT_CODES[reason] for reason in (
-    "BadArguments", "MissingCredentials", "NotFound", "CorruptModel", "DatasetMismatch", "GateFailed",
-    "AlreadyPublished", "OptimizationFailed", "OutputConflict", "UnsupportedModel"))
 
 
 def _number(value: float) -> str:
@@ -113,8 +108,9 @@ def build_job(spec: ModelDeploymentSpec, version: int | None = None,
         "podFailurePolicy": {"rules": [
             # A drained or preempted node is not the optimizer's fault: do not count it against backoffLimit.
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            # Exit codes another attempt cannot fix: fail the Job at once instead of spending backoffLimit.
             {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
-                                                  "values": PERMANENT_EXIT_CODES}},
+                                                  "values": list(exitcodes.PERMANENT)}},
         ]},
         "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
     }

@@ -11,6 +11,7 @@ import sys
 import yaml
 
 from modeldeploy.api import spec as specmod
+from modeldeploy.resources import RENDER_DESCRIPTION, add_render_arguments
 from modeldeploy.resources.common import DEFAULT_OPERATOR_IMAGES, OperatorImages, operator_images_from_env
 from modeldeploy.resources.config import build_config_map
 from modeldeploy.resources.deployment import ServingTarget, build_deployment
@@ -75,13 +76,14 @@ def _documents(path: str) -> list[dict]:
 
 
 def render_main(argv: list[str]) -> int:
-    """`modeldeploy render -f md.yaml [-n NS] [--no-job]`: print the children as multi-document YAML."""
-    parser = argparse.ArgumentParser(prog="modeldeploy render",
-                                     description="Print the Kubernetes objects a ModelDeployment produces.")
-    parser.add_argument("-f", "--filename", required=True, help="ModelDeployment YAML file ('-' for stdin)")
-    parser.add_argument("-n", "--namespace", default=None, help="namespace for objects that name none")
-    parser.add_argument("--no-job", action="store_true", help="leave out the optimizer Job")
-    ns = parser.parse_args(argv)
+    """`modeldeploy render -f md.yaml [-n NS] [--no-job]` from its arguments alone (cli.py has the same flags)."""
+    parser = argparse.ArgumentParser(prog="modeldeploy render", description=RENDER_DESCRIPTION)
+    add_render_arguments(parser)
+    return render(parser.parse_args(argv))
+
+
+def render(ns: argparse.Namespace) -> int:
+    """Print the children of the ModelDeployments in ns.filename as multi-document YAML; 2 on a bad file."""
     try:
         docs = _documents(ns.filename)
     except (OSError, yaml.YAMLError) as exc:

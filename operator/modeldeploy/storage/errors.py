@@ -1,27 +1,14 @@
-"""Failures a user can act on, each with its own process exit code (the one place they are defined).
+"""Failures a user can act on, as exceptions carrying their exit code and reason (contracts/exitcodes.py).
 
 `modeldeploy optimize` and `modeldeploy pull` exit with these codes and print the message; the optimizer Job
-also puts `{"error": {"reason", "exitCode", "message"}}` in its termination message, so the operator can set
-`Stalled` with the reason without parsing logs. Codes 0-1 keep their usual meaning (1 = unexpected bug: its
-stack goes to the log, one line to the termination message) and 2 matches argparse's own usage error.
-
-| code | reason              | meaning                                                                     |
-|------|---------------------|-----------------------------------------------------------------------------|
-| 2    | BadArguments        | a flag or URI is invalid, or flags contradict each other                    |
-| 3    | StorageUnreachable  | the storage endpoint did not answer (after retries)                         |
-| 4    | MissingCredentials  | no credentials found, or the storage rejected them (403)                    |
-| 5    | NotFound            | the source model, dataset or version does not exist                         |
-| 6    | CorruptModel        | the model cannot be loaded or run                                           |
-| 7    | DatasetMismatch     | the dataset lacks an array or its shapes do not fit the model               |
-| 8    | GateFailed          | accuracy drop or compression outside the limits; nothing was published      |
-| 9    | AlreadyPublished    | the version exists and is complete; pass --overwrite to replace it          |
-| 10   | NotPublished        | (pull) the version has no completion marker or fails its checksums         |
-| 11   | OptimizationFailed  | the optimization did not reach its target (e.g. sparsity short of target)   |
-| 12   | PublishInProgress   | another writer holds the version's publication lock (retryable)             |
-| 13   | OutputConflict      | the version was published from another model (a shared outputUri)           |
-| 14   | UnsupportedModel    | a valid model the optimizer cannot handle as asked (e.g. nothing to prune)  |
+also puts `{"error": {"reason", "exitCode", "message"}}` in its termination message (contracts/report.py), so
+the operator can set `Stalled` with the reason without parsing logs. The table of codes is in
+contracts/exitcodes.py and docs/optimization.md.
 """
 from __future__ import annotations
+
+from modeldeploy.contracts import exitcodes
+from modeldeploy.contracts import report as contract
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
@@ -42,65 +29,72 @@ class ModelDeployError(Exception):
 
     def as_dict(self) -> dict:
         """Compact form for reports and termination messages."""
-        return {"reason": self.reason, "exitCode": self.exit_code, "message": self.message[:1000]}
+        return contract.error_record(self.reason, self.exit_code, self.message[:1000])
 
 
 class BadArguments(ModelDeployError):
-    exit_code, reason = 2, "BadArguments"
+    exit_code, reason = exitcodes.BAD_ARGUMENTS.code, exitcodes.BAD_ARGUMENTS.reason
 
 
 class StorageUnreachable(ModelDeployError):
-    exit_code, reason = 3, "StorageUnreachable"
+    exit_code, reason = exitcodes.STORAGE_UNREACHABLE.code, exitcodes.STORAGE_UNREACHABLE.reason
 
 
 class MissingCredentials(ModelDeployError):
-    exit_code, reason = 4, "MissingCredentials"
+    exit_code, reason = exitcodes.MISSING_CREDENTIALS.code, exitcodes.MISSING_CREDENTIALS.reason
 
 
 class NotFound(ModelDeployError):
-    exit_code, reason = 5, "NotFound"
+    exit_code, reason = exitcodes.NOT_FOUND.code, exitcodes.NOT_FOUND.reason
 
 
 class CorruptModel(ModelDeployError):
-    exit_code, reason = 6, "CorruptModel"
+    exit_code, reason = exitcodes.CORRUPT_MODEL.code, exitcodes.CORRUPT_MODEL.reason
 
 
 class DatasetMismatch(ModelDeployError):
-    exit_code, reason = 7, "DatasetMismatch"
+    exit_code, reason = exitcodes.DATASET_MISMATCH.code, exitcodes.DATASET_MISMATCH.reason
 
 
 class GateFailed(ModelDeployError):
-    exit_code, reason = 8, "GateFailed"
+    """`gates`: the gates that failed (contracts/report.py's names; empty when no single gate is to blame)."""
+    exit_code, reason = exitcodes.GATE_FAILED.code, exitcodes.GATE_FAILED.reason
+
+    def __init__(self, message: str, gates: list[str] | tuple[str, ...] = ()):
+        super().__init__(message)
+        self.gates = list(gates)
+
+    def as_dict(self) -> dict:
+        return contract.error_record(self.reason, self.exit_code, self.message[:1000], self.gates)
 
 
 class AlreadyPublished(ModelDeployError):
-    exit_code, reason = 9, "AlreadyPublished"
+    exit_code, reason = exitcodes.ALREADY_PUBLISHED.code, exitcodes.ALREADY_PUBLISHED.reason
 
 
 class NotPublished(ModelDeployError):
-    exit_code, reason = 10, "NotPublished"
+    exit_code, reason = exitcodes.NOT_PUBLISHED.code, exitcodes.NOT_PUBLISHED.reason
 
 
 class OptimizationFailed(ModelDeployError):
-    exit_code, reason = 11, "OptimizationFailed"
+    exit_code, reason = exitcodes.OPTIMIZATION_FAILED.code, exitcodes.OPTIMIZATION_FAILED.reason
 
 
 class PublishInProgress(ModelDeployError):
     """Another writer holds the publication lock of this version (retryable: it will finish or expire)."""
-    exit_code, reason = 12, "PublishInProgress"
+    exit_code, reason = exitcodes.PUBLISH_IN_PROGRESS.code, exitcodes.PUBLISH_IN_PROGRESS.reason
 
 
 class OutputConflict(ModelDeployError):
     """The version under outputUri was published from another source model: never adopted, never replaced."""
-    exit_code, reason = 13, "OutputConflict"
+    exit_code, reason = exitcodes.OUTPUT_CONFLICT.code, exitcodes.OUTPUT_CONFLICT.reason
 
 
 class UnsupportedModel(ModelDeployError):
     """The model loads and runs but cannot be optimized as asked: not corrupt, and not fixed by a retry."""
-    exit_code, reason = 14, "UnsupportedModel"
+    exit_code, reason = exitcodes.UNSUPPORTED_MODEL.code, exitcodes.UNSUPPORTED_MODEL.reason
 
 
 ALL = [BadArguments, StorageUnreachable, MissingCredentials, NotFound, CorruptModel, DatasetMismatch,
        GateFailed, AlreadyPublished, NotPublished, OptimizationFailed, PublishInProgress, OutputConflict,
        UnsupportedModel]
-EXIT_CODES = {cls.reason: cls.exit_code for cls in ALL}
