@@ -4,7 +4,7 @@ A new version starts as the canary Deployment (resources/canary.py) while the se
 good version. At every monitor interval the canary's figures and the stable version's (each over the SLO window,
 measured on their own pods by controller/scrape.py) decide:
 
-- roll back, at once, when the canary breaks spec.monitoring.slo, or is worse than the stable version by more
+- roll back, as soon as half a window is covered, when the canary breaks spec.monitoring.slo, or is worse than the stable version by more
   than the margins (p99 above stable p99 x maxLatencyRatio, error ratio above stable's + maxErrorRatioIncrease;
   judged only while the stable version has a verdict of its own), or its pods keep failing (failureThreshold
   interval checks) or its Deployment passes its progress deadline;
@@ -40,6 +40,10 @@ STAY, ADVANCE, HOLD, PROMOTE, ROLLBACK = "stay", "advance", "hold", "promote", "
 # A Met verdict proves a step only over (nearly) a whole window: the first figures cover one monitor interval.
 # 0.9 leaves room for the jitter of the monitor's schedule, which moves the covered span by part of an interval.
 MIN_COVERAGE = 0.9
+# A violation rolls back only once half a window is covered: a new pod's first requests are slow (TensorFlow
+# traces and allocates on the first calls; a model without warmup records pays it on live traffic), and over the
+# first seconds those few requests are the whole p99. Half a window keeps detection well within two windows.
+MIN_VIOLATION_COVERAGE = 0.5
 
 
 def is_canary_pod(pod: dict) -> bool:
@@ -131,7 +135,11 @@ def next_step(rollout: RolloutSpec, slo: SLOSpec, index: int, start: str, now: s
         return Step(STAY, index, start, None)
     v = compare(rollout, slo, canary, stable)
     if v.state == slomod.VIOLATED:
-        return Step(ROLLBACK, index, start, f"{where}: {'; '.join(v.broken)} ({v.summary})", v.reason)
+        if canary.window_seconds >= MIN_VIOLATION_COVERAGE * slo.window_seconds:
+            return Step(ROLLBACK, index, start, f"{where}: {'; '.join(v.broken)} ({v.summary})", v.reason)
+        return Step(STAY, index, start, f"{where}: {'; '.join(v.broken)} so far, over {canary.window_seconds:.0f} "
+                                        f"s; judged once {MIN_VIOLATION_COVERAGE * slo.window_seconds:.0f} s of "
+                                        f"the {slo.window_seconds} s window are covered ({v.summary})")
     covered = canary.window_seconds >= MIN_COVERAGE * slo.window_seconds
     if v.state == slomod.NO_VERDICT:
         why = f"no verdict: below {slo.min_requests_per_second:g} requests/s"
