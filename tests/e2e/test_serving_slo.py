@@ -1,13 +1,13 @@
 """Canary rollouts on the local cluster, judged on TF Serving's own metrics under a real load.
 
 One ModelDeployment (the tiny SavedModel of tests/fixtures/dataplane.py, served as is, so a new version costs no Job) with
-two replicas on the CPU runner node, an SLO and one canary step of 50%. A bounded load generator sends
+two replicas on the CPU runner node, an SLO and two canary steps (25% and 50%: one of the two replicas each). A bounded load generator sends
 :predict requests the way kube-proxy spreads connections: each connection goes to one ready endpoint of the
 Service (a pod its selector matches, Ready), chosen at random when it opens, and is reopened every few requests,
 so traffic follows the endpoints as they change. Every answer is counted per version (stable or canary, by the
 pod's track label), failed ones too.
 
-1. Version 2, healthy: the canary takes one of the two replicas, passes its step and is promoted: the serving
+1. Version 2, healthy: the canary takes one of the two replicas, passes both steps and is promoted: the serving
    Deployment runs version 2 and the canary Deployment is gone. Requests in flight on a connection to a pod
    that the promotion's rollout stops fail, as they would through kube-proxy; they are counted and stay few.
 2. Version 3 with 300 ms added to each predict (the stand-in's `latency` fault, given to the pods that start
@@ -44,7 +44,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.tf, pytest.mark.s3]
 NAME = "canaried"
 WINDOW = 30
 SLO = {"maxP99LatencyMs": 150, "maxErrorRatio": 0.05, "minRequestsPerSecond": 1, "windowSeconds": WINDOW}
-ROLLOUT = {"strategy": "canary", "steps": [{"weight": 50, "durationSeconds": WINDOW}],
+ROLLOUT = {"strategy": "canary", "steps": [{"weight": 25, "durationSeconds": WINDOW},
+                                           {"weight": 50, "durationSeconds": WINDOW}],
            "maxLatencyRatio": 1.5, "maxErrorRatioIncrease": 0.02}
 BODY = json.dumps({"instances": [[0.1, 0.2, 0.3, 0.4]]})
 REQUESTS_PER_CONNECTION = 25
@@ -113,8 +114,9 @@ class Load:
                         self.counts[(track, "ok" if ok else "failed")] += 1
                         if ok and len(self.latencies) < 200_000:
                             self.latencies.append((t1, (t1 - t0) * 1000))
-                    if not ok:
-                        break                   # a new connection, to whichever endpoint is ready now
+                    if not ok:                  # a client's retry delay, then a new connection to
+                        self.stopped.wait(0.2)  # whichever endpoint is ready by then
+                        break
                     self.stopped.wait(self.pause)
             finally:
                 conn.close()
@@ -190,7 +192,7 @@ def test_canary_promoted_then_slow_and_failing_canaries_rolled_back(kubectl, nam
     with Load(kubectl, namespace) as load:
         wait_for(lambda: load.snapshot().get(("stable", "ok"), 0) > 20, 60, "the load reaching version 1")
 
-        # 1. A healthy canary: one of two replicas, then promoted after its step.
+        # 1. A healthy canary: one of two replicas, advanced to the second step, then promoted after it.
         before = load.snapshot()
         apply_md(kubectl, namespace, canaried(models["good"], 2))
         promoted_from = time.monotonic()
@@ -201,6 +203,9 @@ def test_canary_promoted_then_slow_and_failing_canaries_rolled_back(kubectl, nam
         assert canary["spec"]["replicas"] == 1
         assert get(kubectl, namespace, "deployment", NAME)["spec"]["replicas"] == 1
         wait_for(lambda: load.snapshot().get(("canary", "ok"), 0) > 0, 240, "requests answered by the canary")
+        md = wait_md(kubectl, namespace, NAME, lambda o: rollout(o).get("step") == 2, 4 * WINDOW + 120,
+                     "the canary advanced to step 2")
+        assert rollout(md)["phase"] == "Progressing" and rollout(md)["weight"] == 50, rollout(md)
         md = wait_md(kubectl, namespace, NAME, lambda o: rollout(o).get("phase") == "Promoted" and is_ready(o),
                      6 * WINDOW + 120, "the canary promoted")
         assert md["status"]["model"]["servingVersion"] == 2
