@@ -55,6 +55,9 @@ SLOS = specmod.SLOSpec(max_p99_latency_ms=250, max_error_ratio=0.05, window_seco
     # The margins need a stable verdict: a stable version below minRequestsPerSecond is no yardstick.
     (0, T1, fig(p99=200), fig(p99=100, rps=0.2, version=3), cn.STAY, "SLO met and no worse than stable"),
     (0, T1, fig(p99=119), fig(p99=100, version=3), cn.STAY, "SLO met"),
+    # Milliseconds apart is noise, not a worse model: the ratio counts only above 25 ms of difference.
+    (0, T1, fig(p99=11.8), fig(p99=5.4, version=3), cn.STAY, "SLO met and no worse than stable"),
+    (0, T1, fig(p99=40), fig(p99=10, version=3), cn.ROLLBACK, "p99 40.0 ms > 1.2 x stable p99 10.0 ms"),
     # A new pod's first slow requests are the whole p99 of its first seconds: no rollback before half a window.
     (0, T1, fig(p99=400, window=2), fig(version=3), cn.STAY,
      "p99 400.0 ms > 250 ms so far, over 2 s; judged once 30 s of the 60 s window are covered"),
