@@ -40,6 +40,15 @@ def predict(url: str, images: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
     return np.asarray(rows)
 
 
+def rows_per_request(md: dict) -> int:
+    """Rows per request the pods accept. With server-side batching TF Serving refuses a request of more rows than
+    max_batch_size (HTTP 400); the size in force is status.serving.batching's when batching auto chose it (0: batching
+    is off), else the spec's."""
+    chosen = ((md.get("status") or {}).get("serving") or {}).get("batching") or {}
+    asked = ((md.get("spec") or {}).get("serving") or {}).get("batching") or {}
+    return (chosen["maxBatchSize"] if "maxBatchSize" in chosen else asked.get("maxBatchSize")) or CHUNK
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--namespace", required=True)
@@ -52,8 +61,7 @@ def main(argv=None) -> int:
     model = md["spec"]["model"].get("name") or args.name
     opt = (md.get("status") or {}).get("optimization") or {}
     gate = ((md["spec"].get("optimization") or {}).get("gates") or {}).get("maxAccuracyDrop")
-    # With server-side batching TF Serving refuses a request of more rows than maxBatchSize (HTTP 400).
-    chunk = ((md["spec"].get("serving") or {}).get("batching") or {}).get("maxBatchSize") or CHUNK
+    chunk = rows_per_request(md)
     data = np.load(args.dataset)
     x_val, y_val = data["x_val"].astype("float32"), data["y_val"]
     pods = kubectl_json(args.kubectl, args.namespace, "pods", "-l",
