@@ -52,9 +52,10 @@ bench-operator: cluster-up ## Benchmark the operator at scale -> bench/results/o
 	@$(PY) bench/operator_scale.py
 	@$(PY) bench/report.py
 
-bench-slo: cluster-up ## Benchmark SLO detection, canary promotion/rollback and HPA scaling on the local cluster -> bench/results/slo.json
+bench-slo: cluster-up ## Benchmark SLO detection, canary promotion/rollback and the demo model's HPA scaling on the local cluster -> bench/results/slo.json
 	@rm -f bench/results/slo.json
-	@MD_BENCH_SLO_OUT=$(CURDIR)/bench/results/slo.json KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(PY) -m pytest tests/e2e/test_serving_slo.py -q -s -p no:cacheprovider
+	@MD_BENCH_SLO_OUT=$(CURDIR)/bench/results/slo.json KUBECONFIG=$(CURDIR)/.cluster/kubeconfig $(PY) -m pytest tests/e2e/test_serving_slo.py \
+	  tests/e2e/test_digits.py::test_digits_optimized_served_on_gpus_upgraded_and_gated -q -s -p no:cacheprovider
 	@$(PY) bench/report.py
 
 bench-report: venv ## Rewrite the benchmark tables in README.md and docs/optimization.md from bench/results/*.json

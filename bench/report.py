@@ -440,7 +440,8 @@ def slo(results: dict) -> list[str]:
                      f"{f['windowSeconds']} s", requests_cell(f["requests"])])
     if "hpa" in sc:
         f = sc["hpa"]
-        body.append(["HPA under predict load", f"1 -> 2 replicas in {fixed(f['scaleOutSeconds'], 0)} s "
+        body.append([f"HPA under predict load ({f.get('model', 'tiny')} model)",
+                     f"1 -> {f.get('replicas', 2)} replicas in {fixed(f['scaleOutSeconds'], 0)} s "
                      f"({f['cpuUtilizationPercent']}% of the CPU request), back to 1 "
                      f"{fixed(f['scaleInSeconds'], 0)} s after the load stopped", "—", requests_cell(f["requests"])])
     return table(["scenario", "outcome", "SLO window", "requests (by version)"], body) + [

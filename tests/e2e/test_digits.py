@@ -3,7 +3,7 @@
 S3 holds a small Keras CNN trained here on scikit-learn's bundled digits (nothing is downloaded). One
 ModelDeployment asks for pruning 0.5 + int8 on 1 GPU with autoscaling 1..4. Along the way: the operator is
 SIGKILLed while the Job runs (exactly one Job per version afterwards), `kubectl wait --for=condition=Ready`
-returns, a raised version is optimized and rolled out, an impossible gate leaves the previous version serving,
+returns, a bounded predict load makes the HPA scale the served model out and, once it stops, back in, a raised version is optimized and rolled out, an impossible gate leaves the previous version serving,
 and deleting the ModelDeployment leaves the published versions in storage. Every status read is checked
 against the kstatus rules (tests/kstatus.py) and recorded for the Argo CD health test.
 """
@@ -16,9 +16,11 @@ import re
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 from tests.fixtures.cluster import kubectl_binary, wait_for
+from tests.fixtures.dataplane import Load, bench_record
 from tests.fixtures.operator import apply_md, condition, events, get, get_md, is_ready, wait_md
 
 pytestmark = [pytest.mark.cluster, pytest.mark.tf, pytest.mark.s3]
@@ -88,7 +90,39 @@ def published(s3, prefix: str, version: int) -> bool:
     return bool(found.get("Contents"))
 
 
-@pytest.mark.timeout(1500)
+def scaled_out_and_in(kubectl, namespace: str, model: dict) -> None:
+    """The HPA on the pods' measured CPU (the runner node's kubelet endpoint -> metrics-server): a bounded load
+    of validation images over the Service's ready endpoints scales the demo model out (more replicas, Ready, every
+    request answered), and the HPA scales it back in to one after the load stops (60 s stabilization here)."""
+    def hpa() -> dict:
+        return (get(kubectl, namespace, "hpa", "digits") or {}).get("status", {})
+
+    with np.load(model["npz"]) as data:
+        body = json.dumps({"instances": data["x_val"][:1].astype("float32").tolist()})
+    with Load(kubectl, namespace, "digits", body, workers=4, pause=0.0) as load:
+        started = time.monotonic()
+        out = wait_for(lambda: (s := hpa()).get("desiredReplicas", 0) >= 2 and s, 240, "the HPA to scale out")
+        scale_out = time.monotonic() - started
+        utilization = out["currentMetrics"][0]["resource"]["current"]["averageUtilization"]
+        md = wait_md(kubectl, namespace, "digits", lambda o: o["status"]["serving"].get("readyReplicas", 0) >= 2,
+                     240, "two or more ready replicas")
+        counts = load.snapshot()
+    stopped = time.monotonic()
+    wait_for(lambda: hpa().get("desiredReplicas") == 1, 300, "the HPA to scale back in")
+    scale_in = time.monotonic() - stopped
+    wait_md(kubectl, namespace, "digits", lambda o: o["status"]["serving"].get("replicas") == 1, 120,
+            "one replica after the scale-in")
+    replicas = md["status"]["serving"]["readyReplicas"]
+    print(f"HPA: out to {out['desiredReplicas']} replicas {scale_out:.0f}s after the load started (CPU "
+          f"{utilization}% of the request), back to 1 {scale_in:.0f}s after it stopped; requests {counts}")
+    assert utilization > 70 and counts.get(("stable", "ok"), 0) > 0
+    assert not counts.get(("stable", "failed")), counts
+    bench_record("hpa", {"model": "digits", "replicas": replicas, "scaleOutSeconds": round(scale_out, 1),
+                         "scaleInSeconds": round(scale_in, 1), "cpuUtilizationPercent": utilization,
+                         "requests": {f"{t} {r}": n for (t, r), n in counts.items()}})
+
+
+@pytest.mark.timeout(1800)
 def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, namespace, operator, s3,
                                                              digits_model):
     apply_md(kubectl, namespace, digits(digits_model, 1))
@@ -149,6 +183,7 @@ def test_digits_optimized_served_on_gpus_upgraded_and_gated(kubectl, cluster, na
     hpa = get(kubectl, namespace, "hpa", "digits")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
     assert get(kubectl, namespace, "service", "digits") and get(kubectl, namespace, "pdb", "digits")
+    scaled_out_and_in(kubectl, namespace, digits_model)
 
     # Raise the version, now quantized to float16: a second Job, a rollout, servingVersion 2; the GPU pods pull
     # the SavedModel that computes in float16, and status reports that artefact (no latency: no GPU measured it).

@@ -19,26 +19,20 @@ An SLO violation on the serving version (every pod 300 ms slower) sets Degraded 
 windows, with a p99 in status.serving.metrics that matches the load generator's within the histogram's bucket
 resolution; it clears once the pods are fast again.
 
-And autoscaling on real CPU: a model with an HPA (1 to 2 replicas, 50% of a 100m request) scales out under the
-same kind of load, measured from the serving processes by the runner node's kubelet endpoint through
-metrics-server, and back in after the load stops.
+Autoscaling under the same kind of load is shown on the demo's digits model (tests/e2e/test_digits.py).
 
 The figures in status.rollout and the time each verdict took are printed for the benchmark's table.
 """
 from __future__ import annotations
 
-import collections
-import http.client
 import json
-import random
-import threading
 import time
 
 import pytest
 
 from tests.fixtures.cluster import wait_for
 from tests.fixtures.operator import apply_md, condition, get, get_md, is_ready, wait_md
-from tests.fixtures.dataplane import annotate_faults, bench_record, plain, serving_pods
+from tests.fixtures.dataplane import Load, annotate_faults, bench_record, plain, serving_pods
 
 pytestmark = [pytest.mark.cluster, pytest.mark.tf, pytest.mark.s3]
 NAME = "canaried"
@@ -48,103 +42,12 @@ ROLLOUT = {"strategy": "canary", "steps": [{"weight": 25, "durationSeconds": WIN
                                            {"weight": 50, "durationSeconds": WINDOW}],
            "maxLatencyRatio": 1.5, "maxErrorRatioIncrease": 0.02}
 BODY = json.dumps({"instances": [[0.1, 0.2, 0.3, 0.4]]})
-REQUESTS_PER_CONNECTION = 25
-MAX_LOAD_SECONDS = 900          # the generator stops by itself, whatever the test does
 
 
 def canaried(uri: str, version: int) -> dict:
     return plain(NAME, uri, version=version, serving={"replicas": 2},
                  monitoring={"intervalSeconds": 5, "failureThreshold": 2, "prometheus": True, "slo": SLO},
                  rollout={**ROLLOUT, "progressDeadlineSeconds": 240})
-
-
-class Load:
-    """Bounded :predict load over the Service's ready endpoints, per connection as kube-proxy balances."""
-
-    def __init__(self, kubectl, namespace: str, name: str = NAME, workers: int = 3, pause: float = 0.05):
-        self.kubectl, self.namespace, self.name, self.pause = kubectl, namespace, name, pause
-        self.counts: dict[tuple[str, str], int] = collections.Counter()   # (track, ok|failed) -> requests
-        self.latencies: list[tuple[float, float]] = []                     # (monotonic end, ms) of answers
-        self.endpoints: list[tuple[str, str]] = []                         # (pod IP, track)
-        self.stop_at = time.monotonic() + MAX_LOAD_SECONDS
-        self.stopped = threading.Event()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._refresh, daemon=True)] + [
-            threading.Thread(target=self._worker, daemon=True) for _ in range(workers)]
-
-    def _refresh(self) -> None:
-        """The Service's endpoints, as the endpoints controller computes them: Ready pods its selector matches."""
-        while not self.stopped.is_set() and time.monotonic() < self.stop_at:
-            svc = get(self.kubectl, self.namespace, "service", self.name)
-            if svc:
-                selector = ",".join(f"{k}={v}" for k, v in svc["spec"]["selector"].items())
-                pods = json.loads(self.kubectl("get", "pods", "-l", selector, "-o", "json",
-                                               namespace=self.namespace).stdout)["items"]
-                ready = [(p["status"]["podIP"], p["metadata"]["labels"].get("modeldeploy.io/track", "stable"))
-                         for p in pods if not p["metadata"].get("deletionTimestamp") and any(
-                             c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
-                with self.lock:
-                    self.endpoints = ready
-            self.stopped.wait(1.0)
-
-    def _worker(self) -> None:
-        while not self.stopped.is_set() and time.monotonic() < self.stop_at:
-            with self.lock:
-                endpoints = list(self.endpoints)
-            if not endpoints:
-                self.stopped.wait(0.2)
-                continue
-            ip, track = random.choice(endpoints)
-            conn = http.client.HTTPConnection(ip, 8501, timeout=10)
-            try:
-                for _ in range(REQUESTS_PER_CONNECTION):
-                    if self.stopped.is_set():
-                        break
-                    t0 = time.monotonic()
-                    try:
-                        conn.request("POST", f"/v1/models/{self.name}:predict", BODY,
-                                     {"Content-Type": "application/json"})
-                        resp = conn.getresponse()
-                        resp.read()
-                        ok = resp.status == 200
-                    except OSError:
-                        ok = False
-                    t1 = time.monotonic()
-                    with self.lock:
-                        self.counts[(track, "ok" if ok else "failed")] += 1
-                        if ok and len(self.latencies) < 200_000:
-                            self.latencies.append((t1, (t1 - t0) * 1000))
-                    if not ok:                  # a client's retry delay, then a new connection to
-                        self.stopped.wait(0.2)  # whichever endpoint is ready by then
-                        break
-                    self.stopped.wait(self.pause)
-            finally:
-                conn.close()
-
-    def __enter__(self) -> "Load":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stopped.set()
-        for t in self.threads:
-            t.join(timeout=20)
-
-    def snapshot(self) -> dict:
-        with self.lock:
-            return dict(self.counts)
-
-    def p99_ms(self, seconds: float) -> float:
-        """p99 of the answers of the last `seconds` (nearest rank), as a client measured them."""
-        now = time.monotonic()
-        with self.lock:
-            recent = sorted(ms for t, ms in self.latencies if t >= now - seconds)
-        return recent[max(0, -(-99 * len(recent) // 100) - 1)] if recent else 0.0
-
-    def since(self, before: dict) -> dict:
-        now = self.snapshot()
-        return {k: now.get(k, 0) - before.get(k, 0) for k in now}
 
 
 def rollout(md: dict) -> dict:
@@ -189,7 +92,7 @@ def rolled_back(kubectl, namespace: str, load: Load, uri: str, version: int, fau
 def test_canary_promoted_then_slow_and_failing_canaries_rolled_back(kubectl, namespace, operator, models):
     apply_md(kubectl, namespace, canaried(models["good"], 1))
     wait_md(kubectl, namespace, NAME, is_ready, 400, "version 1 Ready")
-    with Load(kubectl, namespace) as load:
+    with Load(kubectl, namespace, NAME, BODY) as load:
         wait_for(lambda: load.snapshot().get(("stable", "ok"), 0) > 20, 60, "the load reaching version 1")
 
         # 1. A healthy canary: one of two replicas, advanced to the second step, then promoted after it.
@@ -230,36 +133,6 @@ def test_canary_promoted_then_slow_and_failing_canaries_rolled_back(kubectl, nam
         assert "error" in rollout(get_md(kubectl, namespace, NAME)).get("message", "").lower(), failing
 
 
-@pytest.mark.timeout(900)
-def test_served_model_scales_out_under_predict_load_and_back_in(kubectl, namespace, operator, models):
-    name = "scaled"
-    apply_md(kubectl, namespace, plain(name, models["good"], serving={"resources": {"requests": {"cpu": "100m"}}},
-                                       autoscaling={"minReplicas": 1, "maxReplicas": 2, "targetCPUUtilization": 50}))
-    wait_md(kubectl, namespace, name, is_ready, 400, "Ready with one replica")
-
-    def hpa() -> dict:
-        return (get(kubectl, namespace, "hpa", name) or {}).get("status", {})
-
-    with Load(kubectl, namespace, name, workers=4, pause=0.0) as load:
-        started = time.monotonic()
-        out = wait_for(lambda: (s := hpa()).get("desiredReplicas", 0) == 2 and s, 240, "the HPA to scale out")
-        scale_out = time.monotonic() - started
-        utilization = out["currentMetrics"][0]["resource"]["current"]["averageUtilization"]
-        wait_md(kubectl, namespace, name, lambda o: o["status"]["serving"].get("readyReplicas") == 2, 240,
-                "two ready replicas")
-        counts = load.snapshot()
-    stopped = time.monotonic()
-    wait_for(lambda: hpa().get("desiredReplicas") == 1, 300, "the HPA to scale back in")
-    scale_in = time.monotonic() - stopped
-    print(f"HPA: out to 2 replicas {scale_out:.0f}s after the load started (CPU {utilization}% of the request), "
-          f"back to 1 {scale_in:.0f}s after it stopped; requests {counts}")
-    assert utilization > 50 and counts.get(("stable", "ok"), 0) > 0
-    assert not counts.get(("stable", "failed")), counts
-    bench_record("hpa", {"scaleOutSeconds": round(scale_out, 1), "scaleInSeconds": round(scale_in, 1),
-                         "cpuUtilizationPercent": utilization,
-                         "requests": {f"{t} {r}": n for (t, r), n in counts.items()}})
-
-
 def restart_pods(kubectl, namespace: str, name: str) -> None:
     """Delete the serving pods; their replacements start with the namespace's faults (read at start)."""
     kubectl("delete", "pods", "-l", f"app.kubernetes.io/instance={name},app.kubernetes.io/component=serving",
@@ -272,7 +145,7 @@ def test_slo_violation_on_the_serving_version_sets_degraded_and_clears(kubectl, 
     apply_md(kubectl, namespace, plain(name, models["good"], monitoring={
         "intervalSeconds": 5, "failureThreshold": 2, "prometheus": True, "slo": SLO}))
     wait_md(kubectl, namespace, name, is_ready, 400, "Ready")
-    with Load(kubectl, namespace, name) as load:
+    with Load(kubectl, namespace, name, BODY) as load:
         wait_md(kubectl, namespace, name, lambda o: (o["status"].get("serving", {}).get("metrics") or {}).get(
             "slo") == "Met", 3 * WINDOW, "the SLO met under load")
         annotate_faults(kubectl, namespace, "latency=300")
