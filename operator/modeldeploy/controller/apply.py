@@ -39,26 +39,15 @@ from kubernetes.client.rest import ApiException
 from modeldeploy.api import names
 from modeldeploy.controller import obslog
 from modeldeploy.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
+from modeldeploy.resources import kinds
 
 log = logging.getLogger(__name__)
 
-# kind -> (API path prefix, plural)
-KINDS = {
-    "ConfigMap": ("/api/v1", "configmaps"),
-    "Service": ("/api/v1", "services"),
-    "Pod": ("/api/v1", "pods"),
-    "Secret": ("/api/v1", "secrets"),
-    "Event": ("/api/v1", "events"),
-    "Deployment": ("/apis/apps/v1", "deployments"),
-    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
-    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
-    "Job": ("/apis/batch/v1", "jobs"),
-    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
-    "ServiceMonitor": ("/apis/monitoring.coreos.com/v1", "servicemonitors"),
-    KIND: (f"/apis/{API_GROUP}/{API_VERSION}", PLURAL),
-}
-CHILD_KINDS = ("ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job", "Pod",
-               "NetworkPolicy")
+# kind -> where its requests go: the children's from their registry, and what the operator reads (Secrets) or
+# posts (Events) besides, and its own ModelDeployments.
+KINDS = {k.kind: k for k in (*kinds.CHILDREN, kinds.ApiKind("Secret", "", "v1", "secrets"),
+                             kinds.ApiKind("Event", "", "v1", "events"),
+                             kinds.ApiKind(KIND, API_GROUP, API_VERSION, PLURAL))}
 OVERLAY_SECONDS = 10.0
 REQUEST_TIMEOUT = (5, 30)     # connect, read: a hung API call must not hold a worker forever
 WRITE_LOG_ENV = "MODELDEPLOY_WRITE_LOG"
@@ -270,8 +259,8 @@ class Kube:
 
     @staticmethod
     def path(kind: str, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
-        prefix, plural = KINDS[kind]
-        out = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
+        api = KINDS[kind]
+        out = f"{api.prefix}/namespaces/{namespace}/{api.plural}" if namespace else f"{api.prefix}/{api.plural}"
         if name:
             out += f"/{name}"
         if sub:
@@ -384,7 +373,7 @@ class Kube:
                          query=[("fieldManager", names.FIELD_MANAGER), ("force", "true")],
                          content_type="application/apply-patch+yaml")
         self._write("apply", kind, meta["namespace"], meta["name"])
-        self._remember(kind, meta, _slim(obj))
+        self._remember(kind, meta, kinds.slim_object(obj))
         return ("created" if live is None else "updated"), obj
 
     def create(self, desired: dict, owner: dict) -> tuple[str, dict | None]:
@@ -402,7 +391,7 @@ class Kube:
             obj, action = self.get(kind, meta["namespace"], meta["name"]), "exists"
             if obj is not None and not owned_by(obj, owner["uid"]):
                 raise NameConflict(kind, meta["namespace"], meta["name"], obj)
-        self._remember(kind, meta, _slim(obj) if obj else None)
+        self._remember(kind, meta, kinds.slim_object(obj) if obj else None)
         return action, obj
 
     def delete(self, kind: str, live: dict, orphan: bool = False) -> None:
@@ -472,20 +461,6 @@ def _newer(a: dict, b: dict) -> bool:
     if ra and rb and ra.isdigit() and rb.isdigit():
         return int(ra) > int(rb)
     return ra != rb
-
-
-def _slim(obj: dict | None) -> dict | None:
-    """Without managedFields: they are large and never compared."""
-    if not obj:
-        return obj
-    meta = dict(obj.get("metadata") or {})
-    meta.pop("managedFields", None)
-    return dict(obj, metadata=meta)
-
-
-def slim(obj: dict | None) -> dict | None:
-    """Public form of `_slim` for the cache."""
-    return _slim(obj)
 
 
 def _api_message(exc: ApiException) -> str:

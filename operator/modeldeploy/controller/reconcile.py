@@ -22,7 +22,7 @@ from modeldeploy.controller import apply, decide, health, metrics, observe, obsl
 from modeldeploy.controller.decide.optimization import OPTIMIZATION_FAILURES
 from modeldeploy.controller.scrape import SLOMonitor
 from modeldeploy.resources import job as job_builder
-from modeldeploy.resources import networkpolicy, servicemonitor
+from modeldeploy.resources import kinds, networkpolicy, servicemonitor
 from modeldeploy.resources.canary import build_canary_deployment
 from modeldeploy.resources.common import OperatorImages, operator_images_from_env
 from modeldeploy.resources.render import build_serving
@@ -212,7 +212,7 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
         return result
 
     owner = apply.owner_reference(body)
-    kids = {kind: kube.children(kind, ns, name) for kind in apply.CHILD_KINDS}
+    kids = {kind.kind: kube.children(kind.kind, ns, name) for kind in kinds.CACHED}
     plan = decide.decide(spec, _observed(ctx, spec, meta, old_status, kids, interval_check, now))
 
     try:
