@@ -20,7 +20,8 @@ from modeldeploy.api import names
 from modeldeploy.api.spec import API_GROUP, API_VERSION, PLURAL, SpecError, parse
 from modeldeploy.controller import apply, metrics
 from modeldeploy.controller.monitor import Monitor
-from modeldeploy.controller.reconcile import Context, reconcile
+from modeldeploy.controller.context import Context
+from modeldeploy.controller.reconcile import reconcile
 from modeldeploy.resources import kinds
 
 log = logging.getLogger(__name__)
