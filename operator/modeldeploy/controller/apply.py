@@ -31,6 +31,7 @@ import re
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Callable, Iterable
 
@@ -39,6 +40,7 @@ from kubernetes.client.rest import ApiException
 from modeldeploy.api import names
 from modeldeploy.controller import obslog
 from modeldeploy.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
+from modeldeploy.api.status import timestamp
 from modeldeploy.resources import kinds
 
 log = logging.getLogger(__name__)
@@ -423,7 +425,7 @@ class Kube:
     def post_event(self, body: dict, type_: str, reason: str, message: str, instance: str = "") -> None:
         """A core/v1 Event about the ModelDeployment (posted on transitions only; failures are only logged)."""
         meta = body["metadata"]
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        now = timestamp(datetime.now(timezone.utc))
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},

@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 
 from modeldeploy.api import spec as specmod
-from modeldeploy.api.status import STALLED, EventType, Reason, event
+from modeldeploy.api.status import STALLED, EventType, Reason, event, seconds_between, timestamp
 from modeldeploy.controller import apply, children, decide, gather, metrics, obslog
 from modeldeploy.controller.context import Context, Result
 from modeldeploy.controller.decide.optimization import OPTIMIZATION_FAILURES
@@ -21,7 +21,7 @@ from modeldeploy.resources import kinds
 log = logging.getLogger(__name__)
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timestamp(datetime.now(timezone.utc))
 
 
 def reconcile(body: dict, ctx: Context, *, interval_check: bool = False, now: str | None = None) -> Result:
@@ -105,6 +105,4 @@ def _observe_event(spec, reason: str, old: dict, new: dict) -> None:
     opt = new.get("optimization") or {}
     if reason in (Reason.JOB_SUCCEEDED, *OPTIMIZATION_FAILURES) \
             and opt.get("startTime") and opt.get("completionTime"):
-        fmt = "%Y-%m-%dT%H:%M:%SZ"
-        seconds = (datetime.strptime(opt["completionTime"], fmt) - datetime.strptime(opt["startTime"], fmt))
-        metrics.observe_optimization(seconds.total_seconds())
+        metrics.observe_optimization(seconds_between(opt["startTime"], opt["completionTime"]))
