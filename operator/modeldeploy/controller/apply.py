@@ -27,17 +27,15 @@ import base64
 import json
 import logging
 import os
-import re
 import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
 from typing import Callable, Iterable
 
 from kubernetes.client.rest import ApiException
 
-from modeldeploy.api import names
+from modeldeploy.api import names, quantity
 from modeldeploy.controller import obslog
 from modeldeploy.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
 from modeldeploy.api.status import timestamp
@@ -91,26 +89,6 @@ def with_owner(desired: dict, owner: dict) -> dict:
 
 # --------------------------------------------------------------------------------------------- comparison
 
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
-_SUFFIX = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1), "k": Decimal(10**3),
-           "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12), "P": Decimal(10**15),
-           "E": Decimal(10**18), "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30),
-           "Ti": Decimal(2**40), "Pi": Decimal(2**50), "Ei": Decimal(2**60)}
-
-
-def quantity(value) -> Decimal | None:
-    """A Kubernetes quantity as a Decimal ("500m" -> 0.5, "1Gi" -> 1073741824), None when it is not one."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    m = _QUANTITY.match(str(value).strip())
-    if not m or m.group(2) not in _SUFFIX:
-        return None
-    try:
-        return Decimal(m.group(1)) * _SUFFIX[m.group(2)]
-    except InvalidOperation:
-        return None
-
-
 def _empty(value) -> bool:
     return value is None or value == [] or value == {}
 
@@ -141,7 +119,7 @@ def is_subset(desired, live, path: str = "") -> bool:
     if isinstance(desired, bool) or isinstance(live, bool):
         return False                     # same type was handled above; True is not 1 here
     if ".resources." in path + "." and (".limits." in path + "." or ".requests." in path + "."):
-        a, b = quantity(desired), quantity(live)
+        a, b = quantity.value(desired), quantity.value(live)
         return a is not None and a == b
     if isinstance(desired, (int, float)) and isinstance(live, (int, float)):
         return desired == live
