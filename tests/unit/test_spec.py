@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from modeldeploy.api import quantity
 from modeldeploy.api import spec as S
 from tests.integration import bad_inputs
 
@@ -325,3 +327,14 @@ def test_canary_refusals_name_the_field_and_the_fix(edit, field, words):
 def test_canary_with_autoscaling_needs_no_fixed_replicas():
     body = {**CANARY, "serving": {"replicas": 1}, "autoscaling": {"maxReplicas": 4}}
     assert S.parse(md(body)).rollout.strategy == "canary"
+
+
+@pytest.mark.parametrize("q", ["500m", "0.5", "2", "1.5", "4Gi", "1024Mi", "1e3", "1E", "100k", ".5", "+1", 3, 2.5])
+def test_a_quantity_the_spec_accepts_has_the_value_kubernetes_gives_it(q):
+    from kubernetes.utils import parse_quantity
+    assert re.fullmatch(quantity.PATTERN, str(q)) and quantity.value(q) == parse_quantity(q)
+
+
+@pytest.mark.parametrize("q", ["lots", "1Qi", "", True, None, [1]])
+def test_what_is_not_a_quantity_has_no_value(q):
+    assert quantity.value(q) is None

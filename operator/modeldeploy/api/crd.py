@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from modeldeploy.api import quantity
 from modeldeploy.api import spec as S
 
 CRD_NAME = f"{S.PLURAL}.{S.API_GROUP}"
@@ -138,7 +139,7 @@ def label_map(description: str, field: str) -> dict:
 def quantity_map(description: str) -> dict:
     return {"type": "object", "description": description, "additionalProperties": {
         "anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True,
-        "pattern": S.QUANTITY_PATTERN}}
+        "pattern": quantity.PATTERN}}
 
 
 def resources(description: str) -> dict:

@@ -39,6 +39,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from modeldeploy.api import quantity
+
 API_GROUP = "modeldeploy.io"
 API_VERSION = "v1alpha1"
 KIND = "ModelDeployment"
@@ -98,9 +100,6 @@ URI_PATTERN = rf"^((s3|gs|pvc)://[A-Za-z0-9._~-]+({_URI_SEGMENT})*|file://({_URI
 # Local paths a pod must never read as a model or dataset: kernel and device files, and the service-account
 # token (which the optimizer pod does not mount, but a node-level path could reach it).
 FORBIDDEN_FILE_PATTERN = r"^file:///(proc|sys|dev|run|var/run|etc)(/.*)?$"
-# Kubernetes' quantity syntax without a minus sign: a negative request or limit is never meant.
-QUANTITY_PATTERN = (r"^[+]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
-                    r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
 # Label keys (an optional DNS-subdomain prefix, then a name of at most 63 characters) and values, as the API
 # server checks them on a pod's nodeSelector and tolerations; refused here with the field, not in a child.
 LABEL_KEY_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -488,7 +487,8 @@ def _resources(obj, key, path) -> dict:
         if not isinstance(quantities, dict):
             raise SpecError(spath, "must be a map of resource name to quantity")
         for name, q in quantities.items():
-            if isinstance(q, bool) or not isinstance(q, (int, float, str)) or not re.fullmatch(QUANTITY_PATTERN, str(q)):
+            if isinstance(q, bool) or not isinstance(q, (int, float, str)) \
+                    or not re.fullmatch(quantity.PATTERN, str(q)):
                 raise SpecError(f"{spath}.{name}", f"{q!r} is not a quantity (e.g. 500m, 2, 4Gi)")
     return dict(value)
 
