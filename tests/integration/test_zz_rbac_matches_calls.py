@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from tests.fixtures.operator import CHART_NAMESPACE, REPO, chart_rbac
 
@@ -67,12 +66,3 @@ def test_the_charts_grants_are_exactly_the_calls_the_operator_makes():
     assert used - rules == set(), f"the operator calls what the chart does not grant: {sorted(used - rules)}"
     assert rules - used == set(), (f"the chart grants calls no test's operator made (remove them, or test "
                                    f"the code path that needs them): {sorted(rules - used)}")
-
-
-def test_the_kustomize_manifests_grant_what_the_chart_grants_cluster_wide():
-    docs = [d for d in yaml.safe_load_all((REPO / "manifests" / "base" / "rbac.yaml").read_text()) if d]
-    role = next(d for d in docs if d["kind"] == "ClusterRole" and any(
-        "deployments" in r["resources"] for r in d["rules"]))
-    chart = next(d for d in chart_rbac([CHART_NAMESPACE]) if d["kind"] == "Role")
-    assert _rules([role]) >= _rules([chart])
-    assert {c for c in _rules([role]) if c[2] in WRITES} == {c for c in _rules([chart]) if c[2] in WRITES}
