@@ -18,3 +18,6 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "images: builds the images (hack/images.sh) and runs them with hack/imagerun.py; needs root, "
                    "no cluster")
+    config.addinivalue_line(
+        "markers", "operator_env(NAME=value, ...): environment variables for the `operator` fixture's process "
+                   "(tests/fixtures/operator.py)")

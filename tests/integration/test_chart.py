@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import yaml
 
 from tests.chart import CHART, VARIANTS, env_of, helm, sets
 from tests.fixtures.cluster import wait_for
-from tests.fixtures.operator import REFUSED
+from tests.fixtures.operator import REFUSED, Operator, get as get_obj, reconcile_count
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_EXAMPLE = ROOT / "examples" / "gpu-pruned-int8-autoscaling.yaml"
@@ -244,15 +243,18 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
         sa = deploy["spec"]["template"]["spec"]["serviceAccountName"]
         assert f"--namespace={namespace}" in deploy["spec"]["template"]["spec"]["containers"][0]["args"]
         if in_image:
-            operator = _ChartPod(kubectl, cluster, namespace, release)
+            operator = _ChartPod(kubectl, cluster, namespace, release, metrics_port)
+            wait_for(operator.healthy, 180, "the operator's liveness endpoint")
         else:
             sa_kubeconfig = _load_hack("sa_kubeconfig").write(cluster.kubeconfig, namespace, sa,
                                                               str(tmp_path / "sa.kubeconfig"), 3600)
             whoami = subprocess.run([kubectl_binary(), "--kubeconfig", sa_kubeconfig, "auth", "whoami", "-o",
                                      "jsonpath={.status.userInfo.username}"], capture_output=True, text=True)
             assert whoami.stdout == f"system:serviceaccount:{namespace}:{sa}", whoami.stderr
-            operator = LocalOperator(deploy, sa_kubeconfig, tmp_path, f"{release}-modeldeploy-local")
-        wait_for(operator.healthy, 180, "the operator's liveness endpoint")
+            operator = Operator(sa_kubeconfig, [namespace], f"{release}-modeldeploy-local", chart=deploy,
+                                cwd=tmp_path)
+            operator.start_timeout = 180
+            operator.start()          # until its liveness endpoint answers
 
         # 3. The GPU example (pruning 0.5, int8, gpus: 1, autoscaling) reaches Ready.
         kubectl("apply", "-f", "-", input=yaml.safe_dump(md))
@@ -261,7 +263,7 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
         status = json.loads(kubectl("get", "modeldeployment", "digits", "-o", "json", namespace=namespace).stdout)
         assert ready.returncode == 0, (f"not Ready: {json.dumps(status.get('status'), indent=1)}\n"
                                        f"{_children_report(kubectl, namespace)}\n"
-                                       f"operator log tail:\n{operator.text()[-4000:]}")
+                                       f"operator log tail:\n{operator.logs()[-4000:]}")
         st = status["status"]
         assert st["observedGeneration"] == status["metadata"]["generation"]
         assert st["model"]["servingVersion"] == 1
@@ -269,7 +271,7 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
         assert st["optimization"]["accuracyDrop"] <= 0.02
         for kind in ("deployment", "service", "horizontalpodautoscaler", "poddisruptionbudget"):
             kubectl("get", kind, "digits", namespace=namespace)
-        refused = [line for line in operator.text().splitlines() if REFUSED.search(line)]
+        refused = [line for line in operator.logs().splitlines() if REFUSED.search(line)]
         assert not refused, "the operator hit an RBAC refusal with the chart's credentials:\n" + "\n".join(refused)
 
         # 4. helm upgrade with changed values; the operator restarts with the new settings (in its image: the
@@ -281,9 +283,14 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
                                     namespace=namespace).stdout)
         assert env_of(deploy["spec"]["template"]["spec"]["containers"][0])["MODELDEPLOY_LOG_LEVEL"]["value"] == \
             "DEBUG"
-        operator = operator.restart(deploy)
-        wait_for(operator.healthy, 180, "the restarted operator's liveness endpoint")
-        time.sleep(5)   # a resume pass over the existing object
+        if in_image:
+            operator.restart(deploy)      # the Deployment's new pod
+            wait_for(operator.healthy, 180, "the restarted operator's liveness endpoint")
+        else:
+            operator.chart = deploy       # the Deployment's new command, env and settings, as a rollout would
+            operator.restart(hard=False)
+        # The restarted operator's resume pass over the existing object (its first reconcile) changes nothing.
+        wait_for(lambda: operator.reconciles() >= 1, 120, "the restarted operator's resume pass")
         after = json.loads(kubectl("get", "modeldeployment", "digits", "-o", "json", namespace=namespace).stdout)
         assert after["metadata"]["generation"] == generation
         kubectl("wait", "--for=condition=Ready", "modeldeployment/digits", "--timeout=60s", namespace=namespace)
@@ -303,8 +310,8 @@ class _ChartPod:
     """The chart's operator pod as the runner runs it on run-cpu-0: inside the operator image (its imageID), as
     the chart's user, with the chart's probes deciding Ready and its projected ServiceAccount token."""
 
-    def __init__(self, kubectl, cluster, namespace: str, release: str):
-        self.kubectl, self.cluster, self.namespace = kubectl, cluster, namespace
+    def __init__(self, kubectl, cluster, namespace: str, release: str, metrics_port: int):
+        self.kubectl, self.cluster, self.namespace, self.metrics_port = kubectl, cluster, namespace, metrics_port
         self.selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
 
     def _pods(self) -> list[dict]:
@@ -321,17 +328,29 @@ class _ChartPod:
         assert pod["spec"]["nodeName"] == "run-cpu-0"
         status, = pod["status"]["containerStatuses"]
         self.cluster.expect_image(status, "operator")
-        assert status["restartCount"] == 0, self.text()[-3000:]
+        assert status["restartCount"] == 0, self.logs()[-3000:]
         return True
 
-    def text(self) -> str:
+    def logs(self) -> str:
         return "".join(f.read_text(errors="replace") for f in sorted(
             (ROOT / ".cluster" / "pods").glob(f"{self.namespace}_*/operator.log")))
 
-    def restart(self, deploy: dict) -> "_ChartPod":
+    def reconciles(self) -> int:
+        """The pod's successful reconciles, from its metrics endpoint (on its loopback pod IP; 0 while it has
+        none or does not answer yet)."""
+        pods = [p for p in self._pods() if not p["metadata"].get("deletionTimestamp") and p["status"].get("podIP")]
+        if len(pods) != 1:
+            return 0
+        try:
+            with urllib.request.urlopen(f"http://{pods[0]['status']['podIP']}:{self.metrics_port}/metrics",
+                                        timeout=5) as r:
+                return reconcile_count(r.read().decode())
+        except OSError:
+            return 0
+
+    def restart(self, deploy: dict) -> None:
         self.kubectl("rollout", "status", f"deployment/{deploy['metadata']['name']}", "--timeout=180s",
                      namespace=self.namespace, timeout=200)
-        return self
 
     def stop(self) -> None:
         """helm uninstall deletes the Deployment; the runner then stops the pod."""
@@ -355,67 +374,20 @@ def kubectl_binary() -> str:
     return find()
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the operator's process group, SIGKILL after 20 s."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Two replicas: Kopf peering keeps one active
 
-class LocalOperator:
-    """One operator process started from the chart's Deployment (as run_as_chart does), with its own log and
-    write log."""
+def peering_state(op: Operator, since: int = 0) -> str:
+    """"active" or "paused" from Kopf's last peering message in the replica's log after character `since` (paused
+    before any: Kopf starts paused)."""
+    text = op.logs()[since:]
+    resumed, paused = text.rfind("Resuming operations"), text.rfind("Pausing operations")
+    return "active" if resumed > paused else "paused"
 
-    def __init__(self, deploy: dict, kubeconfig: str, workdir: Path, name: str):
-        self.name, self.health_port, self.kubeconfig = name, _free_port(), kubeconfig
-        self.log, self.writes = workdir / f"{name}.log", workdir / f"{name}.writes.jsonl"
-        cmd, env = _load_hack("run_as_chart").operator_command(deploy, pod_name=name, health_port=self.health_port,
-                                                               metrics_port=_free_port())
-        full_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "KUBECONFIG": kubeconfig,
-                    "MODELDEPLOY_WRITE_LOG": str(self.writes), **env}
-        with open(self.log, "a") as out:
-            self.proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
-                                         start_new_session=True)
 
-    def healthy(self) -> bool:
-        import urllib.request
-        assert self.proc.poll() is None, f"{self.name} exited {self.proc.returncode}:\n{self.text()[-3000:]}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
-
-    def text(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
-
-    def restart(self, deploy: dict) -> "LocalOperator":
-        """Stop this process and start the Deployment's (new) command, env and settings, as a rollout would."""
-        self.stop()
-        return LocalOperator(deploy, self.kubeconfig, self.log.parent, self.name)
-
-    def stop(self) -> None:
-        _stop(self.proc)
-
-    def peering_state(self, since: int = 0) -> str:
-        """"active" or "paused" from Kopf's last peering message (paused before any: Kopf starts paused)."""
-        text = self.text()[since:]
-        resumed, paused = text.rfind("Resuming operations"), text.rfind("Pausing operations")
-        return "active" if resumed > paused else "paused"
-
-    def wrote(self, name: str) -> list[dict]:
-        if not self.writes.exists():
-            return []
-        rows = [json.loads(line) for line in self.writes.read_text().splitlines() if line.strip()]
-        return [r for r in rows if r.get("name") == name or str(r.get("name", "")).startswith(name)]
+def wrote(op: Operator, name: str) -> list[dict]:
+    """The replica's writes (its write log) of the objects of ModelDeployment `name`."""
+    return [r for r in op.writes() if r.get("name") == name or str(r.get("name", "")).startswith(name)]
 
 
 @pytest.mark.cluster
@@ -426,7 +398,7 @@ def test_two_replicas_one_active_and_failover(kubectl, cluster, namespace, tmp_p
     kube = _helm_kube(cluster)
     helm("install", release, str(CHART), "-n", namespace, *kube,
          *sets({"replicaCount": 2, "watchNamespaces": [namespace]}))
-    replicas: list[LocalOperator] = []
+    replicas: list[Operator] = []
     try:
         deploy = json.loads(kubectl("get", "deployment", f"{release}-modeldeploy", "-o", "json",
                                     namespace=namespace).stdout)
@@ -435,9 +407,11 @@ def test_two_replicas_one_active_and_failover(kubectl, cluster, namespace, tmp_p
         sa = deploy["spec"]["template"]["spec"]["serviceAccountName"]
         sa_config = _load_hack("sa_kubeconfig").write(cluster.kubeconfig, namespace, sa,
                                                      str(tmp_path / "sa.kubeconfig"), 1800)
-        replicas = [LocalOperator(deploy, sa_config, tmp_path, f"{release}-replica-{i}") for i in (0, 1)]
+        replicas = [Operator(sa_config, [namespace], f"{release}-replica-{i}", chart=deploy, cwd=tmp_path)
+                    for i in (0, 1)]
         for r in replicas:
-            wait_for(r.healthy, 120, f"{r.name}'s health endpoint")
+            r.start_timeout = 120
+            r.start()                 # until its health endpoint answers
         # Both keep-alives land in the peering object, each with its own random priority. With mandatory
         # peering Kopf starts paused and resumes only the replica that sees no live peer above it.
         peers = wait_for(lambda: (json.loads(kubectl("get", "kopfpeering", f"{release}-modeldeploy", "-o", "json",
@@ -449,34 +423,38 @@ def test_two_replicas_one_active_and_failover(kubectl, cluster, namespace, tmp_p
         # Kopf starts a peered operator paused and logs only transitions: the replica that sees no live peer
         # above it logs "Resuming"; one that started first may resume, then log "Pausing" in favour of a newer,
         # higher one. A replica that never resumed stays silent. The last word in each log counts.
-        def working() -> list[LocalOperator]:
-            return [r for r in replicas if r.peering_state() == "active"]
+        def working() -> list[Operator]:
+            return [r for r in replicas if peering_state(r) == "active"]
 
         wait_for(lambda: len(working()) == 1, 60, "exactly one active replica")
-        time.sleep(5)   # stable: still exactly one
-        assert len(working()) == 1, [(r.name, r.peering_state()) for r in replicas]
+        # Not a wait for anything: an observation window over which the choice must hold (Kopf re-decides on
+        # every change of the peering object, which both replicas keep touching).
+        time.sleep(5)
+        assert len(working()) == 1, [(r.name, peering_state(r)) for r in replicas]
         active = working()[0]
         standby = next(r for r in replicas if r is not active)
-        standby_lines = len(standby.text())
+        standby_lines = len(standby.logs())
 
         kubectl("apply", "-f", "-", input=_md_manifest(namespace, "peered"))
         wait_for(lambda: kubectl("get", "deployment", "peered", namespace=namespace, check=False).returncode == 0,
                  60, "the serving Deployment of the ModelDeployment")
-        time.sleep(3)
-        assert active.wrote("peered"), "the active replica wrote nothing"
-        assert not standby.wrote("peered"), f"the standby wrote: {standby.wrote('peered')}"
+        # The active replica's reconcile of it has finished (its status observed the generation): a standby that
+        # wrongly acted on the same watch event would have written by then too.
+        wait_for(lambda: ((get_obj(kubectl, namespace, "modeldeployment", "peered") or {}).get("status") or {}).get(
+            "observedGeneration") == 1, 60, "the ModelDeployment's status to observe generation 1")
+        assert wrote(active, "peered"), "the active replica wrote nothing"
+        assert not wrote(standby, "peered"), f"the standby wrote: {wrote(standby, 'peered')}"
 
         # Kill the active replica without a goodbye: its keep-alive expires, then the standby takes over.
-        os.killpg(active.proc.pid, signal.SIGKILL)
-        active.proc.wait(timeout=10)
+        active.kill()
         kubectl("patch", "modeldeployment", "peered", "--type", "merge", "-p",
                 json.dumps({"spec": {"serving": {"replicas": 3}}}), namespace=namespace)
         wait_for(lambda: json.loads(kubectl("get", "deployment", "peered", "-o", "json",
                                             namespace=namespace).stdout)["spec"].get("replicas") == 3,
                  180, "the standby to resume and scale the Deployment to 3")
-        assert standby.peering_state(since=standby_lines) == "active"
-        assert standby.wrote("peered")
+        assert peering_state(standby, since=standby_lines) == "active"
+        assert wrote(standby, "peered")
     finally:
         for r in replicas:
-            _stop(r.proc)
+            r.stop()
         helm("uninstall", release, "-n", namespace, *kube, "--wait", "--timeout", "2m", check=False)
