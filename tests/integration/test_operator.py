@@ -1,5 +1,7 @@
-"""The operator against the local cluster: children, zero writes when idle, drift repair next to the HPA,
-rollback of a failed rollout, health reasons, restarts, and garbage collection.
+"""The operator against the local cluster: children, zero writes when idle, drift repair next to the HPA, a failed
+optimization, restarts, name conflicts, refused children, and garbage collection. (The crash-looping rollout
+rolled back and the unschedulable GPU request run once, in tests/integration/test_observability_scenarios.py,
+with their conditions, Events, metrics and Argo CD health checked together.)
 
 Serving pods are played by kwok (Running and Ready at once, or crash-looping when the image name says so), so
 these tests need no model in storage: nothing here optimizes (see tests/e2e for the real optimizer Job).
@@ -18,8 +20,6 @@ from tests.fixtures.operator import (apply_md, condition, events, get, get_md, i
 
 pytestmark = pytest.mark.cluster
 
-# One GPU per replica (the most TF Serving uses) but more CPU than any node has: never schedulable.
-HUGE = {"gpus": 1, "resources": {"requests": {"cpu": "100"}}}
 FAST = {"monitoring": {"intervalSeconds": 5, "failureThreshold": 2}, "rollout": {"progressDeadlineSeconds": 30}}
 
 
@@ -122,61 +122,6 @@ def test_user_edit_is_reverted_and_hpa_replicas_are_left_alone(kubectl, namespac
     wait_for(lambda: get(kubectl, namespace, "hpa", "edit") is None, 30, "the HPA to be deleted")
     wait_for(lambda: get(kubectl, namespace, "pdb", "edit") is None, 30, "the PDB to be deleted")
     wait_for(lambda: get(kubectl, namespace, "deployment", "edit")["spec"]["replicas"] == 1, 30, "replicas 1")
-
-
-@pytest.mark.timeout(300)
-def test_crash_looping_new_version_is_rolled_back(kubectl, namespace, operator):
-    apply_md(kubectl, namespace, md_body("roll", **FAST))
-    wait_md(kubectl, namespace, "roll", is_ready, 60, "version 1 Ready")
-    bad = "tensorflow/serving:2.21.0-crashloop"
-    apply_md(kubectl, namespace, md_body("roll", version=2, serving={"image": bad}, **FAST))
-    # While version 2 crash-loops, version 1 keeps serving; the conditions say why.
-    md = wait_md(kubectl, namespace, "roll", lambda o: condition(o, "Degraded").get("reason") == "CrashLoopBackOff"
-                 or condition(o, "Stalled").get("status") == "True", 60, "CrashLoopBackOff to be reported")
-    if condition(md, "Stalled").get("status") != "True":
-        assert condition(md, "Reconciling")["status"] == "True" and condition(md, "Available")["status"] == "True"
-        assert "CrashLoopBackOff" in condition(md, "Degraded")["message"]
-    md = wait_md(kubectl, namespace, "roll", lambda o: condition(o, "Stalled").get("reason") == "RolledBack"
-                 and is_ready(o), 90, "the rollback to complete")
-    stalled = condition(md, "Stalled")["message"]
-    assert "version 2" in stalled and "rolled back to version 1" in stalled and "CrashLoopBackOff" in stalled
-    assert condition(md, "Degraded")["reason"] == "RolledBack" and md["status"]["phase"] == "Failed"
-    assert md["status"]["model"]["servingVersion"] == 1 and md["status"]["model"]["failedVersion"] == 2
-    assert md["status"]["rollback"]["count"] == 1 and md["status"]["rollback"]["toVersion"] == 1
-    assert deployment_image(kubectl, namespace, "roll") == "tensorflow/serving:2.21.0"
-    dep = get(kubectl, namespace, "deployment", "roll")
-    assert dep["spec"]["template"]["metadata"]["labels"]["modeldeploy.io/version"] == "1"
-    reasons = [e["reason"] for e in events(kubectl, namespace, "roll")]
-    assert reasons.count("RolledBack") == 1, reasons
-    assert 'modeldeploy_rollbacks_total{name="roll",namespace="%s"} 1.0' % namespace in operator.metrics()
-    # Not retried while the spec stays the same: two more checks, still on version 1, one rollback.
-    time.sleep(5)
-    md = get_md(kubectl, namespace, "roll")
-    assert md["status"]["rollback"]["count"] == 1 and deployment_image(kubectl, namespace, "roll").endswith("2.21.0")
-    # A new spec (a fixed image) is tried again and becomes the last good version.
-    apply_md(kubectl, namespace, md_body("roll", version=2, **FAST))
-    md = wait_md(kubectl, namespace, "roll", lambda o: is_ready(o) and o["status"]["model"].get("servingVersion") == 2,
-                 60, "version 2 Ready")
-    assert condition(md, "Stalled")["status"] == "False" and md["status"]["model"]["lastGoodVersion"] == 2
-
-
-@pytest.mark.timeout(240)
-def test_unschedulable_gpu_request_reports_the_scheduler_message_then_stalls(kubectl, namespace, operator):
-    apply_md(kubectl, namespace, md_body("huge", serving=HUGE, **FAST))
-    md = wait_md(kubectl, namespace, "huge", lambda o: condition(o, "Available").get("reason") == "Unschedulable",
-                 60, "Unschedulable")
-    msg = condition(md, "Available")["message"]
-    assert re.match(r"0/1 replicas ready: pod huge-\S+ Unschedulable: 0/\d+ nodes are available", msg), msg
-    assert "Insufficient cpu" in msg
-    assert condition(md, "Reconciling")["status"] == "True" and condition(md, "Ready")["status"] == "False"
-    # After progressDeadlineSeconds (30 s) the rollout failed; there is no earlier version to roll back to.
-    md = wait_md(kubectl, namespace, "huge", lambda o: condition(o, "Stalled").get("status") == "True", 90,
-                 "Stalled after the progress deadline")
-    assert condition(md, "Stalled")["reason"] == "ProgressDeadlineExceeded"
-    assert "no earlier good version" in condition(md, "Stalled")["message"]
-    assert condition(md, "Reconciling")["status"] == "False" and condition(md, "Degraded")["status"] == "True"
-    pods = json.loads(kubectl("get", "pods", "-o", "json", namespace=namespace).stdout)["items"]
-    assert pods and all(p["spec"].get("nodeName") is None for p in pods)
 
 
 @pytest.mark.timeout(300)
