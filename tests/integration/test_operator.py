@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
 import yaml
@@ -83,17 +82,20 @@ def test_serves_as_is_ready_children_owned_and_zero_writes_when_idle(kubectl, na
     # Idle: several health checks (every 2 s) and not one write, from our apply module or from Kopf.
     # (Counted on the operator's side: the API server's own counters have no namespace, and other tests may
     # share the cluster. bench/operator_scale.py measures the API server's counters on a dedicated run.)
-    time.sleep(3)
+    # First the creation's writes end: a whole reconcile passes without one.
+    def settled() -> bool:
+        before = (len(operator.writes()), kopf_writes(operator))
+        operator.wait_reconciles(1, 30, "a reconcile")
+        return before == (len(operator.writes()), kopf_writes(operator))
+    wait_for(settled, 60, "a reconcile that writes nothing after the creation")
     before_ops, before_kopf = len(operator.writes()), kopf_writes(operator)
     assert before_ops > 0 and before_kopf > 0, "both counters must have seen the creation's writes"
-    checks_before = operator.logs().count("monitor: reconciling")
-    time.sleep(12)
-    assert operator.logs().count("monitor: reconciling") - checks_before >= 4, "the monitor did not run"
+    operator.wait_reconciles(4, 60, "four more health checks (the monitor did not run)")
     assert operator.writes()[before_ops:] == []
     assert kopf_writes(operator) == before_kopf
-    # A restart (resume handlers) finds nothing to change either.
+    # A restart (resume handlers) finds nothing to change either: its resume pass and a health check.
     operator.restart(hard=False)
-    time.sleep(6)
+    operator.wait_reconciles(2, 60, "the restarted operator's resume pass and a health check")
     assert operator.writes()[before_ops:] == []
     assert kopf_writes(operator) == before_kopf
     assert get_md(kubectl, namespace, "iris")["metadata"]["resourceVersion"] == md["metadata"]["resourceVersion"]
@@ -194,8 +196,15 @@ def test_a_name_taken_by_someone_elses_object_is_never_taken_over(kubectl, names
     assert "ownerReferences" not in after["metadata"]
     assert [e["reason"] for e in events(kubectl, namespace, "taken")].count("NameConflict") == 1
 
+    # A witness the ModelDeployment does own: once the garbage collector has removed it, it has dealt with the
+    # ModelDeployment's deletion, and the Service it never owned must still be there.
+    witness = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "taken-gc-witness", "ownerReferences": [
+        {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "taken",
+         "uid": md["metadata"]["uid"]}]}}
+    kubectl("create", "-f", "-", input=json.dumps(witness), namespace=namespace)
     kubectl("delete", "modeldeployment", "taken", "--wait=true", "--timeout=60s", namespace=namespace)
-    time.sleep(3)                                        # the garbage collector would have acted by now
+    wait_for(lambda: get(kubectl, namespace, "configmap", "taken-gc-witness") is None, 60,
+             "the garbage collector to remove the ModelDeployment's dependents")
     assert get(kubectl, namespace, "service", "taken")["metadata"]["uid"] == before["metadata"]["uid"]
 
     kubectl("delete", "service", "taken", namespace=namespace)
