@@ -221,7 +221,7 @@ class ApiObject:
     @model_validator(mode="before")
     @classmethod
     def _prepare(cls, data: Any, info: ValidationInfo) -> Any:
-        """Unknown keys, null as absent, required fields, context defaults and the CRD's {} defaults."""
+        """Unknown keys, null as absent, context defaults and the CRD's {} defaults."""
         if not info.context or not isinstance(data, dict):
             return data
         fields = {f.alias: (name, f, meta_of(f)) for name, f in cls.__pydantic_fields__.items()}
@@ -237,8 +237,7 @@ class ApiObject:
                 data[alias] = info.context[meta.context_default]
             elif alias not in data and meta.default_object:
                 data[alias] = {}
-            elif alias not in data and f.is_required():
-                raise Invalid(f"is required: set {what_of(f.annotation, meta)}", f".{alias}")
+        # A required field left out is pydantic's 'missing' error, which spec.parse() words (in field order).
         return data
 
     @field_validator("*", mode="before")

@@ -45,7 +45,8 @@ from typing import Any, Mapping
 import pydantic
 
 from modeldeploy.api import limits as L
-from modeldeploy.api.fields import ApiObject, Invalid, Rule, api_object, field
+from modeldeploy.api.fields import (ApiObject, Invalid, Rule, api_object, field, is_object, item_type, leaf_type,
+                                    meta_of, what_of)
 from modeldeploy.api.limits import (API_GROUP, API_VERSION, DNS1123_SUBDOMAIN, KIND, PLURAL, RUNTIMES,
                                     TF_SERVING_VERSION, TFLITE_QUANTIZATION_MODES)
 from modeldeploy.api.model_optimization import (DatasetSpec, ExportSpec, GatesSpec, ModelSpec, OptimizationSpec,
@@ -231,13 +232,37 @@ class ModelDeploymentSpec(ApiObject):
 _ADAPTER = pydantic.TypeAdapter(ModelDeploymentSpec)
 
 
+def _declared(loc: tuple) -> tuple[tuple, Any]:
+    """An error location's position in declaration order (list indices as they are), and the field it names."""
+    cls, key, info = ModelDeploymentSpec, [], None
+    for part in loc:
+        if isinstance(part, int):
+            key.append(part)
+            continue
+        fields = list(cls.__pydantic_fields__.values()) if cls is not None else []
+        aliases = [f.alias for f in fields]
+        if part not in aliases:
+            key.append(len(aliases))
+            break
+        info = fields[aliases.index(part)]
+        key.append(aliases.index(part))
+        tp = leaf_type(info.annotation)
+        tp = item_type(tp) or tp
+        cls = tp if is_object(tp) else None
+    return tuple(key), info
+
+
 def _spec_error(exc: pydantic.ValidationError) -> SpecError:
-    """The first error, as the field path under `spec` and the declaration's message."""
-    err = exc.errors(include_url=False)[0]
+    """The first error in declaration order (pydantic lists missing fields last), as the field path under `spec`
+    and the declaration's message."""
+    err = min(exc.errors(include_url=False), key=lambda e: _declared(e["loc"])[0])
     path = "spec" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
     cause = (err.get("ctx") or {}).get("error")
     if isinstance(cause, Invalid):
         return SpecError(path + cause.sub, cause.message)
+    info = _declared(err["loc"])[1]
+    if err["type"] == "missing" and info is not None:
+        return SpecError(path, f"is required: set {what_of(info.annotation, meta_of(info))}")
     return SpecError(path, err["msg"])      # a case no declared check covers: pydantic's own words
 
 
