@@ -29,7 +29,7 @@ cluster-down: ## Stop every process cluster-up started and remove .cluster/
 test: venv build ## Run unit, integration and end-to-end tests on a fresh local cluster (what CI runs)
 	@hack/test.sh $(PYTEST_ARGS)
 
-test-unit: venv ## Run the unit tests only (no cluster, no TensorFlow training)
+test-unit: venv build ## Run the unit tests only (no cluster, no TensorFlow training; helm template and kubectl kustomize)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: cluster-up ## Run the integration tests against the running local cluster

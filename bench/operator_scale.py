@@ -29,6 +29,7 @@ import sys
 if sys.path and sys.path[0].rstrip("/").endswith("bench"):
     sys.path.pop(0)
 
+import collections  # noqa: E402
 import concurrent.futures  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -95,12 +96,12 @@ class Api:
         return json.loads(resp.data) if resp.data else None
 
 
-def apiserver_counts(api: Api) -> tuple[int, int]:
-    """(all requests, write requests) the API server served on our kinds (status subresources of built-in
-    kinds and Events excluded: controllers write those)."""
+def apiserver_calls(api: Api) -> collections.Counter:
+    """Requests the API server served on our kinds, by "VERB resource[/subresource]" (status subresources of
+    built-in kinds and Events excluded: controllers write those)."""
     text = api.api.call_api("/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False,
                             _return_http_data_only=True).data.decode()
-    total = writes = 0
+    calls: collections.Counter = collections.Counter()
     for line in text.splitlines():
         if not line.startswith("apiserver_request_total{"):
             continue
@@ -109,11 +110,15 @@ def apiserver_counts(api: Api) -> tuple[int, int]:
             continue
         if labels.get("subresource") and labels["resource"] != "modeldeployments":
             continue
-        value = int(float(line.rsplit(" ", 1)[1]))
-        total += value
-        if labels.get("verb") in WRITE_VERBS:
-            writes += value
-    return total, writes
+        resource = labels["resource"] + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+        calls[f"{labels.get('verb')} {resource}"] += int(float(line.rsplit(" ", 1)[1]))
+    return calls
+
+
+def apiserver_counts(api: Api) -> tuple[int, int]:
+    """(all requests, write requests) of apiserver_calls."""
+    calls = apiserver_calls(api)
+    return sum(calls.values()), sum(n for call, n in calls.items() if call.split()[0] in WRITE_VERBS)
 
 
 CREATED: list[str] = []          # API paths of namespaces and nodes this run created (deleted at the end)
@@ -279,7 +284,8 @@ def run(api: Api) -> int:
         watcher = Watcher(api, ns, kinds + ["ModelDeployment"])
         time.sleep(1)
         own_before = api.count
-        requests_before, _ = apiserver_counts(api)
+        calls_before = apiserver_calls(api)
+        requests_before = sum(calls_before.values())
         created: dict[str, float] = {}
         start = time.monotonic()
 
@@ -305,9 +311,12 @@ def run(api: Api) -> int:
             time.sleep(0.5)
         if ready_at is None:
             log(f"operator: timed out: {have}/{N} with all children, {ready}/{N} Ready")
-        requests_after, _ = apiserver_counts(api)
+        calls = apiserver_calls(api) - calls_before
+        requests_after = requests_before + sum(calls.values())
         own = (api.count - own_before) + watcher.requests          # this script's POSTs and watches
-        operator_events = sum(1 for line in open(write_log) if '"event"' in line) if write_log.exists() else 0
+        rows = [json.loads(line) for line in open(write_log)] if write_log.exists() else []
+        operator_writes = collections.Counter(f"{r['verb']} {r['kind']}" for r in rows)
+        operator_events = sum(1 for r in rows if r["verb"] == "event")
         latencies = sorted((max(watcher.seen[(k, n)] for k in kinds) - created[n]) * 1000
                            for n in names if n in created and all((k, n) in watcher.seen for k in kinds))
 
@@ -340,6 +349,10 @@ def run(api: Api) -> int:
         "operator_peak_rss_mib": round(rss, 1),
         "requests_per_object": round((requests_after - requests_before - own + operator_events) / N, 2),
         "baseline_requests_per_object": round(base["requests"] / N, 2),
+        # Where the requests went, per object, as the API server counted them (this script's own are in
+        # "POST modeldeployments", 1 per object, and its watches).
+        "requests_by_call_per_object": {call: round(n / N, 2) for call, n in sorted(calls.items()) if n},
+        "operator_writes_per_object": {w: round(n / N, 2) for w, n in sorted(operator_writes.items())},
         "idle_writes": writes_after - writes_before,
         "idle_writes_apiserver": api_writes_after - api_writes_before,
         "idle_seconds": IDLE_SECONDS,

@@ -238,7 +238,7 @@ start_etcd() {
 start_apiserver() {
   is_running kube-apiserver "$BIN/kube-apiserver" || check_port kube-apiserver $APISERVER_PORT
   # The audit log records every request a ServiceAccount makes (verb, resource, namespace; no bodies): the tests
-  # run the operator as the chart's ServiceAccount, and tests/integration/test_zz_rbac_matches_calls.py derives
+  # run the operator as the chart's ServiceAccount, and tests/integration/test_rbac_matches_calls.py derives
   # the RBAC rules the operator needs from it. The other components use certificates or kube-system accounts.
   cat >"$STATE/audit-policy.yaml" <<'POLICY'
 apiVersion: audit.k8s.io/v1

@@ -11,7 +11,7 @@ the kubelet would), writes a kubeconfig with a TokenRequest token for the pod's 
 
 Local changes, and only these: the endpoints listen on 127.0.0.1 (optionally on other ports), and
 --watch-namespace narrows the scope flag (RBAC stays as installed). Used by `make demo` and
-tests/integration/test_chart.py (`operator_command`).
+tests/fixtures/operator.py (`operator_command`, for the chart tests of tests/integration/test_chart.py).
 """
 from __future__ import annotations
 

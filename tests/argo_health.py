@@ -5,6 +5,9 @@
 - `agreement_problems(obj, health) -> list[str]`: how an Argo health status disagrees with the object's own
   conditions and with kstatus (Healthy needs Ready=True, a current observedGeneration and kstatus Current;
   Degraded needs Stalled or Degraded True; Progressing needs something in progress or not yet ready).
+- `health_problems(obj) -> (status, problems)` and `assert_argo_health(obj) -> status`: the Lua's answer on a
+  live object, judged against the operator's health metric (metrics.health_state, which must say the same) and
+  by `agreement_problems`. tests.fixtures.operator.get_md calls it on every status a test reads, in that test.
 """
 from __future__ import annotations
 
@@ -89,3 +92,22 @@ def agreement_problems(obj: dict, health: str) -> list[str]:
         if _true(obj, "Reconciling") and observed_current and ks != IN_PROGRESS:
             out.append(f"Progressing for Reconciling=True but kstatus says {ks}")
     return out
+
+
+def health_problems(obj: dict) -> tuple[str, list[str]]:
+    """(the Lua's status, every way it disagrees with the health metric, the conditions and kstatus)."""
+    from modeldeploy.controller import metrics
+    status, message = lua_health(obj)
+    problems = []
+    if metrics.health_state(obj) != (status, message):
+        problems.append(f"Lua says {status} ({message!r}) but the health metric says {metrics.health_state(obj)}")
+    return status, problems + [f"Argo {status}: {p}" for p in agreement_problems(obj, status)]
+
+
+def assert_argo_health(obj: dict) -> str:
+    """The Lua's status on `obj`; AssertionError naming the object when it disagrees with anything."""
+    status, problems = health_problems(obj)
+    meta = obj.get("metadata") or {}
+    assert not problems, (f"Argo CD health of {meta.get('namespace')}/{meta.get('name')} generation "
+                          f"{meta.get('generation')}:\n" + "\n".join(problems))
+    return status

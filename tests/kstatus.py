@@ -12,8 +12,8 @@
   serves), abnormal conditions and Ready=False say why, and status.phase matches the conditions.
   `settled=True` also requires observedGeneration == generation.
 - `record_status(obj, context="")`: append the object (metadata essentials and status) to
-  .cluster/status-samples.jsonl, tagged with this pytest process's session id, for
-  tests/e2e/test_zz_argocd_health_on_recorded.py. Call it on every status an e2e or integration test reads.
+  .cluster/status-samples.jsonl, tagged with this pytest process's session id (tests.fixtures.operator.get_md
+  records every status a test reads; each is judged there, at the read, by kstatus and the Argo CD health check).
 - `load_samples(session=SESSION)`: the recorded samples (of this session by default).
 """
 from __future__ import annotations

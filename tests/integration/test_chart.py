@@ -1,5 +1,6 @@
-"""The Helm chart: lint, schema, rendering decisions, server-side dry-run, install/upgrade/uninstall on the local
-cluster, and the operator running with the chart's ServiceAccount credentials reconciling the GPU example.
+"""The Helm chart on the local cluster: server-side dry-run, install/upgrade/uninstall, and the operator running
+with the chart's ServiceAccount credentials reconciling the GPU example. (Lint, schema and rendering decisions
+need no cluster: tests/unit/test_chart_render.py.)
 
 The operator pods the chart creates land on kwok nodes, which fake containers: nothing runs in them. So the test
 runs the operator on this machine exactly as the chart's Deployment would (its command, args and environment,
@@ -10,22 +11,21 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.chart import CHART, VARIANTS, env_of, helm, sets
 from tests.fixtures.cluster import wait_for
-from tests.fixtures.operator import REFUSED
+from tests.fixtures.operator import REFUSED, Operator, get as get_obj, reconcile_count
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "modeldeploy"
 GPU_EXAMPLE = ROOT / "examples" / "gpu-pruned-int8-autoscaling.yaml"
 SERVICEMONITOR_CRD = ROOT / "hack" / "crds" / "monitoring.coreos.com_servicemonitors.yaml"
 
@@ -35,251 +35,6 @@ def _load_hack(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def helm_binary() -> str:
-    local = ROOT / ".bin" / "helm"
-    if not local.exists():
-        pytest.fail("no .bin/helm: run `make build` (hack/build.sh builds the pinned helm)")
-    return str(local)
-
-
-def helm(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
-    proc = subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert proc.returncode == 0, f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def sets(values: dict[str, object]) -> list[str]:
-    out = []
-    for key, value in values.items():
-        out += ["--set-json", f"{key}={json.dumps(value)}"]
-    return out
-
-
-def render(values: dict | None = None, release: str = "modeldeploy", namespace: str = "modeldeploy-system"
-           ) -> list[dict]:
-    proc = helm("template", release, str(CHART), "-n", namespace, *sets(values or {}))
-    return [d for d in yaml.safe_load_all(proc.stdout) if d]
-
-
-def of_kind(objs: list[dict], kind: str) -> list[dict]:
-    return [o for o in objs if o["kind"] == kind]
-
-
-def one(objs: list[dict], kind: str) -> dict:
-    found = of_kind(objs, kind)
-    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
-    return found[0]
-
-
-def operator_container(objs: list[dict]) -> dict:
-    return one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-
-
-def env_of(container: dict) -> dict[str, dict]:
-    return {e["name"]: e for e in container["env"]}
-
-
-def rules_of(role: dict) -> set[tuple[str, str, str]]:
-    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-            for v in rule["verbs"]}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Lint and schema (helm only, no cluster)
-
-VARIANTS = {
-    "defaults": {},
-    "ha": {"replicaCount": 3},
-    "namespaced": {"watchNamespaces": ["team-a", "team-b"], "replicaCount": 2},
-    "everything": {"replicaCount": 2, "metrics.serviceMonitor.enabled": True, "networkPolicy.enabled": True,
-                   "networkPolicy.metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
-                   "rbac.readSecrets": True, "images.operator.digest": "sha256:" + "a" * 64,
-                   "nodeSelector": {"pool": "system"}, "tolerations": [{"key": "dedicated", "operator": "Exists"}],
-                   "podDisruptionBudget.maxUnavailable": "50%", "logFormat": "text"},
-    "no-metrics": {"metrics.enabled": False, "serviceAccount.create": False, "serviceAccount.name": "byo"},
-}
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_helm_lint(variant):
-    helm("lint", "--strict", str(CHART), *sets(VARIANTS[variant]))
-
-
-# (values, text the error must contain: the path of the bad value)
-BAD_VALUES = [
-    ({"replicaCount": "two"}, "/replicaCount"),
-    ({"replicaCount": 0}, "/replicaCount"),
-    ({"watchNamespaces": "team-a"}, "/watchNamespaces"),
-    ({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0"),
-    ({"images.operator.digest": "abc123"}, "/images/operator/digest"),
-    ({"images.optimizer.repository": ""}, "/images/optimizer/repository"),
-    ({"images.serving.tag": 2.21}, "/images/serving/tag"),
-    ({"images.pullPolicy": "Sometimes"}, "/images/pullPolicy"),
-    ({"logFormat": "xml"}, "/logFormat"),
-    ({"logLevel": "LOUD"}, "/logLevel"),
-    ({"metrics.port": 70000}, "/metrics/port"),
-    ({"metrics.serviceMonitor.interval": "often"}, "/metrics/serviceMonitor/interval"),
-    ({"probes.liveness.periodSeconds": 0}, "/probes/liveness/periodSeconds"),
-    ({"rbac.readSecret": True}, "/rbac"),                       # a typo: unknown keys are errors
-    ({"resources": "small"}, "/resources"),
-    ({"tolerations": {"key": "x"}}, "/tolerations"),
-    ({"nodeSelector": {"gpu": True}}, "/nodeSelector/gpu"),
-    ({"peering.enabled": "yes"}, "/peering/enabled"),
-    ({"podDisruptionBudget.maxUnavailable": "half"}, "/podDisruptionBudget/maxUnavailable"),
-    ({"extraArgs": "--verbose"}, "/extraArgs"),
-]
-
-
-@pytest.mark.parametrize("values,path", BAD_VALUES, ids=[p for _, p in BAD_VALUES])
-def test_schema_rejects_bad_values(values, path):
-    for command in (["template", "x"], ["lint"]):
-        proc = helm(*command, str(CHART), *sets(values), check=False)
-        assert proc.returncode != 0, f"helm {command[0]} accepted {values}"
-        message = proc.stdout + proc.stderr
-        assert path in message, f"helm {command[0]}'s error does not name {path}:\n{message}"
-
-
-def test_service_account_name_required_when_not_created():
-    proc = helm("template", "x", str(CHART), *sets({"serviceAccount.create": False}), check=False)
-    assert proc.returncode != 0 and "serviceAccount.name is required" in proc.stderr
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Rendering decisions
-
-def test_default_rbac_is_cluster_wide_and_least_privilege():
-    objs = render()
-    assert not of_kind(objs, "Role")
-    rules = rules_of(one(objs, "ClusterRole"))
-    assert ("modeldeploy.io", "modeldeployments", "watch") in rules
-    assert ("modeldeploy.io", "modeldeployments/status", "patch") in rules
-    assert ("apiextensions.k8s.io", "customresourcedefinitions", "list") in rules
-    for group, resource, verb in rules:
-        assert "*" not in (group, resource, verb)
-        assert not (resource == "secrets" and verb != "get"), "Secrets: get only, never list or watch"
-        assert not (resource == "namespaces"), "cluster-wide Kopf does not list namespaces"
-        assert not (group == "apiextensions.k8s.io" and verb not in ("get", "list", "watch"))
-        assert not (resource == "pods" and verb not in ("get", "list", "watch"))
-    assert not any(g == "kopf.dev" for g, _, _ in rules), "no peering rights without peering"
-    binding = one(objs, "ClusterRoleBinding")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": one(objs, "ServiceAccount")["metadata"][
-        "name"], "namespace": "modeldeploy-system"}]
-
-
-def test_no_secret_access_by_default_and_get_only_when_asked():
-    objs = render()
-    assert not any(r == "secrets" for _, r, _ in rules_of(one(objs, "ClusterRole")))
-    env = {e["name"]: e.get("value") for e in one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["MODELDEPLOY_READ_SECRETS"] == "0"
-    objs = render({"rbac.readSecrets": True})
-    assert {(g, r, v) for g, r, v in rules_of(one(objs, "ClusterRole")) if r == "secrets"} == {("", "secrets", "get")}
-    env = {e["name"]: e.get("value") for e in one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["MODELDEPLOY_READ_SECRETS"] == "1"
-
-
-def test_watch_namespaces_uses_roles():
-    objs = render({"watchNamespaces": ["team-a", "team-b"]})
-    roles = of_kind(objs, "Role")
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    assert sorted(b["metadata"]["namespace"] for b in of_kind(objs, "RoleBinding")) == ["team-a", "team-b"]
-    cluster_rules = rules_of(one(objs, "ClusterRole"))
-    assert {r for _, r, _ in cluster_rules} == {"customresourcedefinitions", "namespaces"}
-    assert all(v in ("get", "list", "watch") for _, _, v in cluster_rules)
-    for role in roles:
-        assert ("modeldeploy.io", "modeldeployments", "watch") in rules_of(role)
-    args = operator_container(objs)["args"]
-    assert "--namespace=team-a" in args and "--namespace=team-b" in args and "--all-namespaces" not in args
-
-
-def test_one_replica_is_standalone():
-    objs = render()
-    deploy = one(objs, "Deployment")
-    assert deploy["spec"]["replicas"] == 1 and deploy["spec"]["strategy"]["type"] == "Recreate"
-    assert "--standalone" in operator_container(objs)["args"]
-    assert not of_kind(objs, "PodDisruptionBudget") and not of_kind(objs, "ClusterKopfPeering")
-
-
-@pytest.mark.parametrize("namespaces", [[], ["team-a", "team-b"]])
-def test_replicas_use_peering(namespaces):
-    objs = render({"replicaCount": 2, "watchNamespaces": namespaces}, release="prod")
-    deploy = one(objs, "Deployment")
-    assert deploy["spec"]["strategy"] == {"type": "RollingUpdate",
-                                          "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
-    args = operator_container(objs)["args"]
-    assert "--peering=prod-modeldeploy" in args and "--standalone" not in args
-    pdb = one(objs, "PodDisruptionBudget")
-    assert pdb["spec"]["selector"]["matchLabels"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
-    if namespaces:
-        peerings = of_kind(objs, "KopfPeering")
-        assert sorted(p["metadata"]["namespace"] for p in peerings) == namespaces
-        assert all(("kopf.dev", "kopfpeerings", "patch") in rules_of(r) for r in of_kind(objs, "Role"))
-    else:
-        assert one(objs, "ClusterKopfPeering")["metadata"]["name"] == "prod-modeldeploy"
-        assert ("kopf.dev", "clusterkopfpeerings", "patch") in rules_of(one(objs, "ClusterRole"))
-
-
-def test_images_reach_the_operator():
-    digest = "sha256:" + "b" * 64
-    objs = render({"images.operator": {"repository": "reg.example/md/operator", "tag": "1.2.3", "digest": digest},
-                   "images.optimizer.repository": "reg.example/md/optimizer",
-                   "images.serving.repository": "mirror.example/tensorflow/serving",
-                   "images.servingGpu.digest": "sha256:" + "c" * 64})
-    c = operator_container(objs)
-    env = env_of(c)
-    assert c["image"] == f"reg.example/md/operator:1.2.3@{digest}"
-    assert env["MODELDEPLOY_PULL_IMAGE"]["value"] == c["image"]
-    assert env["MODELDEPLOY_OPTIMIZER_IMAGE"]["value"] == "reg.example/md/optimizer:0.1.0"
-    assert env["MODELDEPLOY_SERVING_IMAGE"]["value"] == "mirror.example/tensorflow/serving:2.21.0"
-    assert env["MODELDEPLOY_SERVING_IMAGE_GPU"]["value"] == "tensorflow/serving:2.21.0-gpu@sha256:" + "c" * 64
-
-
-def test_probes_and_metrics_wiring():
-    objs = render({"probes.port": 9091, "metrics.port": 9090, "metrics.service.port": 80})
-    c = operator_container(objs)
-    env = env_of(c)
-    assert env["MODELDEPLOY_LIVENESS"]["value"] == "http://0.0.0.0:9091/healthz"
-    assert env["MODELDEPLOY_METRICS_PORT"]["value"] == "9090"
-    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"metrics": 9090, "health": 9091}
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
-    svc = one(objs, "Service")
-    assert svc["spec"]["ports"] == [{"name": "metrics", "port": 80, "targetPort": "metrics", "protocol": "TCP"}]
-    no_metrics = render({"metrics.enabled": False})
-    assert not of_kind(no_metrics, "Service")
-    assert env_of(operator_container(no_metrics))["MODELDEPLOY_METRICS_PORT"]["value"] == "-1"
-    assert [p["name"] for p in operator_container(no_metrics)["ports"]] == ["health"]
-
-
-def test_servicemonitor_and_networkpolicy():
-    objs = render({"metrics.serviceMonitor.enabled": True, "metrics.serviceMonitor.labels": {"release": "prom"},
-                   "networkPolicy.enabled": True,
-                   "networkPolicy.metricsFrom": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}]})
-    sm = one(objs, "ServiceMonitor")
-    assert sm["metadata"]["labels"]["release"] == "prom"
-    assert sm["spec"]["endpoints"][0]["port"] == "metrics" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
-    assert sm["spec"]["selector"]["matchLabels"].items() <= one(objs, "Service")["metadata"]["labels"].items()
-    np_ = one(objs, "NetworkPolicy")
-    assert np_["spec"]["policyTypes"] == ["Ingress"]
-    metrics_rule = next(r for r in np_["spec"]["ingress"] if r["ports"][0]["port"] == "metrics")
-    assert metrics_rule["from"] == [{"podSelector": {"matchLabels": {"app": "prometheus"}}}]
-
-
-def test_scheduling_values_reach_the_pod():
-    objs = render({"nodeSelector": {"pool": "system"}, "tolerations": [{"key": "d", "operator": "Exists"}],
-                   "affinity": {"nodeAffinity": {}}, "priorityClassName": "system-cluster-critical",
-                   "resources": {"requests": {"cpu": "1"}}})
-    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
-    assert pod["nodeSelector"] == {"pool": "system"}
-    assert pod["tolerations"] == [{"key": "d", "operator": "Exists"}]
-    assert pod["affinity"] == {"nodeAffinity": {}}
-    assert pod["priorityClassName"] == "system-cluster-critical"
-    # Helm merges maps: the other defaults stay.
-    assert pod["containers"][0]["resources"] == {"requests": {"cpu": "1", "memory": "128Mi"},
-                                                 "limits": {"memory": "512Mi"}}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -488,15 +243,18 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
         sa = deploy["spec"]["template"]["spec"]["serviceAccountName"]
         assert f"--namespace={namespace}" in deploy["spec"]["template"]["spec"]["containers"][0]["args"]
         if in_image:
-            operator = _ChartPod(kubectl, cluster, namespace, release)
+            operator = _ChartPod(kubectl, cluster, namespace, release, metrics_port)
+            wait_for(operator.healthy, 180, "the operator's liveness endpoint")
         else:
             sa_kubeconfig = _load_hack("sa_kubeconfig").write(cluster.kubeconfig, namespace, sa,
                                                               str(tmp_path / "sa.kubeconfig"), 3600)
             whoami = subprocess.run([kubectl_binary(), "--kubeconfig", sa_kubeconfig, "auth", "whoami", "-o",
                                      "jsonpath={.status.userInfo.username}"], capture_output=True, text=True)
             assert whoami.stdout == f"system:serviceaccount:{namespace}:{sa}", whoami.stderr
-            operator = LocalOperator(deploy, sa_kubeconfig, tmp_path, f"{release}-modeldeploy-local")
-        wait_for(operator.healthy, 180, "the operator's liveness endpoint")
+            operator = Operator(sa_kubeconfig, [namespace], f"{release}-modeldeploy-local", chart=deploy,
+                                cwd=tmp_path)
+            operator.start_timeout = 180
+            operator.start()          # until its liveness endpoint answers
 
         # 3. The GPU example (pruning 0.5, int8, gpus: 1, autoscaling) reaches Ready.
         kubectl("apply", "-f", "-", input=yaml.safe_dump(md))
@@ -505,7 +263,7 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
         status = json.loads(kubectl("get", "modeldeployment", "digits", "-o", "json", namespace=namespace).stdout)
         assert ready.returncode == 0, (f"not Ready: {json.dumps(status.get('status'), indent=1)}\n"
                                        f"{_children_report(kubectl, namespace)}\n"
-                                       f"operator log tail:\n{operator.text()[-4000:]}")
+                                       f"operator log tail:\n{operator.logs()[-4000:]}")
         st = status["status"]
         assert st["observedGeneration"] == status["metadata"]["generation"]
         assert st["model"]["servingVersion"] == 1
@@ -513,7 +271,7 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
         assert st["optimization"]["accuracyDrop"] <= 0.02
         for kind in ("deployment", "service", "horizontalpodautoscaler", "poddisruptionbudget"):
             kubectl("get", kind, "digits", namespace=namespace)
-        refused = [line for line in operator.text().splitlines() if REFUSED.search(line)]
+        refused = [line for line in operator.logs().splitlines() if REFUSED.search(line)]
         assert not refused, "the operator hit an RBAC refusal with the chart's credentials:\n" + "\n".join(refused)
 
         # 4. helm upgrade with changed values; the operator restarts with the new settings (in its image: the
@@ -525,9 +283,14 @@ def test_operator_with_chart_credentials_reconciles_gpu_example(kubectl, cluster
                                     namespace=namespace).stdout)
         assert env_of(deploy["spec"]["template"]["spec"]["containers"][0])["MODELDEPLOY_LOG_LEVEL"]["value"] == \
             "DEBUG"
-        operator = operator.restart(deploy)
-        wait_for(operator.healthy, 180, "the restarted operator's liveness endpoint")
-        time.sleep(5)   # a resume pass over the existing object
+        if in_image:
+            operator.restart(deploy)      # the Deployment's new pod
+            wait_for(operator.healthy, 180, "the restarted operator's liveness endpoint")
+        else:
+            operator.chart = deploy       # the Deployment's new command, env and settings, as a rollout would
+            operator.restart(hard=False)
+        # The restarted operator's resume pass over the existing object (its first reconcile) changes nothing.
+        wait_for(lambda: operator.reconciles() >= 1, 120, "the restarted operator's resume pass")
         after = json.loads(kubectl("get", "modeldeployment", "digits", "-o", "json", namespace=namespace).stdout)
         assert after["metadata"]["generation"] == generation
         kubectl("wait", "--for=condition=Ready", "modeldeployment/digits", "--timeout=60s", namespace=namespace)
@@ -547,8 +310,8 @@ class _ChartPod:
     """The chart's operator pod as the runner runs it on run-cpu-0: inside the operator image (its imageID), as
     the chart's user, with the chart's probes deciding Ready and its projected ServiceAccount token."""
 
-    def __init__(self, kubectl, cluster, namespace: str, release: str):
-        self.kubectl, self.cluster, self.namespace = kubectl, cluster, namespace
+    def __init__(self, kubectl, cluster, namespace: str, release: str, metrics_port: int):
+        self.kubectl, self.cluster, self.namespace, self.metrics_port = kubectl, cluster, namespace, metrics_port
         self.selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
 
     def _pods(self) -> list[dict]:
@@ -565,17 +328,29 @@ class _ChartPod:
         assert pod["spec"]["nodeName"] == "run-cpu-0"
         status, = pod["status"]["containerStatuses"]
         self.cluster.expect_image(status, "operator")
-        assert status["restartCount"] == 0, self.text()[-3000:]
+        assert status["restartCount"] == 0, self.logs()[-3000:]
         return True
 
-    def text(self) -> str:
+    def logs(self) -> str:
         return "".join(f.read_text(errors="replace") for f in sorted(
             (ROOT / ".cluster" / "pods").glob(f"{self.namespace}_*/operator.log")))
 
-    def restart(self, deploy: dict) -> "_ChartPod":
+    def reconciles(self) -> int:
+        """The pod's successful reconciles, from its metrics endpoint (on its loopback pod IP; 0 while it has
+        none or does not answer yet)."""
+        pods = [p for p in self._pods() if not p["metadata"].get("deletionTimestamp") and p["status"].get("podIP")]
+        if len(pods) != 1:
+            return 0
+        try:
+            with urllib.request.urlopen(f"http://{pods[0]['status']['podIP']}:{self.metrics_port}/metrics",
+                                        timeout=5) as r:
+                return reconcile_count(r.read().decode())
+        except OSError:
+            return 0
+
+    def restart(self, deploy: dict) -> None:
         self.kubectl("rollout", "status", f"deployment/{deploy['metadata']['name']}", "--timeout=180s",
                      namespace=self.namespace, timeout=200)
-        return self
 
     def stop(self) -> None:
         """helm uninstall deletes the Deployment; the runner then stops the pod."""
@@ -599,67 +374,20 @@ def kubectl_binary() -> str:
     return find()
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the operator's process group, SIGKILL after 20 s."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Two replicas: Kopf peering keeps one active
 
-class LocalOperator:
-    """One operator process started from the chart's Deployment (as run_as_chart does), with its own log and
-    write log."""
+def peering_state(op: Operator, since: int = 0) -> str:
+    """"active" or "paused" from Kopf's last peering message in the replica's log after character `since` (paused
+    before any: Kopf starts paused)."""
+    text = op.logs()[since:]
+    resumed, paused = text.rfind("Resuming operations"), text.rfind("Pausing operations")
+    return "active" if resumed > paused else "paused"
 
-    def __init__(self, deploy: dict, kubeconfig: str, workdir: Path, name: str):
-        self.name, self.health_port, self.kubeconfig = name, _free_port(), kubeconfig
-        self.log, self.writes = workdir / f"{name}.log", workdir / f"{name}.writes.jsonl"
-        cmd, env = _load_hack("run_as_chart").operator_command(deploy, pod_name=name, health_port=self.health_port,
-                                                               metrics_port=_free_port())
-        full_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "KUBECONFIG": kubeconfig,
-                    "MODELDEPLOY_WRITE_LOG": str(self.writes), **env}
-        with open(self.log, "a") as out:
-            self.proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
-                                         start_new_session=True)
 
-    def healthy(self) -> bool:
-        import urllib.request
-        assert self.proc.poll() is None, f"{self.name} exited {self.proc.returncode}:\n{self.text()[-3000:]}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
-
-    def text(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
-
-    def restart(self, deploy: dict) -> "LocalOperator":
-        """Stop this process and start the Deployment's (new) command, env and settings, as a rollout would."""
-        self.stop()
-        return LocalOperator(deploy, self.kubeconfig, self.log.parent, self.name)
-
-    def stop(self) -> None:
-        _stop(self.proc)
-
-    def peering_state(self, since: int = 0) -> str:
-        """"active" or "paused" from Kopf's last peering message (paused before any: Kopf starts paused)."""
-        text = self.text()[since:]
-        resumed, paused = text.rfind("Resuming operations"), text.rfind("Pausing operations")
-        return "active" if resumed > paused else "paused"
-
-    def wrote(self, name: str) -> list[dict]:
-        if not self.writes.exists():
-            return []
-        rows = [json.loads(line) for line in self.writes.read_text().splitlines() if line.strip()]
-        return [r for r in rows if r.get("name") == name or str(r.get("name", "")).startswith(name)]
+def wrote(op: Operator, name: str) -> list[dict]:
+    """The replica's writes (its write log) of the objects of ModelDeployment `name`."""
+    return [r for r in op.writes() if r.get("name") == name or str(r.get("name", "")).startswith(name)]
 
 
 @pytest.mark.cluster
@@ -670,7 +398,7 @@ def test_two_replicas_one_active_and_failover(kubectl, cluster, namespace, tmp_p
     kube = _helm_kube(cluster)
     helm("install", release, str(CHART), "-n", namespace, *kube,
          *sets({"replicaCount": 2, "watchNamespaces": [namespace]}))
-    replicas: list[LocalOperator] = []
+    replicas: list[Operator] = []
     try:
         deploy = json.loads(kubectl("get", "deployment", f"{release}-modeldeploy", "-o", "json",
                                     namespace=namespace).stdout)
@@ -679,9 +407,11 @@ def test_two_replicas_one_active_and_failover(kubectl, cluster, namespace, tmp_p
         sa = deploy["spec"]["template"]["spec"]["serviceAccountName"]
         sa_config = _load_hack("sa_kubeconfig").write(cluster.kubeconfig, namespace, sa,
                                                      str(tmp_path / "sa.kubeconfig"), 1800)
-        replicas = [LocalOperator(deploy, sa_config, tmp_path, f"{release}-replica-{i}") for i in (0, 1)]
+        replicas = [Operator(sa_config, [namespace], f"{release}-replica-{i}", chart=deploy, cwd=tmp_path)
+                    for i in (0, 1)]
         for r in replicas:
-            wait_for(r.healthy, 120, f"{r.name}'s health endpoint")
+            r.start_timeout = 120
+            r.start()                 # until its health endpoint answers
         # Both keep-alives land in the peering object, each with its own random priority. With mandatory
         # peering Kopf starts paused and resumes only the replica that sees no live peer above it.
         peers = wait_for(lambda: (json.loads(kubectl("get", "kopfpeering", f"{release}-modeldeploy", "-o", "json",
@@ -693,34 +423,38 @@ def test_two_replicas_one_active_and_failover(kubectl, cluster, namespace, tmp_p
         # Kopf starts a peered operator paused and logs only transitions: the replica that sees no live peer
         # above it logs "Resuming"; one that started first may resume, then log "Pausing" in favour of a newer,
         # higher one. A replica that never resumed stays silent. The last word in each log counts.
-        def working() -> list[LocalOperator]:
-            return [r for r in replicas if r.peering_state() == "active"]
+        def working() -> list[Operator]:
+            return [r for r in replicas if peering_state(r) == "active"]
 
         wait_for(lambda: len(working()) == 1, 60, "exactly one active replica")
-        time.sleep(5)   # stable: still exactly one
-        assert len(working()) == 1, [(r.name, r.peering_state()) for r in replicas]
+        # Not a wait for anything: an observation window over which the choice must hold (Kopf re-decides on
+        # every change of the peering object, which both replicas keep touching).
+        time.sleep(5)
+        assert len(working()) == 1, [(r.name, peering_state(r)) for r in replicas]
         active = working()[0]
         standby = next(r for r in replicas if r is not active)
-        standby_lines = len(standby.text())
+        standby_lines = len(standby.logs())
 
         kubectl("apply", "-f", "-", input=_md_manifest(namespace, "peered"))
         wait_for(lambda: kubectl("get", "deployment", "peered", namespace=namespace, check=False).returncode == 0,
                  60, "the serving Deployment of the ModelDeployment")
-        time.sleep(3)
-        assert active.wrote("peered"), "the active replica wrote nothing"
-        assert not standby.wrote("peered"), f"the standby wrote: {standby.wrote('peered')}"
+        # The active replica's reconcile of it has finished (its status observed the generation): a standby that
+        # wrongly acted on the same watch event would have written by then too.
+        wait_for(lambda: ((get_obj(kubectl, namespace, "modeldeployment", "peered") or {}).get("status") or {}).get(
+            "observedGeneration") == 1, 60, "the ModelDeployment's status to observe generation 1")
+        assert wrote(active, "peered"), "the active replica wrote nothing"
+        assert not wrote(standby, "peered"), f"the standby wrote: {wrote(standby, 'peered')}"
 
         # Kill the active replica without a goodbye: its keep-alive expires, then the standby takes over.
-        os.killpg(active.proc.pid, signal.SIGKILL)
-        active.proc.wait(timeout=10)
+        active.kill()
         kubectl("patch", "modeldeployment", "peered", "--type", "merge", "-p",
                 json.dumps({"spec": {"serving": {"replicas": 3}}}), namespace=namespace)
         wait_for(lambda: json.loads(kubectl("get", "deployment", "peered", "-o", "json",
                                             namespace=namespace).stdout)["spec"].get("replicas") == 3,
                  180, "the standby to resume and scale the Deployment to 3")
-        assert standby.peering_state(since=standby_lines) == "active"
-        assert standby.wrote("peered")
+        assert peering_state(standby, since=standby_lines) == "active"
+        assert wrote(standby, "peered")
     finally:
         for r in replicas:
-            _stop(r.proc)
+            r.stop()
         helm("uninstall", release, "-n", namespace, *kube, "--wait", "--timeout", "2m", check=False)

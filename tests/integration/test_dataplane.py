@@ -110,11 +110,26 @@ def test_slow_load_holds_the_startup_probe_and_a_crash_after_start_restarts(kube
         pods = [p for p in serving_pods(kubectl, namespace, "slow") if p["metadata"]["name"] == name]
         return next((c for c in pods[0]["status"].get("containerStatuses") or [] if c["name"] == "tf-serving"), {}) \
             if pods else {}
-    # Running but not started while the model loads: the startup probe holds readiness and liveness back.
+    # Running but not started while the model loads: the startup probe holds readiness and liveness back. Every
+    # status read from the container's start until the startup probe passes is kept: none may be ready or
+    # restarted (a liveness probe let loose on a loading server kills it), and when it passes the model has
+    # loaded (TF Serving answers AVAILABLE), so the probe waited for the load rather than the load being short.
     wait_for(lambda: "running" in serving_status().get("state", {}), 120, "tf-serving running")
-    time.sleep(10)
-    status = serving_status()
-    assert status["started"] is False and status["ready"] is False and status["restartCount"] == 0, status
+    held = []
+
+    def started() -> dict | None:
+        status = serving_status()
+        if status.get("started") is True:
+            return status
+        held.append(status)
+        return None
+    status = wait_for(started, 300, "the startup probe to pass once the slow load (30 s) finished")
+    assert held, "the container was started at once: no startup probe held it while the model loaded"
+    assert all(s["ready"] is False and s["restartCount"] == 0 for s in held), held[-1]
+    assert status["restartCount"] == 0, status
+    ip = next(p for p in serving_pods(kubectl, namespace, "slow") if p["metadata"]["name"] == name)["status"]["podIP"]
+    code, model = http(f"http://{ip}:{REST}/v1/models/slow")
+    assert code == 200 and model["model_version_status"][0]["state"] == "AVAILABLE", (code, model)
     wait_md(kubectl, namespace, "slow", is_ready, 300, "Ready once the slow load finished")
     # crash-after: the server exits 20 s after its model became AVAILABLE; the container restarts.
     wait_for(lambda: serving_status().get("restartCount", 0) >= 1, 180, "tf-serving restarted after its crash")

@@ -1,10 +1,14 @@
 """Observability of a running operator on the local cluster: what Prometheus, Argo CD and a log reader see.
 
-Each scenario runs `modeldeploy run` (JSON logs) against the test's namespace and checks, beside the conditions
-the reconciler tests cover, that the operator's metrics endpoint parses with prometheus_client's parser and its
-per-model series say the same as the object's own status (health state = the Argo CD Lua's answer, serving
+Each scenario runs the `operator` fixture (`modeldeploy run`) with JSON logs against the test's namespace and
+checks, beside the conditions, that the operator's metrics endpoint parses with prometheus_client's parser and
+its per-model series say the same as the object's own status (health state = the Argo CD Lua's answer, serving
 version, rollbacks, optimization duration), that Events are posted on transitions, and that every log line is
 JSON with the object's namespace and name and no storage secret, even at DEBUG.
+
+The two slow failure scenarios run here once each, with every check on them (conditions and their messages,
+children, Events, metrics, Argo CD health): a crash-looping new version rolled back, and a GPU request no node
+can hold (tests/integration/test_operator.py has the other reconciler scenarios).
 
 Serving pods are played by kwok (crash-looping when the image name says so); the gate scenario runs the real
 optimizer Job (TensorFlow) through the cluster's Job runner.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import urllib.request
 
 import numpy as np
@@ -21,10 +26,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.argo_health import lua_health
 from tests.fixtures.cluster import wait_for
-from tests.fixtures.operator import (Operator, apply_md, assert_no_rbac_refusal, condition, events, get_md,
-                                     grant, is_ready, md_body, wait_md)
+from tests.fixtures.operator import (Operator, apply_md, condition, events, get, get_md, is_ready, md_body,
+                                     wait_md)
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.operator_env(MODELDEPLOY_LOG_FORMAT="json")]
 
 # One GPU per replica (the most TF Serving uses) but more CPU than any node has: never schedulable.
 HUGE = {"gpus": 1, "resources": {"requests": {"cpu": "100"}}}
@@ -33,16 +38,12 @@ CRASHLOOP_IMAGE = "tensorflow/serving:2.21.0-crashloop"
 
 
 @pytest.fixture
-def op(cluster, kubectl, namespace, s3, operator_kubeconfig):
-    """The operator with JSON logs at DEBUG (the fixture's default level), watching this test's namespace."""
-    grant(kubectl, namespace)
-    operator = Operator(operator_kubeconfig, [namespace], name=f"obs-{namespace}",
-                        env={"MODELDEPLOY_LOG_FORMAT": "json"})
-    operator.start()
+def op(operator, namespace, s3):
+    """The `operator` fixture's process, with JSON logs at DEBUG (this module's operator_env mark); stopped after
+    the test and every line of its log checked (the fixture then checks it for RBAC refusals)."""
     yield operator
     operator.stop()
     check_logs(operator, namespace, s3)
-    assert_no_rbac_refusal(operator)
 
 
 def families(op: Operator) -> dict:
@@ -131,50 +132,88 @@ def test_endpoints_and_metrics_of_a_healthy_model(kubectl, namespace, op):
              30, "the model's series to be dropped")
 
 
-@pytest.mark.timeout(300)
-def test_crash_loop_then_rollback(kubectl, namespace, op):
-    apply_md(kubectl, namespace, md_body("crash", **FAST))
-    wait_md(kubectl, namespace, "crash", is_ready, 60, "version 1 Ready")
-    wait_health(op, kubectl, namespace, "crash", "Healthy", 30)
-    apply_md(kubectl, namespace, md_body("crash", version=2, serving={"image": CRASHLOOP_IMAGE}, **FAST))
+def deployment_image(kubectl, ns, name) -> str:
+    dep = get(kubectl, ns, "deployment", name)
+    return next(c["image"] for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "tf-serving")
+
+
+@pytest.mark.timeout(480)
+def test_crash_looping_new_version_is_rolled_back(kubectl, namespace, op):
+    apply_md(kubectl, namespace, md_body("roll", **FAST))
+    wait_md(kubectl, namespace, "roll", is_ready, 60, "version 1 Ready")
+    wait_health(op, kubectl, namespace, "roll", "Healthy", 30)
+    apply_md(kubectl, namespace, md_body("roll", version=2, serving={"image": CRASHLOOP_IMAGE}, **FAST))
+    # While version 2 crash-loops, version 1 keeps serving; the conditions say why.
+    md = wait_md(kubectl, namespace, "roll", lambda o: condition(o, "Degraded").get("reason") == "CrashLoopBackOff"
+                 or condition(o, "Stalled").get("status") == "True", 60, "CrashLoopBackOff to be reported")
+    if condition(md, "Stalled").get("status") != "True":
+        assert condition(md, "Reconciling")["status"] == "True" and condition(md, "Available")["status"] == "True"
+        assert "CrashLoopBackOff" in condition(md, "Degraded")["message"]
     # The crash loop of version 2 is Degraded for Argo CD and in the metric while version 1 still serves...
-    obj, fams = wait_health(op, kubectl, namespace, "crash", "Degraded", 90)
+    obj, fams = wait_health(op, kubectl, namespace, "roll", "Degraded", 90)
     assert "CrashLoopBackOff" in json.dumps(obj["status"]["conditions"])
     # ...and after failureThreshold checks it is rolled back: counted once, version 1 serving again.
-    obj = wait_md(kubectl, namespace, "crash", lambda o: condition(o, "Stalled").get("reason") == "RolledBack"
-                  and is_ready(o), 120, "the rollback")
+    md = wait_md(kubectl, namespace, "roll", lambda o: condition(o, "Stalled").get("reason") == "RolledBack"
+                 and is_ready(o), 120, "the rollback to complete")
+    stalled = condition(md, "Stalled")["message"]
+    assert "version 2" in stalled and "rolled back to version 1" in stalled and "CrashLoopBackOff" in stalled
+    assert condition(md, "Degraded")["reason"] == "RolledBack" and md["status"]["phase"] == "Failed"
+    assert md["status"]["model"]["servingVersion"] == 1 and md["status"]["model"]["failedVersion"] == 2
+    assert md["status"]["rollback"]["count"] == 1 and md["status"]["rollback"]["toVersion"] == 1
+    assert deployment_image(kubectl, namespace, "roll") == "tensorflow/serving:2.21.0"
+    dep = get(kubectl, namespace, "deployment", "roll")
+    assert dep["spec"]["template"]["metadata"]["labels"]["modeldeploy.io/version"] == "1"
     fams = families(op)
-    assert health_metric(fams, namespace, "crash") == lua_health(obj)[0] == "Degraded"
-    assert "RolledBack" in lua_health(obj)[1]
-    assert value(fams, "modeldeploy_rollbacks", namespace=namespace, name="crash") == 1
-    assert value(fams, "modeldeploy_model_serving_version", namespace=namespace, name="crash") == 1
-    warnings = [e for e in events(kubectl, namespace, "crash") if e["type"] == "Warning"]
+    assert health_metric(fams, namespace, "roll") == lua_health(md)[0] == "Degraded"
+    assert "RolledBack" in lua_health(md)[1]
+    assert value(fams, "modeldeploy_rollbacks", namespace=namespace, name="roll") == 1
+    assert value(fams, "modeldeploy_model_serving_version", namespace=namespace, name="roll") == 1
+    assert 'modeldeploy_rollbacks_total{name="roll",namespace="%s"} 1.0' % namespace in op.metrics()
+    all_events = events(kubectl, namespace, "roll")
+    assert [e["reason"] for e in all_events].count("RolledBack") == 1, [e["reason"] for e in all_events]
+    warnings = [e for e in all_events if e["type"] == "Warning"]
     assert [e["reason"] for e in warnings].count("RolledBack") == 1
     assert any("CrashLoopBackOff" in e["message"] for e in warnings)
-    # A fixed spec serves version 2: Healthy again, the rollback count stays.
-    apply_md(kubectl, namespace, md_body("crash", version=2, **FAST))
-    wait_md(kubectl, namespace, "crash", lambda o: is_ready(o) and o["status"]["model"].get("servingVersion") == 2,
-            90, "version 2 Ready")
-    _, fams = wait_health(op, kubectl, namespace, "crash", "Healthy", 30)
-    assert value(fams, "modeldeploy_model_serving_version", namespace=namespace, name="crash") == 2
-    assert value(fams, "modeldeploy_rollbacks", namespace=namespace, name="crash") == 1
+    # Not retried while the spec stays the same: two more checks, still on version 1, one rollback.
+    op.wait_reconciles(2, 60, "two more checks of the rolled-back model")
+    md = get_md(kubectl, namespace, "roll")
+    assert md["status"]["rollback"]["count"] == 1 and deployment_image(kubectl, namespace, "roll").endswith("2.21.0")
+    # A new spec (a fixed image) is tried again and becomes the last good version: Healthy again, the rollback
+    # count stays.
+    apply_md(kubectl, namespace, md_body("roll", version=2, **FAST))
+    md = wait_md(kubectl, namespace, "roll", lambda o: is_ready(o) and o["status"]["model"].get("servingVersion") == 2,
+                 90, "version 2 Ready")
+    assert condition(md, "Stalled")["status"] == "False" and md["status"]["model"]["lastGoodVersion"] == 2
+    _, fams = wait_health(op, kubectl, namespace, "roll", "Healthy", 30)
+    assert value(fams, "modeldeploy_model_serving_version", namespace=namespace, name="roll") == 2
+    assert value(fams, "modeldeploy_rollbacks", namespace=namespace, name="roll") == 1
 
 
-@pytest.mark.timeout(240)
-def test_unschedulable_gpu_request(kubectl, namespace, op):
-    apply_md(kubectl, namespace, md_body("gpu", serving=HUGE, **FAST))
+@pytest.mark.timeout(300)
+def test_unschedulable_gpu_request_reports_the_scheduler_message_then_stalls(kubectl, namespace, op):
+    apply_md(kubectl, namespace, md_body("huge", serving=HUGE, **FAST))
     # While the rollout may still succeed, it is Progressing, with the scheduler's words in the conditions.
-    obj = wait_md(kubectl, namespace, "gpu", lambda o: condition(o, "Available").get("reason") == "Unschedulable",
-                  60, "Unschedulable")
-    if condition(obj, "Stalled").get("status") != "True":
-        assert lua_health(obj)[0] == "Progressing"
-    assert "Insufficient cpu" in condition(obj, "Available")["message"]
-    # After the progress deadline it needs a spec change: Degraded, in Argo CD and in the metric.
-    obj, fams = wait_health(op, kubectl, namespace, "gpu", "Degraded", 120)
+    md = wait_md(kubectl, namespace, "huge", lambda o: condition(o, "Available").get("reason") == "Unschedulable",
+                 60, "Unschedulable")
+    msg = condition(md, "Available")["message"]
+    assert re.match(r"0/1 replicas ready: pod huge-\S+ Unschedulable: 0/\d+ nodes are available", msg), msg
+    assert "Insufficient cpu" in msg
+    assert condition(md, "Reconciling")["status"] == "True" and condition(md, "Ready")["status"] == "False"
+    assert lua_health(md)[0] == "Progressing"
+    # After progressDeadlineSeconds (30 s) the rollout failed; there is no earlier version to roll back to. It
+    # needs a spec change: Stalled, and Degraded in Argo CD and in the metric.
+    md = wait_md(kubectl, namespace, "huge", lambda o: condition(o, "Stalled").get("status") == "True", 90,
+                 "Stalled after the progress deadline")
+    assert condition(md, "Stalled")["reason"] == "ProgressDeadlineExceeded"
+    assert "no earlier good version" in condition(md, "Stalled")["message"]
+    assert condition(md, "Reconciling")["status"] == "False" and condition(md, "Degraded")["status"] == "True"
+    obj, fams = wait_health(op, kubectl, namespace, "huge", "Degraded", 120)
     assert condition(obj, "Stalled")["status"] == "True"
-    assert value(fams, "modeldeploy_rollbacks", namespace=namespace, name="gpu") in (None, 0)
-    assert value(fams, "modeldeploy_model_serving_version", namespace=namespace, name="gpu") is None
-    assert any(e["type"] == "Warning" for e in events(kubectl, namespace, "gpu"))
+    assert value(fams, "modeldeploy_rollbacks", namespace=namespace, name="huge") in (None, 0)
+    assert value(fams, "modeldeploy_model_serving_version", namespace=namespace, name="huge") is None
+    assert any(e["type"] == "Warning" for e in events(kubectl, namespace, "huge"))
+    pods = json.loads(kubectl("get", "pods", "-o", "json", namespace=namespace).stdout)["items"]
+    assert pods and all(p["spec"].get("nodeName") is None for p in pods)
 
 
 @pytest.fixture

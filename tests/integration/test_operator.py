@@ -1,5 +1,7 @@
-"""The operator against the local cluster: children, zero writes when idle, drift repair next to the HPA,
-rollback of a failed rollout, health reasons, restarts, and garbage collection.
+"""The operator against the local cluster: children, zero writes when idle, drift repair next to the HPA, a failed
+optimization, restarts, name conflicts, refused children, and garbage collection. (The crash-looping rollout
+rolled back and the unschedulable GPU request run once, in tests/integration/test_observability_scenarios.py,
+with their conditions, Events, metrics and Argo CD health checked together.)
 
 Serving pods are played by kwok (Running and Ready at once, or crash-looping when the image name says so), so
 these tests need no model in storage: nothing here optimizes (see tests/e2e for the real optimizer Job).
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
 import yaml
@@ -18,8 +19,6 @@ from tests.fixtures.operator import (apply_md, condition, events, get, get_md, i
 
 pytestmark = pytest.mark.cluster
 
-# One GPU per replica (the most TF Serving uses) but more CPU than any node has: never schedulable.
-HUGE = {"gpus": 1, "resources": {"requests": {"cpu": "100"}}}
 FAST = {"monitoring": {"intervalSeconds": 5, "failureThreshold": 2}, "rollout": {"progressDeadlineSeconds": 30}}
 
 
@@ -83,17 +82,20 @@ def test_serves_as_is_ready_children_owned_and_zero_writes_when_idle(kubectl, na
     # Idle: several health checks (every 2 s) and not one write, from our apply module or from Kopf.
     # (Counted on the operator's side: the API server's own counters have no namespace, and other tests may
     # share the cluster. bench/operator_scale.py measures the API server's counters on a dedicated run.)
-    time.sleep(3)
+    # First the creation's writes end: a whole reconcile passes without one.
+    def settled() -> bool:
+        before = (len(operator.writes()), kopf_writes(operator))
+        operator.wait_reconciles(1, 30, "a reconcile")
+        return before == (len(operator.writes()), kopf_writes(operator))
+    wait_for(settled, 60, "a reconcile that writes nothing after the creation")
     before_ops, before_kopf = len(operator.writes()), kopf_writes(operator)
     assert before_ops > 0 and before_kopf > 0, "both counters must have seen the creation's writes"
-    checks_before = operator.logs().count("monitor: reconciling")
-    time.sleep(12)
-    assert operator.logs().count("monitor: reconciling") - checks_before >= 4, "the monitor did not run"
+    operator.wait_reconciles(4, 60, "four more health checks (the monitor did not run)")
     assert operator.writes()[before_ops:] == []
     assert kopf_writes(operator) == before_kopf
-    # A restart (resume handlers) finds nothing to change either.
+    # A restart (resume handlers) finds nothing to change either: its resume pass and a health check.
     operator.restart(hard=False)
-    time.sleep(6)
+    operator.wait_reconciles(2, 60, "the restarted operator's resume pass and a health check")
     assert operator.writes()[before_ops:] == []
     assert kopf_writes(operator) == before_kopf
     assert get_md(kubectl, namespace, "iris")["metadata"]["resourceVersion"] == md["metadata"]["resourceVersion"]
@@ -122,61 +124,6 @@ def test_user_edit_is_reverted_and_hpa_replicas_are_left_alone(kubectl, namespac
     wait_for(lambda: get(kubectl, namespace, "hpa", "edit") is None, 30, "the HPA to be deleted")
     wait_for(lambda: get(kubectl, namespace, "pdb", "edit") is None, 30, "the PDB to be deleted")
     wait_for(lambda: get(kubectl, namespace, "deployment", "edit")["spec"]["replicas"] == 1, 30, "replicas 1")
-
-
-@pytest.mark.timeout(300)
-def test_crash_looping_new_version_is_rolled_back(kubectl, namespace, operator):
-    apply_md(kubectl, namespace, md_body("roll", **FAST))
-    wait_md(kubectl, namespace, "roll", is_ready, 60, "version 1 Ready")
-    bad = "tensorflow/serving:2.21.0-crashloop"
-    apply_md(kubectl, namespace, md_body("roll", version=2, serving={"image": bad}, **FAST))
-    # While version 2 crash-loops, version 1 keeps serving; the conditions say why.
-    md = wait_md(kubectl, namespace, "roll", lambda o: condition(o, "Degraded").get("reason") == "CrashLoopBackOff"
-                 or condition(o, "Stalled").get("status") == "True", 60, "CrashLoopBackOff to be reported")
-    if condition(md, "Stalled").get("status") != "True":
-        assert condition(md, "Reconciling")["status"] == "True" and condition(md, "Available")["status"] == "True"
-        assert "CrashLoopBackOff" in condition(md, "Degraded")["message"]
-    md = wait_md(kubectl, namespace, "roll", lambda o: condition(o, "Stalled").get("reason") == "RolledBack"
-                 and is_ready(o), 90, "the rollback to complete")
-    stalled = condition(md, "Stalled")["message"]
-    assert "version 2" in stalled and "rolled back to version 1" in stalled and "CrashLoopBackOff" in stalled
-    assert condition(md, "Degraded")["reason"] == "RolledBack" and md["status"]["phase"] == "Failed"
-    assert md["status"]["model"]["servingVersion"] == 1 and md["status"]["model"]["failedVersion"] == 2
-    assert md["status"]["rollback"]["count"] == 1 and md["status"]["rollback"]["toVersion"] == 1
-    assert deployment_image(kubectl, namespace, "roll") == "tensorflow/serving:2.21.0"
-    dep = get(kubectl, namespace, "deployment", "roll")
-    assert dep["spec"]["template"]["metadata"]["labels"]["modeldeploy.io/version"] == "1"
-    reasons = [e["reason"] for e in events(kubectl, namespace, "roll")]
-    assert reasons.count("RolledBack") == 1, reasons
-    assert 'modeldeploy_rollbacks_total{name="roll",namespace="%s"} 1.0' % namespace in operator.metrics()
-    # Not retried while the spec stays the same: two more checks, still on version 1, one rollback.
-    time.sleep(5)
-    md = get_md(kubectl, namespace, "roll")
-    assert md["status"]["rollback"]["count"] == 1 and deployment_image(kubectl, namespace, "roll").endswith("2.21.0")
-    # A new spec (a fixed image) is tried again and becomes the last good version.
-    apply_md(kubectl, namespace, md_body("roll", version=2, **FAST))
-    md = wait_md(kubectl, namespace, "roll", lambda o: is_ready(o) and o["status"]["model"].get("servingVersion") == 2,
-                 60, "version 2 Ready")
-    assert condition(md, "Stalled")["status"] == "False" and md["status"]["model"]["lastGoodVersion"] == 2
-
-
-@pytest.mark.timeout(240)
-def test_unschedulable_gpu_request_reports_the_scheduler_message_then_stalls(kubectl, namespace, operator):
-    apply_md(kubectl, namespace, md_body("huge", serving=HUGE, **FAST))
-    md = wait_md(kubectl, namespace, "huge", lambda o: condition(o, "Available").get("reason") == "Unschedulable",
-                 60, "Unschedulable")
-    msg = condition(md, "Available")["message"]
-    assert re.match(r"0/1 replicas ready: pod huge-\S+ Unschedulable: 0/\d+ nodes are available", msg), msg
-    assert "Insufficient cpu" in msg
-    assert condition(md, "Reconciling")["status"] == "True" and condition(md, "Ready")["status"] == "False"
-    # After progressDeadlineSeconds (30 s) the rollout failed; there is no earlier version to roll back to.
-    md = wait_md(kubectl, namespace, "huge", lambda o: condition(o, "Stalled").get("status") == "True", 90,
-                 "Stalled after the progress deadline")
-    assert condition(md, "Stalled")["reason"] == "ProgressDeadlineExceeded"
-    assert "no earlier good version" in condition(md, "Stalled")["message"]
-    assert condition(md, "Reconciling")["status"] == "False" and condition(md, "Degraded")["status"] == "True"
-    pods = json.loads(kubectl("get", "pods", "-o", "json", namespace=namespace).stdout)["items"]
-    assert pods and all(p["spec"].get("nodeName") is None for p in pods)
 
 
 @pytest.mark.timeout(300)
@@ -249,8 +196,15 @@ def test_a_name_taken_by_someone_elses_object_is_never_taken_over(kubectl, names
     assert "ownerReferences" not in after["metadata"]
     assert [e["reason"] for e in events(kubectl, namespace, "taken")].count("NameConflict") == 1
 
+    # A witness the ModelDeployment does own: once the garbage collector has removed it, it has dealt with the
+    # ModelDeployment's deletion, and the Service it never owned must still be there.
+    witness = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "taken-gc-witness", "ownerReferences": [
+        {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "taken",
+         "uid": md["metadata"]["uid"]}]}}
+    kubectl("create", "-f", "-", input=json.dumps(witness), namespace=namespace)
     kubectl("delete", "modeldeployment", "taken", "--wait=true", "--timeout=60s", namespace=namespace)
-    time.sleep(3)                                        # the garbage collector would have acted by now
+    wait_for(lambda: get(kubectl, namespace, "configmap", "taken-gc-witness") is None, 60,
+             "the garbage collector to remove the ModelDeployment's dependents")
     assert get(kubectl, namespace, "service", "taken")["metadata"]["uid"] == before["metadata"]["uid"]
 
     kubectl("delete", "service", "taken", namespace=namespace)

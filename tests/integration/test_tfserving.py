@@ -360,18 +360,27 @@ def test_batcher_pads_to_allowed_sizes_and_splits_back():
 
 
 def test_batcher_full_queue_is_unavailable():
-    release = threading.Event()
+    release, running = threading.Event(), threading.Event()
 
     def run(arrays):
+        running.set()
         release.wait(10)
         return {"y": arrays["x"]}
+
+    def queued() -> int:
+        with batcher.cv:
+            return len(batcher.queue)
 
     batcher = _batcher(run, max_batch_size=1, max_enqueued_batches=1, batch_timeout_micros=0)
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(batcher.submit, {"x": np.zeros((1, 1))})      # taken by the only worker
-        time.sleep(0.3)
+        assert running.wait(10), "the worker never ran the first batch"
+        assert queued() == 0
         second = pool.submit(batcher.submit, {"x": np.zeros((1, 1))})     # waits in the queue
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while queued() < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert queued() == 1, "the second request never reached the queue"
         with pytest.raises(configs.ServingError) as e:
             batcher.submit({"x": np.zeros((1, 1))})
         release.set()

@@ -166,3 +166,21 @@ def test_numbers_as_argo_passes_them():
     obj = copy.deepcopy(CASES["ready"][0])
     obj["metadata"]["generation"] = 1.0
     assert lua_health(obj)[0] == "Healthy"
+
+
+def test_the_check_every_live_read_runs_passes_agreement_and_names_a_disagreement(monkeypatch):
+    """argo_health.assert_argo_health (tests.fixtures.operator.get_md runs it on every status a test reads)."""
+    ready = md([READY, IDLE, NOT_STALLED, NOT_DEGRADED])
+    assert argo_health.assert_argo_health(ready) == "Healthy"
+    assert argo_health.assert_argo_health(md([READY, IDLE], generation=2, observed=1)) == "Progressing"
+    assert argo_health.assert_argo_health(md(status=False)) == "Progressing"
+    # The health metric saying something else than the Lua fails it, naming the object.
+    monkeypatch.setattr(metrics, "health_state", lambda obj: ("Degraded", "made up"))
+    with pytest.raises(AssertionError, match=r"ml/digits generation 1:\n.*Lua says Healthy .* health metric says"):
+        argo_health.assert_argo_health(ready)
+    monkeypatch.undo()
+    # A Lua answer that contradicts the conditions fails it too.
+    monkeypatch.setattr(argo_health, "lua_health", lambda obj: ("Healthy", ""))
+    monkeypatch.setattr(metrics, "health_state", lambda obj: ("Healthy", ""))
+    with pytest.raises(AssertionError, match="Healthy without Ready=True"):
+        argo_health.assert_argo_health(md([NOT_READY, RECONCILING]))

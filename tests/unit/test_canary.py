@@ -218,7 +218,7 @@ def test_autoscaled_canary_adds_replicas_on_top_of_the_hpa():
 # --- the reconciler's writes for a plan ---------------------------------------------------------------------------
 
 class _Kube:
-    """Records what _write_children applies and deletes."""
+    """Records what children.write applies and deletes."""
 
     def __init__(self):
         self.applied, self.deleted = [], []
@@ -240,7 +240,8 @@ class _Kube:
 def _write(plan, spec, live_canary=None):
     from types import SimpleNamespace
 
-    from modeldeploy.controller import reconcile
+    from modeldeploy.controller import children
+    from modeldeploy.controller.context import Result
     from modeldeploy.resources.common import DEFAULT_OPERATOR_IMAGES
     kube = _Kube()
     ctx = SimpleNamespace(kube=kube, egress_cidrs=None, tool_images=DEFAULT_OPERATOR_IMAGES)
@@ -249,7 +250,7 @@ def _write(plan, spec, live_canary=None):
                                   "PodDisruptionBudget", "NetworkPolicy")}
     if live_canary is not None:
         kids["Deployment"].append(live_canary)
-    reconcile._write_children(ctx, spec, plan, owner, kids, reconcile.Result())
+    children.write(ctx, spec, plan, owner, kids, Result())
     return kube
 
 

@@ -1,6 +1,7 @@
 """Generated and copied chart/manifests files are current, and the chart's defaults agree with the code.
 
-No cluster and no helm here (tests/integration/test_chart.py renders and installs the chart).
+No cluster and no helm here (tests/unit/test_chart_render.py renders the chart, tests/integration/test_chart.py
+installs it).
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ ENV_SECRET = "modeldeploy-secret"
 LEAKS = [
     (f"AWS_SECRET_ACCESS_KEY={ENV_SECRET} AWS_REGION=us-east-1", ENV_SECRET),
     (f"env: [{{'name': 'AWS_SECRET_ACCESS_KEY', 'value': '{ENV_SECRET}'}}]", ENV_SECRET),
-    (f'{{"name": "HF_TOKEN", "value": "hf_abcdef123456"}}', "hf_abcdef123456"),
+    ('{"name": "HF_TOKEN", "value": "hf_abcdef123456"}', "hf_abcdef123456"),
     (f'{{"aws_secret_access_key": "{AWS_SECRET}", "bucket": "models"}}', AWS_SECRET),
     (f"credentials look like {AWS_SECRET} here", AWS_SECRET),
     ("access key AKIAIOSFODNN7EXAMPLE used", "AKIAIOSFODNN7EXAMPLE"),

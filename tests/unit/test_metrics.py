@@ -101,3 +101,15 @@ def test_exposition_parses_with_prometheus_parser():
                        ("modeldeploy_model_health", "gauge"), ("modeldeploy_model_serving_version", "gauge"),
                        ("modeldeploy_rollbacks", "counter"), ("process_resident_memory_bytes", "gauge")]:
         assert families[name].type == kind, name
+
+
+def test_the_tests_reconcile_count_reads_the_operators_exposition():
+    """tests/fixtures/operator.reconcile_count (what integration tests wait on instead of sleeping) counts the
+    successful reconciles of this very exposition, not the failed ones."""
+    from tests.fixtures.operator import reconcile_count
+    before = reconcile_count(generate_latest(REG).decode())
+    m.observe_reconcile(0.01, False)
+    m.observe_reconcile(0.01, False)
+    m.observe_reconcile(0.01, True)
+    assert reconcile_count(generate_latest(REG).decode()) == before + 2
+    assert reconcile_count("") == 0

@@ -1,4 +1,4 @@
-"""names: child names within 63 characters, labels and selectors per DESIGN.md section 6."""
+"""names: child names within 63 characters, labels and selectors (operator/modeldeploy/api/names.py)."""
 from __future__ import annotations
 
 import re

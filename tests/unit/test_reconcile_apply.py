@@ -138,12 +138,12 @@ def test_model_probe_stays_within_the_allowed_networks():
     import ipaddress
     from types import SimpleNamespace
 
-    from modeldeploy.controller import reconcile
+    from modeldeploy.controller import gather
     local = SimpleNamespace(probe_cidrs=(ipaddress.ip_network("127.0.0.0/8"),))
-    assert reconcile._probe_allowed(local, "127.1.0.7")
-    assert not reconcile._probe_allowed(local, "10.244.0.12")          # kwok's simulated pods: never probed
-    assert not reconcile._probe_allowed(local, "not-an-ip")
-    assert reconcile._probe_allowed(SimpleNamespace(probe_cidrs=()), "10.244.0.12")   # unset: any pod
+    assert gather._probe_allowed(local, "127.1.0.7")
+    assert not gather._probe_allowed(local, "10.244.0.12")          # kwok's simulated pods: never probed
+    assert not gather._probe_allowed(local, "not-an-ip")
+    assert gather._probe_allowed(SimpleNamespace(probe_cidrs=()), "10.244.0.12")   # unset: any pod
 
 
 class _RecordingKube(apply.Kube):

@@ -296,6 +296,25 @@ def test_status_gives_the_figures_of_the_runtime_that_serves(runtime, latency, p
     assert args[-2:] == ["--runtime", runtime]
 
 
+def test_the_runtime_is_chosen_once_per_decision(monkeypatch):
+    """Each phase reads the one choice optimization() made (a frozen RuntimeChoice), whatever the state."""
+    from modeldeploy.controller import tuning
+    calls = []
+    choose = tuning.choose_runtime
+    monkeypatch.setattr(tuning, "choose_runtime", lambda *a: calls.append(a) or choose(*a))
+    spec = md(version=2, optimization=OPT, serving={"runtime": "auto"})
+    succeeded = JobView(name=job_name(spec), state="succeeded", report=RUNTIME_REPORT)
+    published = dc.decide(spec, observe(job=succeeded)).status
+    for obs in (observe(), observe(job=succeeded), observe(published), observe(published=True,
+                                                                               published_report=REPORT)):
+        calls.clear()
+        dc.decide(spec, obs)
+        assert len(calls) == 1
+    calls.clear()
+    dc.decide(md(version=2), observe())
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("gpus, tflite_ms, expected", [(0, 0.2, "tflite"), (0, 2.5, "tensorflow"),
                                                         (0, 2.0, "tensorflow"), (1, 0.2, "tensorflow")])
 def test_auto_serves_what_measured_fastest_on_its_kind_of_node(gpus, tflite_ms, expected):

@@ -148,23 +148,23 @@ def test_reconcile_scrapes_on_interval_checks_of_objects_with_an_slo(interval_ch
     """The I/O hook: only interval checks measure, only objects with an SLO, only where pods can be reached."""
     from types import SimpleNamespace
 
-    from modeldeploy.controller import reconcile
+    from modeldeploy.controller import gather
     calls, forgotten = [], []
     fake = SimpleNamespace(measure=lambda *a: calls.append(a) or None, forget=forgotten.append)
     ctx = SimpleNamespace(slo=fake, probe_models=True, probe_cidrs=(), status_schema=None)
     target = object()
-    reconcile._serving_metrics(ctx, md(monitoring={"slo": SLO}), "u1", [], target, interval_check)
+    gather._serving_metrics(ctx, md(monitoring={"slo": SLO}), "u1", [], target, interval_check)
     assert len(calls) == expected
-    reconcile._serving_metrics(ctx, md(), "u1", [], target, True)
+    gather._serving_metrics(ctx, md(), "u1", [], target, True)
     assert len(calls) == expected and forgotten == ["u1"]          # no SLO: nothing scraped, memory released
-    reconcile._serving_metrics(SimpleNamespace(**{**ctx.__dict__, "probe_models": False}), md(monitoring={"slo": SLO}), "u1",
-                               [], target, True)
+    gather._serving_metrics(SimpleNamespace(**{**ctx.__dict__, "probe_models": False}), md(monitoring={"slo": SLO}), "u1",
+                            [], target, True)
     assert len(calls) == expected                                  # pods out of reach: never scraped
     from modeldeploy.api.crd import status_schema
     old_crd = status_schema()
     del old_crd["properties"]["serving"]["properties"]["metrics"]
     for schema, more in ((status_schema(), expected), (old_crd, 0)):
-        reconcile._serving_metrics(SimpleNamespace(**{**ctx.__dict__, "status_schema": schema}),
-                                   md(monitoring={"slo": SLO}), "u1", [], target, interval_check)
+        gather._serving_metrics(SimpleNamespace(**{**ctx.__dict__, "status_schema": schema}),
+                                md(monitoring={"slo": SLO}), "u1", [], target, interval_check)
         assert len(calls) == expected + more                       # a CRD that prunes the verdict: not judged
         expected += more

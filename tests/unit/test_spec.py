@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from modeldeploy.api import quantity
 from modeldeploy.api import spec as S
 from tests.integration import bad_inputs
 
@@ -325,3 +328,39 @@ def test_canary_refusals_name_the_field_and_the_fix(edit, field, words):
 def test_canary_with_autoscaling_needs_no_fixed_replicas():
     body = {**CANARY, "serving": {"replicas": 1}, "autoscaling": {"maxReplicas": 4}}
     assert S.parse(md(body)).rollout.strategy == "canary"
+
+
+# --- the pydantic declaration behaves as the dataclasses did -----------------------------------------------------
+
+def test_optimization_hash_is_pinned():
+    # Job names of existing objects contain it: a change would start every optimization Job again.
+    assert S.optimization_hash(S.parse(md(DIGITS))) == "f1eb7b7a"
+
+
+def test_parsed_values_are_dataclasses():
+    s = S.parse(md(DIGITS))
+    serving = dataclasses.replace(s.serving, replicas=3)
+    assert serving.replicas == 3 and serving.batching == s.serving.batching and serving.image == s.serving.image
+    assert dataclasses.asdict(s.optimization)["output_uri"] == "s3://models/digits/optimized"
+
+
+def test_first_error_is_the_first_in_declaration_order():
+    # pydantic reports missing fields after the others; the parser still names the earliest field.
+    opt = {"pruning": {"sparsity": 2}}
+    with pytest.raises(S.SpecError) as err:
+        S.parse(md({**MINIMAL, "optimization": opt}))
+    assert err.value.field == "spec.optimization.pruning.sparsity"
+    with pytest.raises(S.SpecError) as err:
+        S.parse(md({**MINIMAL, "optimization": {"pruning": {"sparsity": 0.5}}}))
+    assert (err.value.field, err.value.message) == ("spec.optimization.outputUri", "is required: set a string")
+
+
+@pytest.mark.parametrize("q", ["500m", "0.5", "2", "1.5", "4Gi", "1024Mi", "1e3", "1E", "100k", ".5", "+1", 3, 2.5])
+def test_a_quantity_the_spec_accepts_has_the_value_kubernetes_gives_it(q):
+    from kubernetes.utils import parse_quantity
+    assert re.fullmatch(quantity.PATTERN, str(q)) and quantity.value(q) == parse_quantity(q)
+
+
+@pytest.mark.parametrize("q", ["lots", "1Qi", "", True, None, [1]])
+def test_what_is_not_a_quantity_has_no_value(q):
+    assert quantity.value(q) is None

@@ -69,6 +69,12 @@ def test_naive_datetime_is_taken_as_utc():
     assert st.timestamp(datetime(2026, 1, 2, 4, 4, 5, tzinfo=timezone(timedelta(hours=1)))) == "2026-01-02T03:04:05Z"
 
 
+def test_rfc3339_times_read_back():
+    assert st.parse_time("2026-01-02T03:04:05Z") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert st.timestamp(st.parse_time("2026-01-02T04:04:05+01:00")) == "2026-01-02T03:04:05Z"
+    assert st.seconds_between("2026-01-02T03:04:05Z", "2026-01-02T03:06:35Z") == 150.0
+
+
 def test_get_is_true_remove():
     conds, _ = st.set_condition([], st.DEGRADED, True, "RolledBack", "", 1, T0)
     assert st.get_condition(conds, st.DEGRADED)["reason"] == "RolledBack"

@@ -301,3 +301,17 @@ def test_pull_cli_accelerator_gpu(float16_version, tmp_path, capsys):
     assert cli.main(["pull", float16_version.uri, str(tmp_path / "cpu"), "--runtime", "tensorflow",
                      "--accelerator", "cpu"]) == 0
     assert _tree(tmp_path / "cpu")["saved_model.pb"] == b"graph" * 100
+
+
+def test_one_s3_factory_with_each_callers_endpoint_and_patience(monkeypatch):
+    """The optimizer and pull take credentials and endpoint from their environment; the operator's own checks take
+    the Secret's credentials but never its endpoint (a tenant must not point the operator's requests elsewhere)."""
+    from modeldeploy.controller import published
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio:9000")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "job-key")
+    fs = transfer.filesystem(parse_uri("s3://models/digits", "uri"))
+    assert (fs.key, fs.client_kwargs["endpoint_url"], fs.retries) == ("job-key", "http://minio:9000", 1)
+    assert fs.config_kwargs["read_timeout"] == 60
+    fs = published._filesystem("s3", {"AWS_ACCESS_KEY_ID": "tenant", "AWS_ENDPOINT_URL": "http://evil"}, None)
+    assert (fs.key, fs.client_kwargs, fs.config_kwargs["read_timeout"]) == ("tenant", {}, 10)
+    assert published._filesystem("s3", {}, "http://store:9000").client_kwargs == {"endpoint_url": "http://store:9000"}

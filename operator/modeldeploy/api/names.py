@@ -1,4 +1,4 @@
-"""Pure naming: child object names, labels and selectors for a ModelDeployment (DESIGN.md section 6).
+"""Pure naming: child object names, labels and selectors for a ModelDeployment.
 
 Interface (stable):
 

@@ -13,7 +13,8 @@ Interface (stable):
   `now` is a datetime (UTC) or an RFC 3339 string: the clock is passed in, nothing here reads it.
 - `get_condition(conditions, type)`, `is_true(conditions, type)`, `remove_condition(conditions, type)`.
 - `phase(conditions) -> str`: the one-word `status.phase` for humans, derived from the conditions only.
-- `timestamp(dt) -> str`: RFC 3339 with a Z, seconds precision, as the API server stores it.
+- `timestamp(dt) -> str`: RFC 3339 with a Z, seconds precision, as the API server stores it; `parse_time(s)`
+  and `seconds_between(a, b)` read such times back (the one place RFC 3339 is written and read).
 
 kstatus rules the callers keep: `status.observedGeneration` = the object's metadata.generation once handled;
 Reconciling=True while a Job or rollout runs; Stalled=True when progress needs a spec change; Ready=True only
@@ -130,6 +131,16 @@ def timestamp(now: datetime | str) -> str:
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
     return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str) -> datetime:
+    """An RFC 3339 time (a Z or an offset) as an aware datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def seconds_between(start: str, end: str) -> float:
+    """Seconds from one RFC 3339 time to another."""
+    return (parse_time(end) - parse_time(start)).total_seconds()
 
 
 def _status_str(status: bool | str) -> str:

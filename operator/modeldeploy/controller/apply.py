@@ -27,38 +27,27 @@ import base64
 import json
 import logging
 import os
-import re
 import threading
 import time
 import uuid
-from decimal import Decimal, InvalidOperation
+from datetime import datetime, timezone
 from typing import Callable, Iterable
 
 from kubernetes.client.rest import ApiException
 
-from modeldeploy.api import names
+from modeldeploy.api import names, quantity
 from modeldeploy.controller import obslog
 from modeldeploy.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
+from modeldeploy.api.status import timestamp
+from modeldeploy.resources import kinds
 
 log = logging.getLogger(__name__)
 
-# kind -> (API path prefix, plural)
-KINDS = {
-    "ConfigMap": ("/api/v1", "configmaps"),
-    "Service": ("/api/v1", "services"),
-    "Pod": ("/api/v1", "pods"),
-    "Secret": ("/api/v1", "secrets"),
-    "Event": ("/api/v1", "events"),
-    "Deployment": ("/apis/apps/v1", "deployments"),
-    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
-    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
-    "Job": ("/apis/batch/v1", "jobs"),
-    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
-    "ServiceMonitor": ("/apis/monitoring.coreos.com/v1", "servicemonitors"),
-    KIND: (f"/apis/{API_GROUP}/{API_VERSION}", PLURAL),
-}
-CHILD_KINDS = ("ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job", "Pod",
-               "NetworkPolicy")
+# kind -> where its requests go: the children's from their registry, and what the operator reads (Secrets) or
+# posts (Events) besides, and its own ModelDeployments.
+KINDS = {k.kind: k for k in (*kinds.CHILDREN, kinds.ApiKind("Secret", "", "v1", "secrets"),
+                             kinds.ApiKind("Event", "", "v1", "events"),
+                             kinds.ApiKind(KIND, API_GROUP, API_VERSION, PLURAL))}
 OVERLAY_SECONDS = 10.0
 REQUEST_TIMEOUT = (5, 30)     # connect, read: a hung API call must not hold a worker forever
 WRITE_LOG_ENV = "MODELDEPLOY_WRITE_LOG"
@@ -100,26 +89,6 @@ def with_owner(desired: dict, owner: dict) -> dict:
 
 # --------------------------------------------------------------------------------------------- comparison
 
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
-_SUFFIX = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1), "k": Decimal(10**3),
-           "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12), "P": Decimal(10**15),
-           "E": Decimal(10**18), "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30),
-           "Ti": Decimal(2**40), "Pi": Decimal(2**50), "Ei": Decimal(2**60)}
-
-
-def quantity(value) -> Decimal | None:
-    """A Kubernetes quantity as a Decimal ("500m" -> 0.5, "1Gi" -> 1073741824), None when it is not one."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    m = _QUANTITY.match(str(value).strip())
-    if not m or m.group(2) not in _SUFFIX:
-        return None
-    try:
-        return Decimal(m.group(1)) * _SUFFIX[m.group(2)]
-    except InvalidOperation:
-        return None
-
-
 def _empty(value) -> bool:
     return value is None or value == [] or value == {}
 
@@ -150,7 +119,7 @@ def is_subset(desired, live, path: str = "") -> bool:
     if isinstance(desired, bool) or isinstance(live, bool):
         return False                     # same type was handled above; True is not 1 here
     if ".resources." in path + "." and (".limits." in path + "." or ".requests." in path + "."):
-        a, b = quantity(desired), quantity(live)
+        a, b = quantity.value(desired), quantity.value(live)
         return a is not None and a == b
     if isinstance(desired, (int, float)) and isinstance(live, (int, float)):
         return desired == live
@@ -270,8 +239,8 @@ class Kube:
 
     @staticmethod
     def path(kind: str, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
-        prefix, plural = KINDS[kind]
-        out = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
+        api = KINDS[kind]
+        out = f"{api.prefix}/namespaces/{namespace}/{api.plural}" if namespace else f"{api.prefix}/{api.plural}"
         if name:
             out += f"/{name}"
         if sub:
@@ -384,7 +353,7 @@ class Kube:
                          query=[("fieldManager", names.FIELD_MANAGER), ("force", "true")],
                          content_type="application/apply-patch+yaml")
         self._write("apply", kind, meta["namespace"], meta["name"])
-        self._remember(kind, meta, _slim(obj))
+        self._remember(kind, meta, kinds.slim_object(obj))
         return ("created" if live is None else "updated"), obj
 
     def create(self, desired: dict, owner: dict) -> tuple[str, dict | None]:
@@ -402,7 +371,7 @@ class Kube:
             obj, action = self.get(kind, meta["namespace"], meta["name"]), "exists"
             if obj is not None and not owned_by(obj, owner["uid"]):
                 raise NameConflict(kind, meta["namespace"], meta["name"], obj)
-        self._remember(kind, meta, _slim(obj) if obj else None)
+        self._remember(kind, meta, kinds.slim_object(obj) if obj else None)
         return action, obj
 
     def delete(self, kind: str, live: dict, orphan: bool = False) -> None:
@@ -434,7 +403,7 @@ class Kube:
     def post_event(self, body: dict, type_: str, reason: str, message: str, instance: str = "") -> None:
         """A core/v1 Event about the ModelDeployment (posted on transitions only; failures are only logged)."""
         meta = body["metadata"]
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        now = timestamp(datetime.now(timezone.utc))
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
@@ -472,20 +441,6 @@ def _newer(a: dict, b: dict) -> bool:
     if ra and rb and ra.isdigit() and rb.isdigit():
         return int(ra) > int(rb)
     return ra != rb
-
-
-def _slim(obj: dict | None) -> dict | None:
-    """Without managedFields: they are large and never compared."""
-    if not obj:
-        return obj
-    meta = dict(obj.get("metadata") or {})
-    meta.pop("managedFields", None)
-    return dict(obj, metadata=meta)
-
-
-def slim(obj: dict | None) -> dict | None:
-    """Public form of `_slim` for the cache."""
-    return _slim(obj)
 
 
 def _api_message(exc: ApiException) -> str:

@@ -24,11 +24,11 @@ continues where it was.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from modeldeploy.api import names
 from modeldeploy.api.spec import ModelDeploymentSpec, RolloutSpec, SLOSpec
-from modeldeploy.api.status import EventType, Reason, event
+from modeldeploy.api.status import EventType, Reason, event, parse_time, timestamp
 from modeldeploy.controller import slo as slomod
 from modeldeploy.controller.observe import DeploymentView
 from modeldeploy.resources.canary import Split, split
@@ -121,12 +121,8 @@ class Step:
     reason: str | None = None       # the rollback reason
 
 
-def _parse(t: str) -> datetime:
-    return datetime.fromisoformat(t.replace("Z", "+00:00"))
-
-
 def _plus(t: str, seconds: int) -> str:
-    return (_parse(t) + timedelta(seconds=seconds)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timestamp(parse_time(t) + timedelta(seconds=seconds))
 
 
 def next_step(rollout: RolloutSpec, slo: SLOSpec, index: int, start: str, now: str,
@@ -155,7 +151,7 @@ def next_step(rollout: RolloutSpec, slo: SLOSpec, index: int, start: str, now: s
     else:
         why = "SLO met and no worse than stable"
     ends = _plus(start, step.duration_seconds)
-    if _parse(now) < _parse(ends):
+    if parse_time(now) < parse_time(ends):
         return Step(STAY, index, start, f"{where} until {ends}: {why} ({v.summary})")
     if v.state != slomod.MET:
         return Step(HOLD, index, start, f"{where}: not proven after {step.duration_seconds} s ({why}); the step "

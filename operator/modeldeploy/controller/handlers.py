@@ -1,11 +1,11 @@
 """Kopf handlers: thin. Settings in one startup handler; create/update/resume call the one `reconcile()`.
 
 Registered on import (Kopf's default registry). Besides the ModelDeployment handlers:
-- indexes of our children (Deployments, Jobs, Pods, Services, ConfigMaps, HPAs, PDBs), watched with a
-  server-side label selector `app.kubernetes.io/managed-by=modeldeploy`: the reconciler's read cache, so an idle
-  reconcile sends no request at all;
-- event handlers on Deployments and Jobs that wake their ModelDeployment's monitor entry (rollouts and Jobs are
-  followed as they happen, not by polling);
+- an index of each cached kind of child (resources/kinds.py: Deployments, Jobs, Pods, Services, ConfigMaps, HPAs,
+  PDBs, NetworkPolicies), watched with a server-side label selector `app.kubernetes.io/managed-by=modeldeploy`:
+  the reconciler's read cache, so an idle reconcile sends no request at all;
+- event handlers on the kinds that wake their ModelDeployment's monitor entry (Deployments and Jobs: rollouts and
+  Jobs are followed as they happen, not by polling);
 - an event handler on ModelDeployments that keeps the monitor's registry current (no finalizer, no writes).
 """
 from __future__ import annotations
@@ -20,25 +20,21 @@ from modeldeploy.api import names
 from modeldeploy.api.spec import API_GROUP, API_VERSION, PLURAL, SpecError, parse
 from modeldeploy.controller import apply, metrics
 from modeldeploy.controller.monitor import Monitor
-from modeldeploy.controller.reconcile import Context, reconcile
+from modeldeploy.controller.context import Context
+from modeldeploy.controller.reconcile import reconcile
+from modeldeploy.resources import kinds
 
 log = logging.getLogger(__name__)
 
 MD = (API_GROUP, API_VERSION, PLURAL)
 OURS = f"{names.LABEL_MANAGED_BY}={names.APP_NAME}"
 LABELS = {names.LABEL_MANAGED_BY: names.APP_NAME}
-# kind -> Kopf resource selector of the children we cache.
-CHILDREN = {
-    "Deployment": ("apps", "v1", "deployments"),
-    "Job": ("batch", "v1", "jobs"),
-    "Pod": ("v1", "pods"),
-    "Service": ("v1", "services"),
-    "ConfigMap": ("v1", "configmaps"),
-    "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
-    "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
-    "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
-}
 ANNOTATION_PREFIX = "kopf.modeldeploy.io"
+
+
+def event_id(kind: kinds.ChildKind) -> str:
+    """The id of the event handler that wakes a ModelDeployment on its children of `kind`."""
+    return f"{kind.kind.lower()}-event"
 
 
 class State:
@@ -54,7 +50,7 @@ STATE = State()
 
 class _QuietWatchHandlers(logging.Filter):
     """Kopf logs "Handler 'x' succeeded" at INFO for every watch event: noise for our event handlers."""
-    QUIET = ("'md_event'", "'deployment-event'", "'job-event'")
+    QUIET = ("'md_event'", *(f"'{event_id(kind)}'" for kind in kinds.CHILDREN if kind.wakes))
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage() if record.levelno <= logging.INFO else ""
@@ -92,17 +88,6 @@ def plain(body) -> dict:
     return {k: v for k, v in dict(body).items()}
 
 
-def _slim_pod(body) -> dict:
-    """What the health checks and Job reports need of a pod (pods are many: keep the cache small)."""
-    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
-    return {"metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "labels", "creationTimestamp",
-                                                 "deletionTimestamp", "resourceVersion", "ownerReferences")},
-            "spec": {"nodeName": spec.get("nodeName"),
-                     "containers": [{"name": c.get("name"), "image": c.get("image")}
-                                    for c in spec.get("containers") or ()]},
-            "status": dict(body.get("status") or {})}
-
-
 def _index_key(namespace, labels):
     return namespace, (labels or {}).get(names.LABEL_INSTANCE, "")
 
@@ -111,54 +96,20 @@ def _index_key(namespace, labels):
 # Index and event handlers are async: they do no I/O, and running them on the event loop keeps them out of the
 # thread pool the reconciles need (sync handlers each cost a thread hop per watch event).
 
-@kopf.index(*CHILDREN["Deployment"], labels=LABELS)
-async def md_deployments(namespace, labels, body, **_):
-    return {_index_key(namespace, labels): apply.slim(plain(body))}
+async def index_child(namespace, labels, body, param: kinds.ChildKind, **_):
+    """One cached child under its ModelDeployment's key, as its kind slims it (`param`: the ChildKind)."""
+    return {_index_key(namespace, labels): param.slim(plain(body))}
 
 
-@kopf.index(*CHILDREN["Job"], labels=LABELS)
-async def md_jobs(namespace, labels, body, **_):
-    return {_index_key(namespace, labels): apply.slim(plain(body))}
-
-
-@kopf.index(*CHILDREN["Pod"], labels=LABELS)
-async def md_pods(namespace, labels, body, **_):
-    return {_index_key(namespace, labels): _slim_pod(body)}
-
-
-@kopf.index(*CHILDREN["Service"], labels=LABELS)
-async def md_services(namespace, labels, body, **_):
-    return {_index_key(namespace, labels): apply.slim(plain(body))}
-
-
-@kopf.index(*CHILDREN["ConfigMap"], labels=LABELS)
-async def md_configmaps(namespace, labels, body, **_):
-    return {_index_key(namespace, labels): apply.slim(plain(body))}
-
-
-@kopf.index(*CHILDREN["HorizontalPodAutoscaler"], labels=LABELS)
-async def md_hpas(namespace, labels, body, **_):
-    return {_index_key(namespace, labels): apply.slim(plain(body))}
-
-
-@kopf.index(*CHILDREN["PodDisruptionBudget"], labels=LABELS)
-async def md_pdbs(namespace, labels, body, **_):
-    return {_index_key(namespace, labels): apply.slim(plain(body))}
-
-
-@kopf.index(*CHILDREN["NetworkPolicy"], labels=LABELS)
-async def md_networkpolicies(namespace, labels, body, **_):
-    return {_index_key(namespace, labels): apply.slim(plain(body))}
-
-
-INDEX_OF = {"Deployment": "md_deployments", "Job": "md_jobs", "Pod": "md_pods", "Service": "md_services",
-            "ConfigMap": "md_configmaps", "HorizontalPodAutoscaler": "md_hpas", "PodDisruptionBudget": "md_pdbs",
-            "NetworkPolicy": "md_networkpolicies"}
+# One index per cached kind, named by the registry (the name is the keyword Kopf passes the index under).
+for _kind in kinds.CACHED:
+    kopf.index(*_kind.selector, labels=LABELS, id=_kind.index, param=_kind)(index_child)
 
 
 def cache(kind: str, namespace: str, md_name: str) -> list[dict] | None:
     """The reconciler's read cache: the index of `kind` for one ModelDeployment (None: not cached)."""
-    index = STATE.indices.get(INDEX_OF.get(kind, ""))
+    child = kinds.BY_KIND.get(kind)
+    index = STATE.indices.get(child.index) if child is not None and child.index is not None else None
     if index is None:
         return None
     store = index.get((namespace, md_name))
@@ -180,13 +131,13 @@ async def configure(settings: kopf.OperatorSettings, logger, **kwargs):
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     # Watch (and cache) only our children, never every Pod and ConfigMap of the cluster.
-    for selector in CHILDREN.values():
-        settings.watching.label_selectors[selector] = OURS
+    for kind in kinds.CACHED:
+        settings.watching.label_selectors[kind.selector] = OURS
     # Sync reconciles mostly wait on the API: more threads than Kopf's default (CPUs + 4) keeps objects moving.
     workers = int(os.environ.get("MODELDEPLOY_WORKERS", "16"))
     settings.execution.max_workers = workers
 
-    STATE.indices = {name: kwargs[name] for name in INDEX_OF.values() if name in kwargs}
+    STATE.indices = {kind.index: kwargs[kind.index] for kind in kinds.CACHED if kind.index in kwargs}
     from kubernetes import client as k8s_client
     kube = apply.Kube(k8s_client.ApiClient(), cache=cache)
     ctx = Context(kube=kube)
@@ -225,7 +176,7 @@ def _monitor_reconcile(body: dict, interval_check: bool) -> dict | None:
 def reconcile_handler(body, **_):
     """Create, update and resume: one level-based reconcile (the monitor takes over from here)."""
     try:
-        STATE.monitor.reconcile_now(apply.slim(plain(body)))
+        STATE.monitor.reconcile_now(kinds.slim_object(plain(body)))
     except apply.ApiError as exc:
         raise kopf.TemporaryError(str(exc), delay=10) from None
 
@@ -236,7 +187,7 @@ async def md_event(type, body, **_):
     if STATE.monitor is None:
         return
     deleted = type == "DELETED"
-    STATE.monitor.observe(apply.slim(plain(body)), deleted=deleted)
+    STATE.monitor.observe(kinds.slim_object(plain(body)), deleted=deleted)
     if deleted:
         meta = body.get("metadata") or {}
         metrics.forget_model(meta.get("namespace") or "", meta.get("name") or "")
@@ -244,9 +195,12 @@ async def md_event(type, body, **_):
             STATE.ctx.slo.forget(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
 
 
-@kopf.on.event(*CHILDREN["Deployment"], labels=LABELS, id="deployment-event")
-@kopf.on.event(*CHILDREN["Job"], labels=LABELS, id="job-event")
 async def child_event(namespace, labels, **_):
-    """A Deployment's rollout or a Job moved: reconcile its ModelDeployment soon."""
+    """A child of a waking kind moved (a Deployment's rollout, a Job): reconcile its ModelDeployment soon."""
     if STATE.monitor is not None:
         STATE.monitor.touch(namespace, (labels or {}).get(names.LABEL_INSTANCE, ""))
+
+
+for _kind in kinds.CHILDREN:
+    if _kind.wakes:
+        kopf.on.event(*_kind.selector, labels=LABELS, id=event_id(_kind))(child_event)

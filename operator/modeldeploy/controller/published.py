@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import logging
 
-import fsspec
-
+from modeldeploy.storage import transfer
 from modeldeploy.storage.publish import MARKER, REPORT_NAME
 from modeldeploy.storage.uris import parse_uri
 
@@ -24,21 +23,14 @@ def _filesystem(protocol: str, creds: dict[str, str], endpoint_url: str | None):
     if protocol == "s3":
         # The endpoint comes from the operator's configuration only: a Secret's AWS_ENDPOINT_URL would let a
         # tenant send the operator's requests anywhere (its own pods may use it: they act as the tenant).
-        client_kwargs = {"endpoint_url": endpoint_url} if endpoint_url else {}
-        if creds.get("AWS_REGION") or creds.get("AWS_DEFAULT_REGION"):
-            client_kwargs["region_name"] = creds.get("AWS_REGION") or creds.get("AWS_DEFAULT_REGION")
-        return fsspec.filesystem(
-            "s3", skip_instance_cache=True, use_listings_cache=False,
-            key=creds.get("AWS_ACCESS_KEY_ID") or None, secret=creds.get("AWS_SECRET_ACCESS_KEY") or None,
-            token=creds.get("AWS_SESSION_TOKEN") or None, client_kwargs=client_kwargs,
-            config_kwargs={"s3": {"addressing_style": "path"}, "connect_timeout": 3, "read_timeout": 10,
-                           "retries": {"max_attempts": 1}})
+        return transfer.s3_filesystem(creds, endpoint_url, connect_timeout=3, read_timeout=10,
+                                      retries={"max_attempts": 1})
     token = None
     for key in ("key.json", "service-account.json", "credentials.json"):
         if creds.get(key):
             token = json.loads(creds[key])
             break
-    return fsspec.filesystem("gs", skip_instance_cache=True, use_listings_cache=False, token=token)
+    return transfer.gcs_filesystem(token)
 
 
 def check(version_uri: str, creds: dict[str, str] | None, endpoint_url: str | None = None,

@@ -13,9 +13,9 @@ and the status block. Pure: the clock and the scrapes are passed in (controller/
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from modeldeploy.api.spec import SLOSpec
+from modeldeploy.api.status import seconds_between
 from modeldeploy.controller import tfmetrics
 
 MET, VIOLATED, NO_VERDICT = "Met", "Violated", "NoVerdict"
@@ -100,11 +100,6 @@ def judge(slo: SLOSpec, f: Figures) -> tuple[str, list[str]]:
     return (VIOLATED if broken else MET), broken
 
 
-def _seconds(a: str, b: str) -> float:
-    parse = lambda t: datetime.fromisoformat(t.replace("Z", "+00:00"))   # noqa: E731
-    return (parse(b) - parse(a)).total_seconds()
-
-
 def settle(raw: str, previous: str | None, since: str | None, now: str, window_seconds: float) -> tuple[str, str]:
     """(verdict, since): the raw verdict once the previous one has stood for a whole window; the first verdict
     at once (there is nothing to flap from)."""
@@ -113,7 +108,7 @@ def settle(raw: str, previous: str | None, since: str | None, now: str, window_s
     if raw == previous:
         return previous, since
     try:
-        held = _seconds(since, now)
+        held = seconds_between(since, now)
     except ValueError:          # an unreadable time in status: start counting again
         return previous, now
     return (raw, now) if held >= window_seconds else (previous, since)

@@ -8,31 +8,39 @@ of one version and moves only when a new version is published.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 from modeldeploy.api.spec import BatchingSpec, ModelDeploymentSpec
 
 
-def choose_runtime(spec: ModelDeploymentSpec, record: dict) -> tuple[str, str]:
-    """(runtime, why) for the version `record` describes."""
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The runtime a version is served with, and why (status.serving.runtimeReason)."""
+    name: str
+    reason: str
+
+
+def choose_runtime(spec: ModelDeploymentSpec, record: dict) -> RuntimeChoice:
+    """The runtime for the version `record` describes."""
     runtime = spec.serving.runtime
     if runtime != "auto":
-        return runtime, f"spec.serving.runtime is {runtime}"
+        return RuntimeChoice(runtime, f"spec.serving.runtime is {runtime}")
     if spec.serving.gpus > 0:
-        return "tensorflow", "auto: tensorflow, the only runtime TF Serving runs on a GPU"
+        return RuntimeChoice("tensorflow", "auto: tensorflow, the only runtime TF Serving runs on a GPU")
     winner = (record.get("search") or {}).get("winner") or {}
     if winner.get("runtime") in (record.get("runtimes") or {}):
-        return winner["runtime"], (f"auto: {winner['runtime']}, the artefact that won the search (objective "
-                                   f"{record['search']['objective']})")
+        return RuntimeChoice(winner["runtime"], (f"auto: {winner['runtime']}, the artefact that won the search "
+                                                 f"(objective {record['search']['objective']})"))
     timed = {name: figures["latencyMs"] for name, figures in (record.get("runtimes") or {}).items()
              if figures.get("latencyMs") is not None}
     if not timed:
-        return "tensorflow", "auto: tensorflow (the version has no measured artefact to compare)"
+        return RuntimeChoice("tensorflow", "auto: tensorflow (the version has no measured artefact to compare)")
     best = min(sorted(timed), key=timed.get)    # sorted: a tie keeps tensorflow
     compared = ", ".join(f"{name} {timed[name]:.3g} ms" for name in sorted(timed))
     threads = record.get("latencyThreads")
     with_threads = f" with {threads} thread{'s' if threads != 1 else ''}" if threads else ""
-    return best, (f"auto: {best} measured fastest in the optimizer Job (p50 at batch 1{with_threads}: "
-                  f"{compared}); only artefacts that passed the gates are published")
+    return RuntimeChoice(best, (f"auto: {best} measured fastest in the optimizer Job (p50 at batch 1{with_threads}: "
+                                f"{compared}); only artefacts that passed the gates are published"))
 
 
 def choose_batching(curve: list[dict], max_latency_ms: float) -> dict:

@@ -2,7 +2,8 @@
 
 Modules: `job` (optimizer Job), `deployment` (TF Serving Deployment and its `ServingTarget`), `service`, `hpa`,
 `pdb`, `config` (TF Serving model, monitoring and batching config), `common` (images, security contexts),
-`render` (`build_all` and the `modeldeploy render` command).
+`kinds` (the registry of child kinds: API paths, apply order, caching), `render` (`build_all` and the
+`modeldeploy render` command).
 """
 from __future__ import annotations
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kubernetes.utils import parse_quantity
 
-from modeldeploy.api import names
+from modeldeploy.api import names, quantity
 from modeldeploy.api.spec import ModelDeploymentSpec, source_uri
 from modeldeploy.contracts import annotations as contract
 from modeldeploy.resources import config
@@ -73,7 +72,7 @@ def serving_cpus(spec: ModelDeploymentSpec) -> int | None:
     for kind in ("limits", "requests"):
         cpu = (resources.get(kind) or {}).get("cpu")
         if cpu is not None:
-            return max(1, math.ceil(parse_quantity(str(cpu))))
+            return max(1, math.ceil(quantity.value(cpu)))
     return None
 
 

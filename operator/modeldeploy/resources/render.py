@@ -17,12 +17,10 @@ from modeldeploy.resources.config import build_config_map
 from modeldeploy.resources.deployment import ServingTarget, build_deployment
 from modeldeploy.resources.hpa import build_hpa
 from modeldeploy.resources.job import build_job
+from modeldeploy.resources.kinds import apply_order
 from modeldeploy.resources.networkpolicy import build_network_policy
 from modeldeploy.resources.pdb import build_pdb
 from modeldeploy.resources.service import build_service
-
-# Apply order: the ConfigMap before the pods that mount it; the HPA after the Deployment it scales.
-KINDS = ("ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget")
 
 
 def build_serving(spec: specmod.ModelDeploymentSpec, target: ServingTarget | None = None,
@@ -41,13 +39,14 @@ def build_serving(spec: specmod.ModelDeploymentSpec, target: ServingTarget | Non
 
 def build_all(spec: specmod.ModelDeploymentSpec, target: ServingTarget | None = None,
               images: OperatorImages = DEFAULT_OPERATOR_IMAGES, include_job: bool = True) -> list[dict]:
-    """Every child as a list in apply order: the pods' NetworkPolicy, the optimizer Job (when optimization is
-    requested), then the serving children."""
+    """Every child as a list in the registry's apply order (kinds.py): the pods' NetworkPolicy, the optimizer Job
+    (when optimization is requested), then the serving children. No ServiceMonitor: its CRD is optional, and the
+    operator writes one only where the cluster serves it."""
     out = [build_network_policy(spec)]
     if include_job and spec.optimization is not None:
         out.append(build_job(spec, images=images))
     out += [obj for obj in build_serving(spec, target, images).values() if obj is not None]
-    return out
+    return sorted(out, key=lambda obj: apply_order(obj["kind"]))
 
 
 class _Dumper(yaml.SafeDumper):

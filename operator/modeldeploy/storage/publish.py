@@ -22,8 +22,10 @@ import os
 import secrets
 import shutil
 import time
+from datetime import datetime, timezone
 
 from modeldeploy import __version__
+from modeldeploy.api.status import timestamp
 from modeldeploy.storage import transfer
 from modeldeploy.storage.errors import (AlreadyPublished, NotFound, NotPublished, OutputConflict,
                                         PublishInProgress, StorageUnreachable)
@@ -59,8 +61,8 @@ def build_manifest(local_dir: str, version: int) -> dict:
             continue
         path = os.path.join(local_dir, *rel.split("/"))
         files[rel] = {"size": os.path.getsize(path), "sha256": sha256_file(path)}
-    return {"version": int(version), "files": files, "publishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-            time.gmtime()), "tool": f"modeldeploy {__version__}"}
+    return {"version": int(version), "files": files, "publishedAt": timestamp(datetime.now(timezone.utc)),
+            "tool": f"modeldeploy {__version__}"}
 
 
 def version_location(output: Location, version: int) -> Location:

@@ -3,11 +3,14 @@
 Credentials and endpoints come from the environment, as the operator passes them from the storageSecret:
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL (any S3-compatible
 store) for s3://; GOOGLE_APPLICATION_CREDENTIALS for gs://. Every remote call goes through `retry.call`.
+`s3_filesystem` and `gcs_filesystem` are the one factory of each: the operator's own storage checks
+(controller/published.py) use them with a Secret's credentials instead.
 """
 from __future__ import annotations
 
 import os
 import shutil
+from typing import Mapping
 
 import fsspec
 
@@ -16,33 +19,44 @@ from modeldeploy.storage.uris import Location
 
 
 def filesystem(loc: Location):
-    """A fresh fsspec filesystem for the location's protocol (no listing cache: we read our own writes)."""
+    """A fresh fsspec filesystem for the location's protocol, credentials and endpoint from the environment."""
+    env = os.environ
     if loc.protocol == "s3":
-        import s3fs  # noqa: F401 - fail here, clearly, when the extra is missing
-
-        env = os.environ
-        client_kwargs = {}
-        if env.get("AWS_ENDPOINT_URL"):
-            client_kwargs["endpoint_url"] = env["AWS_ENDPOINT_URL"]
-        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-        if region:
-            client_kwargs["region_name"] = region
-        fs = fsspec.filesystem(
-            "s3", skip_instance_cache=True, use_listings_cache=False,
-            key=env.get("AWS_ACCESS_KEY_ID") or None, secret=env.get("AWS_SECRET_ACCESS_KEY") or None,
-            token=env.get("AWS_SESSION_TOKEN") or None, client_kwargs=client_kwargs,
-            # Path-style addressing works with every S3-compatible store (MinIO, SeaweedFS, Ceph) and AWS.
-            config_kwargs={"s3": {"addressing_style": "path"}, "connect_timeout": 5, "read_timeout": 60,
-                           "retries": {"max_attempts": 2, "mode": "standard"}})
+        fs = s3_filesystem(env, env.get("AWS_ENDPOINT_URL") or None, connect_timeout=5, read_timeout=60,
+                           retries={"max_attempts": 2, "mode": "standard"})
         # Our own bounded retry loop (retry.call) decides; s3fs's inner loop would multiply the wait.
         fs.retries = 1
         return fs
     if loc.protocol == "gs":
-        import gcsfs  # noqa: F401
-
-        token = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") or None
-        return fsspec.filesystem("gs", skip_instance_cache=True, use_listings_cache=False, token=token)
+        return gcs_filesystem(env.get("GOOGLE_APPLICATION_CREDENTIALS") or None)
     return fsspec.filesystem("file")
+
+
+def s3_filesystem(creds: Mapping[str, str], endpoint_url: str | None, *, connect_timeout: float,
+                  read_timeout: float, retries: dict):
+    """A fresh S3 filesystem (no listing cache: we read our own writes) with the AWS_* credentials and region in
+    `creds` (none: the ambient identity). The caller says where the endpoint comes from and how long to wait:
+    the optimizer and pull wrap retry.call around it, the operator's own checks run inside a reconcile."""
+    import s3fs  # noqa: F401 - fail here, clearly, when the extra is missing
+
+    client_kwargs = {"endpoint_url": endpoint_url} if endpoint_url else {}
+    region = creds.get("AWS_REGION") or creds.get("AWS_DEFAULT_REGION")
+    if region:
+        client_kwargs["region_name"] = region
+    return fsspec.filesystem(
+        "s3", skip_instance_cache=True, use_listings_cache=False,
+        key=creds.get("AWS_ACCESS_KEY_ID") or None, secret=creds.get("AWS_SECRET_ACCESS_KEY") or None,
+        token=creds.get("AWS_SESSION_TOKEN") or None, client_kwargs=client_kwargs,
+        # Path-style addressing works with every S3-compatible store (MinIO, SeaweedFS, Ceph) and AWS.
+        config_kwargs={"s3": {"addressing_style": "path"}, "connect_timeout": connect_timeout,
+                       "read_timeout": read_timeout, "retries": retries})
+
+
+def gcs_filesystem(token):
+    """A fresh GCS filesystem; `token`: a credentials file's path or its parsed JSON (None: the ambient identity)."""
+    import gcsfs  # noqa: F401 - fail here, clearly, when the extra is missing
+
+    return fsspec.filesystem("gs", skip_instance_cache=True, use_listings_cache=False, token=token)
 
 
 def exists(loc: Location) -> bool:

@@ -19,7 +19,8 @@ State the decisions keep in status (so a restarted operator decides the same way
   Deployment keeps the last good version and `Plan.canary` says which canary Deployment runs beside it.
 
 The phases, each a pure function returning a frozen result the next ones read:
-1. optimization.py `optimization()` -> `Optimization`: state (OptimizationState), status.optimization, Optimized;
+1. optimization.py `optimization()` -> `Optimization`: state (OptimizationState), status.optimization, Optimized,
+   the runtime (tuning.choose_runtime, once per pass);
 2. serving.py `serving_target()` -> `Serving`: the target the serving Deployment runs, the canary, pod health;
 3. serving.py `failures()` -> `Outcome`: rollback or Stalled; `rollout()` -> `Rollout`: status.model, last good;
 4. conditions.py `conditions()` -> `Verdict`: Ready, Stalled, Reconciling, Available, Degraded, the SLO;
@@ -50,8 +51,7 @@ __all__ = ["Observed", "Plan", "OptimizationState", "HealthState", "decide", "la
 def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
     """The whole decision for one reconcile: the phases in order (see the module docstring)."""
     opt = optimization(spec, obs)
-    runtime, runtime_reason = tuning.choose_runtime(spec, opt.record)
-    requested = dataclasses.replace(target_from_spec(spec), runtime=runtime)
+    requested = dataclasses.replace(target_from_spec(spec), runtime=opt.runtime.name)
     s = serving_target(spec, obs, opt, requested)
     o = failures(spec, obs, s, opt)
     r = rollout(spec, obs, s, o, opt)
@@ -65,7 +65,7 @@ def decide(spec: ModelDeploymentSpec, obs: Observed) -> Plan:
     if o.target is not None:
         batching, batching_status = tuning.serving_batching(spec, opt.record, o.target.runtime)
         serving = dataclasses.replace(spec, serving=dataclasses.replace(spec.serving, batching=batching))
-        serving_block = _serving_block(spec, obs, s, o, v, runtime_reason, batching_status)
+        serving_block = _serving_block(spec, obs, s, o, v, opt.runtime.reason, batching_status)
     return Plan(status=_status(spec, obs, opt, r, v, serving_block, o.rollback, health, rollout_block),
                 create_job=opt.create_job, target=o.target, serving=serving, last_good=r.last_good,
                 rolled_back=o.rolled_back_now, canary=s.canary,

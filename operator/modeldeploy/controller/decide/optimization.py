@@ -2,10 +2,12 @@
 
 `optimization(spec, obs)` reads the stored status.optimization, the latched Optimized condition and the
 optimizer Job (its report, or its AlreadyPublished answer), and returns a frozen `Optimization`: the state, the
-new status.optimization, the conditions with Optimized set, the Events, and whether to create the Job.
+new status.optimization, the conditions with Optimized set, the Events, whether to create the Job, and the
+runtime the version is served with (chosen once here from the record; the later phases read it).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from modeldeploy.api import status as st
@@ -28,6 +30,7 @@ class Optimization:
     conditions: list              # the stored conditions with Optimized set
     events: tuple = ()
     create_job: bool = False
+    runtime: tuning.RuntimeChoice | None = None     # set by optimization(), from `record`
 
     @property
     def optimized(self) -> dict:
@@ -36,7 +39,14 @@ class Optimization:
 
 
 def optimization(spec: ModelDeploymentSpec, obs: Observed) -> Optimization:
-    """Decide the optimization step: nothing to do, published, waiting for its Job, or failed."""
+    """Decide the optimization step: nothing to do, published, waiting for its Job, or failed; with the runtime."""
+    opt = _optimization(spec, obs)
+    if opt.runtime is not None:       # chosen already: a published version's figures are those of its runtime
+        return opt
+    return dataclasses.replace(opt, runtime=tuning.choose_runtime(spec, opt.record))
+
+
+def _optimization(spec: ModelDeploymentSpec, obs: Observed) -> Optimization:
     status = obs.status or {}
     conds = Conditions(status.get("conditions"), obs.generation, obs.now)
     prev = dict(status.get("optimization") or {})
@@ -58,13 +68,14 @@ def optimization(spec: ModelDeploymentSpec, obs: Observed) -> Optimization:
 def _published_before(spec: ModelDeploymentSpec, prev: dict, conds: Conditions) -> Optimization:
     """The version was published by an earlier pass: keep its record and the condition that says so."""
     optimized = cond(conds.items, st.OPTIMIZED)
-    if tuning.choose_runtime(spec, prev)[0] in runtimes_of(prev):   # else _servable says why it cannot serve
+    runtime = tuning.choose_runtime(spec, prev)
+    if runtime.name in runtimes_of(prev):       # else _servable says why it cannot serve
         if optimized.get("status") != "True":       # e.g. the condition was lost: say it again
             conds.set(st.OPTIMIZED, True, Reason.JOB_SUCCEEDED,
                       f"version {spec.model.version} is published at {prev['uri']}")
         else:
             conds.set(st.OPTIMIZED, True, optimized["reason"], optimized.get("message") or "published")
-    return _servable(spec, prev, conds)
+    return _servable(spec, prev, conds, runtime=runtime)
 
 
 def _from_job(spec: ModelDeploymentSpec, obs: Observed, prev: dict, conds: Conditions) -> Optimization:
@@ -143,18 +154,20 @@ def _already_published(spec: ModelDeploymentSpec, published_report: dict | None,
     return _servable(spec, record, conds)
 
 
-def _servable(spec: ModelDeploymentSpec, record: dict, conds: Conditions, events: tuple = ()) -> Optimization:
-    """A published version, with the figures of the runtime the spec serves it with; FAILED (nothing rolls
-    out, what serves keeps serving) when the version has no artefact for that runtime."""
-    runtime, _ = tuning.choose_runtime(spec, record)
-    if runtime in runtimes_of(record):
-        return Optimization(OptimizationState.PUBLISHED, for_runtime(record, runtime, spec.serving.gpus),
-                            conds.items, events)
+def _servable(spec: ModelDeploymentSpec, record: dict, conds: Conditions, events: tuple = (),
+              runtime: tuning.RuntimeChoice | None = None) -> Optimization:
+    """A published version, with the figures of the runtime the spec serves it with (`runtime`: when chosen
+    already, from this record); FAILED (nothing rolls out, what serves keeps serving) when the version has no
+    artefact for that runtime. for_runtime keeps what choose_runtime reads, so the choice holds for its record."""
+    runtime = runtime or tuning.choose_runtime(spec, record)
+    if runtime.name in runtimes_of(record):
+        return Optimization(OptimizationState.PUBLISHED, for_runtime(record, runtime.name, spec.serving.gpus),
+                            conds.items, events, runtime=runtime)
     conds.set(st.OPTIMIZED, False, Reason.RUNTIME_UNAVAILABLE,
-              f"version {spec.model.version} has no artefact for spec.serving.runtime {runtime} (the TFLite "
+              f"version {spec.model.version} has no artefact for spec.serving.runtime {runtime.name} (the TFLite "
               f"converter could not convert this model, or model.tflite failed the gates; the optimizer Job's log "
               f"and report.json say why): serve it with runtime tensorflow or auto")
-    return Optimization(OptimizationState.FAILED, record, conds.items, events)
+    return Optimization(OptimizationState.FAILED, record, conds.items, events, runtime=runtime)
 
 
 def _fmt(value) -> str:

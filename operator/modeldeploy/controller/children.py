@@ -1,0 +1,104 @@
+"""Writing a ModelDeployment's children: what this pass wants of each, in the apply order of their registry.
+
+`wanted(ctx, spec, plan)` lists the children a plan decides about, from the pure builders (`desired` None: the
+child must not exist); `write(...)` checks every name before the first write, so a conflict changes nothing, then
+creates, applies or deletes each in order. What differs between kinds is in resources/kinds.py: a kind whose CRD
+is optional (the ServiceMonitor) is written only while the API serves it, the Job is only ever created, and a
+kind the operator does not watch is read with a GET, only when what we want of it changed or every
+RECHECK_SECONDS to repair edits, not on every reconcile.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from modeldeploy.api import names
+from modeldeploy.controller import apply, decide
+from modeldeploy.controller.context import Context, Result
+from modeldeploy.resources import job as job_builder
+from modeldeploy.resources import kinds, networkpolicy, servicemonitor
+from modeldeploy.resources.canary import build_canary_deployment
+from modeldeploy.resources.render import build_serving
+
+RECHECK_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Child:
+    """One child a plan decides about, by name; `desired` None: it must not exist (ours is deleted)."""
+    kind: kinds.ChildKind
+    name: str
+    desired: dict | None
+
+
+def wanted(ctx: Context, spec, plan: decide.Plan) -> list[Child]:
+    """The children of this pass in apply order. The serving ones only once there is a target (until then what
+    serves is left alone), the Job only when it is to be created, the canary Deployment always: beside the
+    serving one while a canary runs, else ours goes (promoted, rolled back, cancelled)."""
+    name, serving_name = spec.name, names.serving_name(spec.name)
+    out = [Child(kinds.NETWORK_POLICY, serving_name, networkpolicy.build_network_policy(spec, ctx.egress_cidrs))]
+    if plan.create_job:
+        job = job_builder.build_job(spec, images=ctx.tool_images, allow_unsafe_formats=ctx.allow_unsafe_formats)
+        out.append(Child(kinds.JOB, job["metadata"]["name"], job))
+    canary = plan.canary if plan.canary is not None and plan.canary.running else None
+    if plan.target is not None:
+        serving = build_serving(plan.serving or spec, plan.target, ctx.tool_images, plan.last_good,
+                                canary.split.stable if canary is not None else None)
+        out += [Child(kinds.BY_KIND[kind], names.config_map_name(name) if kind == "ConfigMap" else serving_name,
+                      desired) for kind, desired in serving.items()]
+        out.append(Child(kinds.SERVICE_MONITOR, serving_name, servicemonitor.build_servicemonitor(spec)))
+    out.append(Child(kinds.DEPLOYMENT, names.canary_name(name), build_canary_deployment(
+        plan.serving or spec, canary.target, canary.split.canary, ctx.tool_images) if canary is not None else None))
+    return sorted(out, key=lambda child: child.kind.order)      # stable: the canary after the serving Deployment
+
+
+def write(ctx: Context, spec, plan: decide.Plan, owner: dict, kids: dict, result: Result) -> None:
+    """Write what `wanted` lists: every name checked first, then each child created, applied or deleted."""
+    todo = []
+    for child in wanted(ctx, spec, plan):
+        if child.kind.optional and not ctx.kube.crd_exists(child.kind.api_version, child.kind.plural):
+            continue                    # the CRD is not installed: nothing to write, nothing of ours to delete
+        if child.kind.index is not None:
+            todo.append((child, apply.first(kids[child.kind.kind], child.name)))
+        elif not _recently_written(ctx, spec, child, owner):
+            todo.append((child, ctx.kube.get(child.kind.kind, spec.namespace, child.name)))
+    for child, live in todo:
+        # The Job is not checked: its create answers a taken name itself. An unwatched kind's GET just said
+        # whether the name is taken (check_owner would only ask again).
+        unread = live is None and child.kind.index is None
+        if child.desired is not None and not child.kind.create_only and not unread:
+            ctx.kube.check_owner(child.desired, owner, live)
+    for child, live in todo:
+        _write_one(ctx, spec, child, owner, live, result)
+
+
+def _write_one(ctx: Context, spec, child: Child, owner: dict, live: dict | None, result: Result) -> None:
+    kube, kind = ctx.kube, child.kind.kind
+    if child.kind.create_only:
+        action, _ = kube.create(child.desired, owner)
+    elif child.desired is None:
+        if live is None or not apply.owned_by(live, owner["uid"]):
+            return                      # anyone else's object is left alone
+        kube.delete(kind, live)
+        action = "deleted"
+    else:
+        action, _ = kube.ensure(child.desired, owner, live)
+        if child.kind.index is None:
+            ctx.unwatched[_unwatched_key(spec, child, owner)] = (_digest(child), time.monotonic())
+    if action != "unchanged":
+        result.actions.append(f"{kind} {action}")
+
+
+def _unwatched_key(spec, child: Child, owner: dict) -> tuple:
+    return child.kind.kind, spec.namespace, child.name, owner["uid"]
+
+
+def _digest(child: Child) -> str:
+    return json.dumps(child.desired, sort_keys=True)
+
+
+def _recently_written(ctx: Context, spec, child: Child, owner: dict) -> bool:
+    """Whether an unwatched child was written as it is wanted now, less than RECHECK_SECONDS ago."""
+    seen = ctx.unwatched.get(_unwatched_key(spec, child, owner))
+    return seen is not None and seen[0] == _digest(child) and time.monotonic() - seen[1] < RECHECK_SECONDS

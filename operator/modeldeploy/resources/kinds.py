@@ -1,0 +1,98 @@
+"""The kinds of a ModelDeployment's children: the one table the operator derives everything about them from. Pure.
+
+One frozen `ChildKind` per kind says where it lives in the API (group, version, plural: the REST path and the Kopf
+selector), where it comes in the apply order, whether its CRD may be absent (`optional`), how the operator reads
+it (a Kopf index of slimmed objects, or a GET when it cannot be watched) and whether its watch events wake the
+ModelDeployment's monitor entry. From `CHILDREN` come: the Kopf indexes, event handlers and watch selectors
+(controller/handlers.py), the API paths (controller/apply.py), the apply order of the reconciler
+(controller/children.py) and of `modeldeploy render` (render.py).
+
+Every child is namespaced: a namespaced owner cannot own cluster-scoped objects, so there is no flag for it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+def slim_object(obj: dict | None) -> dict | None:
+    """Without managedFields: they are large and never compared."""
+    if not obj:
+        return obj
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    return dict(obj, metadata=meta)
+
+
+def slim_pod(obj: dict) -> dict:
+    """What the health checks and Job reports need of a pod (pods are many: keep the cache small)."""
+    meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    return {"metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "labels", "creationTimestamp",
+                                                 "deletionTimestamp", "resourceVersion", "ownerReferences")},
+            "spec": {"nodeName": spec.get("nodeName"),
+                     "containers": [{"name": c.get("name"), "image": c.get("image")}
+                                    for c in spec.get("containers") or ()]},
+            "status": dict(obj.get("status") or {})}
+
+
+@dataclass(frozen=True)
+class ApiKind:
+    """A kind the operator sends requests for."""
+    kind: str
+    group: str               # "" for the core group
+    version: str
+    plural: str
+
+    @property
+    def api_version(self) -> str:
+        """apiVersion of its objects, and the group/version discovery is asked about."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def prefix(self) -> str:
+        """The REST path its resources are under."""
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+
+    @property
+    def selector(self) -> tuple[str, ...]:
+        """Kopf's resource selector: (group, version, plural), or (version, plural) in the core group."""
+        return (self.group, self.version, self.plural) if self.group else (self.version, self.plural)
+
+
+@dataclass(frozen=True)
+class ChildKind(ApiKind):
+    """A kind of child: how the reconciler writes it and how the operator reads it."""
+    order: int | None = None          # position in the apply order; None: never written (pods are the Job's and
+                                      # the Deployments')
+    index: str | None = None          # the Kopf index caching it; None: not watched, read with a GET when needed
+    slim: Callable[[dict], dict | None] = slim_object    # what of each object the index keeps
+    optional: bool = False            # its CRD may be absent: written only while the API serves the kind
+    create_only: bool = False         # POSTed once and never updated (the optimizer Job: its spec is immutable)
+    wakes: bool = False               # its watch events wake the ModelDeployment (rollouts, Jobs as they happen)
+
+
+# In apply order: the NetworkPolicy before the Job's pod or a serving pod starts; the ConfigMap before the pods
+# that mount it; the HPA after the Deployment it scales; the ServiceMonitor last (it selects the Service).
+NETWORK_POLICY = ChildKind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", order=0,
+                           index="md_networkpolicies")
+JOB = ChildKind("Job", "batch", "v1", "jobs", order=1, index="md_jobs", create_only=True, wakes=True)
+CONFIG_MAP = ChildKind("ConfigMap", "", "v1", "configmaps", order=2, index="md_configmaps")
+SERVICE = ChildKind("Service", "", "v1", "services", order=3, index="md_services")
+DEPLOYMENT = ChildKind("Deployment", "apps", "v1", "deployments", order=4, index="md_deployments", wakes=True)
+HPA = ChildKind("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers", order=5,
+                index="md_hpas")
+PDB = ChildKind("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", order=6, index="md_pdbs")
+# The Prometheus Operator's CRD is on few clusters and may come and go: not watched (a watch on an absent kind
+# fails), read with a GET instead.
+SERVICE_MONITOR = ChildKind("ServiceMonitor", "monitoring.coreos.com", "v1", "servicemonitors", order=7,
+                            optional=True)
+POD = ChildKind("Pod", "", "v1", "pods", index="md_pods", slim=slim_pod)
+
+CHILDREN = (NETWORK_POLICY, JOB, CONFIG_MAP, SERVICE, DEPLOYMENT, HPA, PDB, SERVICE_MONITOR, POD)
+BY_KIND = {k.kind: k for k in CHILDREN}
+CACHED = tuple(k for k in CHILDREN if k.index is not None)
+
+
+def apply_order(kind: str) -> int:
+    """Where objects of `kind` come when children are written (sort key)."""
+    return BY_KIND[kind].order
