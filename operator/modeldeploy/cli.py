@@ -90,18 +90,34 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-level", default=argparse.SUPPRESS, help="Python logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_render(sub)
+    _add_optimize(sub, common)
+    _add_pull(sub, common)
+    _add_version(sub)
+    return parser
 
-    from modeldeploy import controller, resources
+
+def _add_run(sub) -> None:
+    """`modeldeploy run`: its flags come from modeldeploy.controller."""
+    from modeldeploy import controller
     run = sub.add_parser("run", help="run the operator against $KUBECONFIG or the in-cluster config",
                          description=controller.DESCRIPTION)
     controller.add_arguments(run)
     run.set_defaults(func=_run, parser=run)
 
+
+def _add_render(sub) -> None:
+    """`modeldeploy render`: its flags come from modeldeploy.resources."""
+    from modeldeploy import resources
     render = sub.add_parser("render", help="print the Kubernetes objects a ModelDeployment produces",
                             description=resources.RENDER_DESCRIPTION)
     resources.add_render_arguments(render)
     render.set_defaults(func=_render, parser=render)
 
+
+def _add_optimize(sub, common: argparse.ArgumentParser) -> None:
+    """`modeldeploy optimize`: what the optimizer Job runs (its exit codes are in the description)."""
     opt = sub.add_parser("optimize", parents=[common], help="prune, quantize, evaluate, gate and publish one model version",
                          description=exitcodes.optimize_help())
     opt.add_argument("--source", required=True, help="trained model: SavedModel dir or .keras/.h5 file URI")
@@ -144,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "examples fine-tune with)")
     opt.set_defaults(func=_optimize, parser=opt)
 
+
+def _add_pull(sub, common: argparse.ArgumentParser) -> None:
+    """`modeldeploy pull`: copy one published version (or a SavedModel as it is) to a local directory."""
     pull = sub.add_parser("pull", parents=[common], help="copy one published version (checks its _COMPLETE marker)")
     pull.add_argument("uri", metavar="URI", help="version URI, e.g. s3://models/digits/optimized/3")
     pull.add_argument("dest", metavar="DEST", help="local directory to create, e.g. /models/digits/3")
@@ -160,9 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="copy a SavedModel directory that was never published (serving without optimization)")
     pull.set_defaults(func=_pull, parser=pull)
 
+
+def _add_version(sub) -> None:
+    """`modeldeploy version`: no flags."""
     version = sub.add_parser("version", help="print the modeldeploy version")
     version.set_defaults(func=_version, parser=version)
-    return parser
 
 
 def main(argv=None) -> int:

@@ -1,12 +1,12 @@
-"""apply's pure parts: the owned-fields comparison that decides "no write", merge patches, schema pruning,
-and health findings from pod dicts."""
+"""The pure parts of writing (controller/diff.py): the owned-fields comparison that decides "no write", merge
+patches, schema pruning; health findings from pod dicts; and what Kube sends to replace a Deployment."""
 from __future__ import annotations
 
 import copy
 
 import pytest
 
-from modeldeploy.controller import apply, health
+from modeldeploy.controller import apply, diff, health
 from modeldeploy.controller.observe import target_of_template
 from modeldeploy.resources.deployment import ServingTarget, build_deployment
 from tests.unit.test_resources import IMAGES, md
@@ -34,11 +34,11 @@ SUBSET_CASES = [
 
 @pytest.mark.parametrize("name,desired,live,expected", SUBSET_CASES, ids=[c[0] for c in SUBSET_CASES])
 def test_is_subset(name, desired, live, expected):
-    assert apply.is_subset(desired, live, "") is expected
+    assert diff.is_subset(desired, live, "") is expected
 
 
 def _live(obj, **extra):
-    live = copy.deepcopy(apply.with_owner(obj, OWNER))
+    live = copy.deepcopy(diff.with_owner(obj, OWNER))
     live = {**live, "metadata": {**live["metadata"], "uid": "x", "resourceVersion": "7", "generation": 3},
             "status": {"replicas": 3}}
     live["spec"] = {**live["spec"], "revisionHistoryLimit": 10, **extra}
@@ -48,13 +48,13 @@ def _live(obj, **extra):
 def test_needs_apply_only_for_owned_fields():
     desired = build_deployment(md(autoscaling={"maxReplicas": 4}), None, IMAGES)
     live = _live(desired, replicas=3)                                        # the HPA's replicas: not ours
-    assert not apply.needs_apply(desired, live, OWNER)
+    assert not diff.needs_apply(desired, live, OWNER)
     edited = _live(desired)
     edited["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:1"
-    assert apply.needs_apply(desired, edited, OWNER)
+    assert diff.needs_apply(desired, edited, OWNER)
     orphan = dict(live, metadata=dict(live["metadata"], ownerReferences=[]))
-    assert apply.needs_apply(desired, orphan, OWNER)
-    assert apply.needs_apply(desired, None, OWNER)
+    assert diff.needs_apply(desired, orphan, OWNER)
+    assert diff.needs_apply(desired, None, OWNER)
 
 
 MERGE_CASES = [
@@ -69,7 +69,7 @@ MERGE_CASES = [
 
 @pytest.mark.parametrize("name,old,new,patch", MERGE_CASES, ids=[c[0] for c in MERGE_CASES])
 def test_merge_patch(name, old, new, patch):
-    assert apply.merge_patch(old, new) == patch
+    assert diff.merge_patch(old, new) == patch
 
 
 def test_prune_to_schema():
@@ -79,7 +79,7 @@ def test_prune_to_schema():
                                                "kopf": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}
     status = {"model": {"v": 1, "lastGoodImage": "x"}, "conditions": [{"type": "Ready", "junk": 1}],
               "kopf": {"any": 1}, "other": 2}
-    assert apply.prune(status, schema) == {"model": {"v": 1}, "conditions": [{"type": "Ready"}], "kopf": {"any": 1}}
+    assert diff.prune(status, schema) == {"model": {"v": 1}, "conditions": [{"type": "Ready"}], "kopf": {"any": 1}}
 
 
 def test_target_of_template_roundtrip():
@@ -166,7 +166,7 @@ def test_a_deployment_switching_to_canary_is_replaced_orphaning_its_pods():
                 rollout={"strategy": "canary", "steps": [{"weight": 50, "durationSeconds": 300}]})
     live = _live(build_deployment(rolling, None, IMAGES))
     desired = build_deployment(canary, None, IMAGES)
-    assert apply.selector_replaced(desired, live) and not apply.selector_replaced(desired, None)
+    assert diff.selector_replaced(desired, live) and not diff.selector_replaced(desired, None)
     assert desired["spec"]["template"] == live["spec"]["template"]           # same pods: the ReplicaSet is reused
     kube = _RecordingKube()
     assert kube.ensure(desired, OWNER, live) == ("replaced", None)
@@ -174,4 +174,4 @@ def test_a_deployment_switching_to_canary_is_replaced_orphaning_its_pods():
     assert method == "DELETE" and path.endswith("/deployments/digits")
     assert body["propagationPolicy"] == "Orphan" and body["preconditions"] == {"uid": "x"}
     # Back to rolling: the canary selector already selects every stable pod; nothing to replace.
-    assert not apply.selector_replaced(build_deployment(rolling, None, IMAGES), _live(desired))
+    assert not diff.selector_replaced(build_deployment(rolling, None, IMAGES), _live(desired))

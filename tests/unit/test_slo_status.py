@@ -115,10 +115,10 @@ def test_without_an_slo_there_is_no_metrics_block():
 
 def test_the_status_schema_keeps_the_metrics_block():
     from modeldeploy.api.crd import status_schema
-    from modeldeploy.controller import apply
+    from modeldeploy.controller import diff
     spec = md(monitoring={"slo": SLO})
     status = step(spec, serving_status(spec), fig(p99=412.3, err=0.2), T0).status
-    assert apply.prune(status, status_schema()) == status
+    assert diff.prune(status, status_schema()) == status
 
 
 def test_operator_metrics_follow_the_verdict():

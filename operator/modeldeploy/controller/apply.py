@@ -15,7 +15,7 @@ Writes:
 - `patch_status(body, old, new)`: a JSON merge patch of status with only what changed; nothing when equal.
 - `post_event(body, type, reason, message)`: a core/v1 Event on the ModelDeployment.
 Every write is counted (`writes`), logged at DEBUG and, with $MODELDEPLOY_WRITE_LOG, appended to that file
-(the tests count writes with it).
+(the tests count writes with it). What is compared and patched is decided by the pure functions of diff.py.
 
 Reads come from `cache` (the Kopf indexes: informers kept current by watch events) when one is given, else from
 a LIST by label selector; the objects this process wrote are overlaid for a few seconds until the watch
@@ -31,12 +31,12 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Callable, Iterable
+from typing import Callable
 
 from kubernetes.client.rest import ApiException
 
-from modeldeploy.api import names, quantity
-from modeldeploy.controller import obslog
+from modeldeploy.api import names
+from modeldeploy.controller import diff, obslog
 from modeldeploy.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
 from modeldeploy.api.status import timestamp
 from modeldeploy.resources import kinds
@@ -72,128 +72,6 @@ class NameConflict(Exception):
                          f"object, or give the ModelDeployment another name")
         self.kind, self.name = kind, name
 
-
-def owner_reference(body: dict) -> dict:
-    """Controller owner reference to the ModelDeployment: garbage collection deletes the child with it."""
-    meta = body["metadata"]
-    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": meta["name"], "uid": meta["uid"],
-            "controller": True, "blockOwnerDeletion": True}
-
-
-def with_owner(desired: dict, owner: dict) -> dict:
-    """A copy of `desired` carrying the owner reference."""
-    out = dict(desired)
-    out["metadata"] = dict(desired["metadata"], ownerReferences=[owner])
-    return out
-
-
-# --------------------------------------------------------------------------------------------- comparison
-
-def _empty(value) -> bool:
-    return value is None or value == [] or value == {}
-
-
-def is_subset(desired, live, path: str = "") -> bool:
-    """True when every field we set in `desired` has the same value in `live` (server defaults ignored).
-
-    Normalised: empty lists/maps match absent fields (the API server drops them), quantities compare by value
-    under `resources` ("0.5" == "500m"), and int-or-string values compare as strings (maxSurge 1 == "1").
-    """
-    if isinstance(desired, dict):
-        if not isinstance(live, dict):
-            return _empty(desired) and _empty(live)
-        for key, value in desired.items():
-            if key not in live or live[key] is None:
-                if not _empty(value):
-                    return False
-                continue
-            if not is_subset(value, live[key], f"{path}.{key}"):
-                return False
-        return True
-    if isinstance(desired, list):
-        if not isinstance(live, list):
-            return _empty(desired) and _empty(live)
-        return len(desired) == len(live) and all(is_subset(d, v, f"{path}[]") for d, v in zip(desired, live))
-    if desired == live and type(desired) is type(live):
-        return True
-    if isinstance(desired, bool) or isinstance(live, bool):
-        return False                     # same type was handled above; True is not 1 here
-    if ".resources." in path + "." and (".limits." in path + "." or ".requests." in path + "."):
-        a, b = quantity.value(desired), quantity.value(live)
-        return a is not None and a == b
-    if isinstance(desired, (int, float)) and isinstance(live, (int, float)):
-        return desired == live
-    if isinstance(desired, (int, str)) and isinstance(live, (int, str)):
-        return str(desired) == str(live)
-    return False
-
-
-def owned_by(obj: dict, uid: str) -> bool:
-    """True when `obj` has a controller owner reference to the ModelDeployment with this uid."""
-    return any(r.get("uid") == uid and r.get("controller") for r in (obj.get("metadata") or {}).get("ownerReferences") or ())
-
-
-def selector_replaced(desired: dict, live: dict | None) -> bool:
-    """Whether `desired` asks a live Deployment for another selector, which the API server refuses (immutable).
-    A selector that only adds nothing to the live one (strategy canary back to rolling) is no change."""
-    if live is None or desired.get("kind") != "Deployment":
-        return False
-    return not is_subset((desired.get("spec") or {}).get("selector") or {},
-                         (live.get("spec") or {}).get("selector") or {})
-
-
-def needs_apply(desired: dict, live: dict | None, owner: dict) -> bool:
-    """True when the live object is missing, lacks our owner reference, or differs in a field we own."""
-    if live is None:
-        return True
-    if not owned_by(live, owner["uid"]):
-        return True
-    meta_d, meta_l = desired.get("metadata") or {}, live.get("metadata") or {}
-    for key in ("labels", "annotations"):
-        if not is_subset(meta_d.get(key) or {}, meta_l.get(key) or {}):
-            return True
-    body_d = {k: v for k, v in desired.items() if k not in ("metadata", "apiVersion", "kind", "status")}
-    body_l = {k: v for k, v in live.items() if k not in ("metadata", "apiVersion", "kind", "status")}
-    return not is_subset(body_d, body_l)
-
-
-def merge_patch(old, new):
-    """RFC 7386 merge patch turning `old` into `new` (None removes a key); {} when they are equal."""
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return new
-    patch = {}
-    for key in old.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        if key not in old:
-            patch[key] = value
-        elif isinstance(value, dict) and isinstance(old[key], dict):
-            sub = merge_patch(old[key], value)
-            if sub:
-                patch[key] = sub
-        elif value != old[key] or type(value) is not type(old[key]) and not _same_number(value, old[key]):
-            patch[key] = value
-    return patch
-
-
-def _same_number(a, b) -> bool:
-    return isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
-        and not isinstance(b, bool) and a == b
-
-
-def prune(value, schema: dict | None):
-    """Drop what the CRD's structural schema does not list (the API server would prune it and we'd see drift)."""
-    if schema is None or not isinstance(value, dict) or schema.get("x-kubernetes-preserve-unknown-fields"):
-        return value
-    props = schema.get("properties")
-    if props is None:
-        return value
-    return {k: prune(v, props[k]) if isinstance(v, dict) else
-            [prune(i, (props[k].get("items") or {})) for i in v] if isinstance(v, list) else v
-            for k, v in value.items() if k in props}
-
-
-# --------------------------------------------------------------------------------------------- the client
 
 class Kube:
     """API access for the reconciler. Thread-safe; one instance per operator process."""
@@ -276,7 +154,7 @@ class Kube:
                     by_name.pop(name, None)
                     continue
                 cached = by_name.get(name)
-                if cached is None or _newer(obj, cached):
+                if cached is None or diff.newer(obj, cached):
                     by_name[name] = obj
         return list(by_name.values())
 
@@ -336,19 +214,19 @@ class Kube:
         kind, meta = desired["kind"], desired["metadata"]
         if live is None:
             live = self.get(kind, meta["namespace"], meta["name"])
-        if live is not None and not owned_by(live, owner["uid"]):
+        if live is not None and not diff.owned_by(live, owner["uid"]):
             raise NameConflict(kind, meta["namespace"], meta["name"], live)
 
     def ensure(self, desired: dict, owner: dict, live: dict | None) -> tuple[str, dict | None]:
         """Server-side apply `desired` unless the live object already matches; returns (action, object).
         Callers run check_owner first: apply would take over any object of that name."""
-        if not needs_apply(desired, live, owner):
+        if not diff.needs_apply(desired, live, owner):
             return "unchanged", live
         kind, meta = desired["kind"], desired["metadata"]
-        if selector_replaced(desired, live):
+        if diff.selector_replaced(desired, live):
             self.delete(kind, live, orphan=True)
             return "replaced", None
-        body = with_owner(desired, owner)
+        body = diff.with_owner(desired, owner)
         obj = self._call("PATCH", self.path(kind, meta["namespace"], meta["name"]), body=body,
                          query=[("fieldManager", names.FIELD_MANAGER), ("force", "true")],
                          content_type="application/apply-patch+yaml")
@@ -360,7 +238,7 @@ class Kube:
         """POST `desired` (never updated later); an existing object of that name is returned as it is."""
         kind, meta = desired["kind"], desired["metadata"]
         try:
-            obj = self._call("POST", self.path(kind, meta["namespace"]), body=with_owner(desired, owner),
+            obj = self._call("POST", self.path(kind, meta["namespace"]), body=diff.with_owner(desired, owner),
                              query=[("fieldManager", names.FIELD_MANAGER)])
             self._write("create", kind, meta["namespace"], meta["name"])
             action = "created"
@@ -369,7 +247,7 @@ class Kube:
                 raise
             self._write("create-conflict", kind, meta["namespace"], meta["name"])
             obj, action = self.get(kind, meta["namespace"], meta["name"]), "exists"
-            if obj is not None and not owned_by(obj, owner["uid"]):
+            if obj is not None and not diff.owned_by(obj, owner["uid"]):
                 raise NameConflict(kind, meta["namespace"], meta["name"], obj)
         self._remember(kind, meta, kinds.slim_object(obj) if obj else None)
         return action, obj
@@ -390,13 +268,13 @@ class Kube:
 
     def patch_status(self, body: dict, old: dict, new: dict) -> dict | None:
         """Merge-patch the ModelDeployment's status with what changed; returns the object (None: no change)."""
-        patch = merge_patch(old or {}, new)
+        patch = diff.merge_patch(old or {}, new)
         if not patch:
             return None
         meta = body["metadata"]
         obj = self._call("PATCH", self.path(KIND, meta["namespace"], meta["name"], "status"),
                          body={"status": patch}, content_type="application/merge-patch+json")
-        self._write("patch-status", KIND, meta["namespace"], meta["name"], _changed_paths(patch))
+        self._write("patch-status", KIND, meta["namespace"], meta["name"], diff.changed_paths(patch))
         log.debug("status patch of %s/%s: %s", meta["namespace"], meta["name"], json.dumps(patch)[:2000])
         return obj
 
@@ -422,34 +300,9 @@ class Kube:
             log.warning("could not post Event %s: %s", reason, exc)
 
 
-def _changed_paths(patch: dict, prefix: str = "") -> list[str]:
-    """Dotted paths a merge patch touches (conditions by type): what the write log says a status write was for."""
-    out = []
-    for key, value in patch.items():
-        if key == "conditions" and isinstance(value, list):
-            out.append("conditions")
-        elif isinstance(value, dict):
-            out += _changed_paths(value, f"{prefix}{key}.")
-        else:
-            out.append(f"{prefix}{key}")
-    return out
-
-
-def _newer(a: dict, b: dict) -> bool:
-    """True when a's resourceVersion is newer than b's (etcd revisions; opaque strings compare as unequal)."""
-    ra, rb = (a.get("metadata") or {}).get("resourceVersion"), (b.get("metadata") or {}).get("resourceVersion")
-    if ra and rb and ra.isdigit() and rb.isdigit():
-        return int(ra) > int(rb)
-    return ra != rb
-
-
 def _api_message(exc: ApiException) -> str:
     try:
         return json.loads(exc.body).get("message", "")[:500]
     except (TypeError, ValueError, AttributeError):
         return str(exc.body)[:200] if exc.body else ""
 
-
-def first(items: Iterable[dict], name: str) -> dict | None:
-    """The object named `name` among `items`."""
-    return next((i for i in items if (i.get("metadata") or {}).get("name") == name), None)

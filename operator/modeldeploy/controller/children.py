@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from modeldeploy.api import names
-from modeldeploy.controller import apply, decide
+from modeldeploy.controller import decide, diff
 from modeldeploy.controller.context import Context, Result
 from modeldeploy.resources import job as job_builder
 from modeldeploy.resources import kinds, networkpolicy, servicemonitor
@@ -60,7 +60,7 @@ def write(ctx: Context, spec, plan: decide.Plan, owner: dict, kids: dict, result
         if child.kind.optional and not ctx.kube.crd_exists(child.kind.api_version, child.kind.plural):
             continue                    # the CRD is not installed: nothing to write, nothing of ours to delete
         if child.kind.index is not None:
-            todo.append((child, apply.first(kids[child.kind.kind], child.name)))
+            todo.append((child, diff.first(kids[child.kind.kind], child.name)))
         elif not _recently_written(ctx, spec, child, owner):
             todo.append((child, ctx.kube.get(child.kind.kind, spec.namespace, child.name)))
     for child, live in todo:
@@ -78,7 +78,7 @@ def _write_one(ctx: Context, spec, child: Child, owner: dict, live: dict | None,
     if child.kind.create_only:
         action, _ = kube.create(child.desired, owner)
     elif child.desired is None:
-        if live is None or not apply.owned_by(live, owner["uid"]):
+        if live is None or not diff.owned_by(live, owner["uid"]):
             return                      # anyone else's object is left alone
         kube.delete(kind, live)
         action = "deleted"

@@ -11,7 +11,7 @@ import time
 
 from modeldeploy.api import names
 from modeldeploy.api import spec as specmod
-from modeldeploy.controller import apply, decide, health, observe, published
+from modeldeploy.controller import decide, diff, health, observe, published
 from modeldeploy.controller.context import Context
 from modeldeploy.resources import job as job_builder
 
@@ -106,16 +106,16 @@ def observed(ctx: Context, spec: specmod.ModelDeploymentSpec, meta: dict, old_st
     name, generation = meta["name"], int(meta.get("generation") or 1)
     pods = kids["Pod"]
     job_name = job_builder.job_name(spec) if spec.optimization is not None else None
-    job = apply.first(kids["Job"], job_name) if job_name else None
+    job = diff.first(kids["Job"], job_name) if job_name else None
     job_view = observe.job_view(job, _job_pods(pods, job_name)) if job is not None else None
     is_published, report = (None, None)
     if _needs_storage(spec, old_status, job_view):
         is_published, report = _storage_check(ctx, spec)
-    dep = apply.first(kids["Deployment"], names.serving_name(name))
+    dep = diff.first(kids["Deployment"], names.serving_name(name))
     dep_view = observe.deployment_view(dep)
-    canary_view = observe.deployment_view(apply.first(kids["Deployment"], names.canary_name(name)))
+    canary_view = observe.deployment_view(diff.first(kids["Deployment"], names.canary_name(name)))
     serving_pods = [p for p in pods if _component(p) == names.COMPONENT_SERVING]
-    recorded = observe.recorded_last_good(apply.first(kids["ConfigMap"], names.config_map_name(name)))
+    recorded = observe.recorded_last_good(diff.first(kids["ConfigMap"], names.config_map_name(name)))
     state, state_message = _model_state(ctx, spec, serving_pods, dep_view.target)
     uid = meta.get("uid") or f"{meta['namespace']}/{name}"
     figures = _serving_metrics(ctx, spec, uid, serving_pods, dep_view.target, interval_check)

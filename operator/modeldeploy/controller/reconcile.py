@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from modeldeploy.api import spec as specmod
 from modeldeploy.api.status import STALLED, EventType, Reason, event, seconds_between, timestamp
-from modeldeploy.controller import apply, children, decide, gather, metrics, obslog
+from modeldeploy.controller import apply, children, decide, diff, gather, metrics, obslog
 from modeldeploy.controller.context import Context, Result
 from modeldeploy.controller.decide.optimization import OPTIMIZATION_FAILURES
 from modeldeploy.resources import kinds
@@ -45,12 +45,12 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
     try:
         spec = specmod.parse(body, ctx.serving_images)
     except specmod.SpecError as exc:
-        new = apply.prune(obslog.redact_messages(decide.invalid_spec_status(old_status, generation, exc, now)),
+        new = diff.prune(obslog.redact_messages(decide.invalid_spec_status(old_status, generation, exc, now)),
                           ctx.status_schema)
         _write_status(ctx, body, old_status, new, result)
         return result
 
-    owner = apply.owner_reference(body)
+    owner = diff.owner_reference(body)
     kids = {kind.kind: kube.children(kind.kind, ns, name) for kind in kinds.CACHED}
     plan = decide.decide(spec, gather.observed(ctx, spec, meta, old_status, kids, interval_check, now))
 
@@ -60,7 +60,7 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
         if not _stall_on_children(exc, plan, old_status, generation, now):
             raise
 
-    new_status = apply.prune(obslog.redact_messages(plan.status), ctx.status_schema)
+    new_status = diff.prune(obslog.redact_messages(plan.status), ctx.status_schema)
     _write_status(ctx, body, old_status, new_status, result)
     for type_, reason, message in plan.events:
         message = obslog.redact(message)

@@ -217,7 +217,7 @@ def rollout(spec: ModelDeploymentSpec, obs: Observed, s: Serving, o: Outcome, op
             events.append(event(EventType.NORMAL, Reason.ROLLOUT_COMPLETED,
                                 f"version {target.version} serves on {ready_target} ready replicas"))
         model["lastGoodVersion"] = target.version
-        # Pruned by the API server (and by apply.prune_status) when the installed CRD lacks these fields.
+        # Pruned by the API server (and by diff.prune) when the installed CRD lacks these fields.
         model["lastGoodImage"], model["lastGoodUri"] = target.image, target.uri
         model["lastGoodRuntime"] = target.runtime
         last_good = target
