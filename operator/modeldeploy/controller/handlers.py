@@ -1,6 +1,8 @@
-"""Kopf handlers: thin. Settings in one startup handler; create/update/resume call the one `reconcile()`.
+"""Kopf handlers: thin. Settings in one startup handler; the monitor (controller/monitor.py) runs the one
+`reconcile()` for every ModelDeployment event that changes what to do, and on the health-check interval.
 
-Registered on import (Kopf's default registry). Besides the ModelDeployment handlers:
+Registered on import (Kopf's default registry), all of them indexes or event handlers: Kopf writes nothing on our
+objects (no diff-base or progress annotations, no finalizers). Besides the ModelDeployment event handler:
 - an index of each cached kind of child (resources/kinds.py: Deployments, Jobs, Pods, Services, ConfigMaps, HPAs,
   PDBs, NetworkPolicies), watched with a server-side label selector `app.kubernetes.io/managed-by=modeldeploy`:
   the reconciler's read cache, so an idle reconcile sends no request at all;
@@ -29,7 +31,6 @@ log = logging.getLogger(__name__)
 MD = (API_GROUP, API_VERSION, PLURAL)
 OURS = f"{names.LABEL_MANAGED_BY}={names.APP_NAME}"
 LABELS = {names.LABEL_MANAGED_BY: names.APP_NAME}
-ANNOTATION_PREFIX = "kopf.modeldeploy.io"
 
 
 def event_id(kind: kinds.ChildKind) -> str:
@@ -121,11 +122,7 @@ def cache(kind: str, namespace: str, md_name: str) -> list[dict] | None:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, logger, **kwargs):
     """Every Kopf setting we change, each with its reason; then the reconcile context and the monitor."""
-    # Kopf state in annotations, not in status: status is ours and its schema is strict (API.md).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
-    # Kopf's own "Handler succeeded" Events would be a write per spec change; we post one Event per transition.
+    # Kopf's own Events would be writes; we post one Event per transition.
     settings.posting.level = logging.WARNING
     # Reconnect watch streams every few minutes: a silently dropped connection must not freeze the operator.
     settings.watching.server_timeout = 300
@@ -133,9 +130,8 @@ async def configure(settings: kopf.OperatorSettings, logger, **kwargs):
     # Watch (and cache) only our children, never every Pod and ConfigMap of the cluster.
     for kind in kinds.CACHED:
         settings.watching.label_selectors[kind.selector] = OURS
-    # Sync reconciles mostly wait on the API: more threads than Kopf's default (CPUs + 4) keeps objects moving.
+    # Reconciles mostly wait on the API: more threads than CPUs keep objects moving (the monitor's pool).
     workers = int(os.environ.get("MODELDEPLOY_WORKERS", "16"))
-    settings.execution.max_workers = workers
 
     STATE.indices = {kind.index: kwargs[kind.index] for kind in kinds.CACHED if kind.index in kwargs}
     from kubernetes import client as k8s_client
@@ -143,7 +139,7 @@ async def configure(settings: kopf.OperatorSettings, logger, **kwargs):
     ctx = Context(kube=kube)
     await asyncio.get_running_loop().run_in_executor(None, ctx.load_schema)
     STATE.ctx = ctx
-    STATE.monitor = Monitor(_monitor_reconcile, _interval, workers=max(2, workers // 2))
+    STATE.monitor = Monitor(_monitor_reconcile, _interval, workers=workers)
     STATE.task = asyncio.create_task(STATE.monitor.run(), name="modeldeploy monitor")
     logger.info("modeldeploy: %d workers, model probes %s, interval override %s", workers,
                 "on" if ctx.probe_models else "off", ctx.interval_override)
@@ -170,20 +166,10 @@ def _monitor_reconcile(body: dict, interval_check: bool) -> dict | None:
 
 # ---------------------------------------------------------------------------------------------- handlers
 
-@kopf.on.resume(*MD)
-@kopf.on.create(*MD)
-@kopf.on.update(*MD)
-def reconcile_handler(body, **_):
-    """Create, update and resume: one level-based reconcile (the monitor takes over from here)."""
-    try:
-        STATE.monitor.reconcile_now(kinds.slim_object(plain(body)))
-    except apply.ApiError as exc:
-        raise kopf.TemporaryError(str(exc), delay=10) from None
-
-
 @kopf.on.event(*MD)
 async def md_event(type, body, **_):
-    """Keep the monitor's registry current (every watch event, our own status writes included)."""
+    """Keep the monitor's registry current (every watch event, our own status writes included); a new object
+    (created, or listed at start-up) or a new generation is reconciled at once."""
     if STATE.monitor is None:
         return
     deleted = type == "DELETED"

@@ -9,15 +9,21 @@ writes and no finalizers), runs at most `workers` reconciles at a time in a thre
   towards `failureThreshold`);
 - reconciles an object within about a second when one of its children changes (`touch`, from watch events of
   Deployments and Jobs): rollouts and Jobs are followed without polling;
-- starts an object only after a Kopf handler (create/update/resume) reconciled it once, because Kopf runs
-  those only when its caches (indexes) are filled;
-- serializes reconciles of one object (a per-object lock shared with the handlers).
+- reconciles an object at once when it is new to the registry (created, or listed when the operator starts) or
+  when its intent changed: its generation (the API server raises it on every spec change) or its deletion.
+  Status writes, ours included, change neither, so they cost no reconcile. Kopf delivers the events only once
+  its indexes are filled, so the first reconcile already reads a complete cache;
+- serializes reconciles of one object (a per-object lock).
+
+So Kopf's resource-changing handlers (create/update/resume) are not used: they would write their diff-base
+annotation on every object, a request per create and per spec change that a level-based reconcile never reads.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,12 +40,20 @@ class Entry:
     """One ModelDeployment known to the monitor."""
     body: dict
     lock: threading.Lock = field(default_factory=threading.Lock)
-    active: bool = False             # a Kopf handler has reconciled it at least once
+    intent: tuple = ()               # intent() of the newest body: a change schedules a reconcile at once
     running: bool = False
     due: float = 0.0                 # next reconcile (monotonic)
-    next_check: float = 0.0          # next interval check (monotonic)
+    next_check: float = math.inf     # next interval check (monotonic); the first one an interval after the first
+                                     # reconcile, so an object's start-up never counts towards failureThreshold
     failures: int = 0
     touched: float = 0.0             # when a child event last asked for a reconcile (monotonic)
+
+
+def intent(body: dict) -> tuple:
+    """What a reconcile acts on, beyond the children it watches: the object (uid), its spec (generation, raised
+    by the API server on every spec change) and whether it is being deleted. Not its status."""
+    meta = body.get("metadata") or {}
+    return meta.get("uid"), meta.get("generation"), bool(meta.get("deletionTimestamp"))
 
 
 def _rv(body: dict) -> int:
@@ -69,7 +83,8 @@ class Monitor:
         return meta.get("namespace") or "", meta.get("name") or ""
 
     def observe(self, body: dict, deleted: bool = False) -> None:
-        """A watch event of a ModelDeployment: keep the newest body (or forget a deleted object)."""
+        """A watch event of a ModelDeployment: keep the newest body (or forget a deleted object); a new object or
+        a new intent is reconciled at once."""
         key = self.key(body)
         with self.lock:
             if deleted:
@@ -77,10 +92,18 @@ class Monitor:
                 return
             entry = self.entries.get(key)
             if entry is None:
-                self.entries[key] = Entry(body=dict(body))
+                entry = self.entries[key] = Entry(body=dict(body))
             elif _rv(body) >= _rv(entry.body) or (body.get("metadata") or {}).get("uid") != \
                     (entry.body.get("metadata") or {}).get("uid"):
                 entry.body = dict(body)
+            else:
+                return                   # an older body than the one we hold (our own write's echo, reordered)
+            if intent(entry.body) != entry.intent:
+                # As a child's event does (touch): a reconcile already running is followed by another one.
+                entry.intent = intent(entry.body)
+                entry.touched = time.monotonic()
+                entry.due = 0.0
+                self._poke()
 
     def touch(self, namespace: str, name: str, delay: float = DEBOUNCE_SECONDS) -> None:
         """Something about this object changed (a child's event): reconcile it soon."""
@@ -96,29 +119,6 @@ class Monitor:
     def _poke(self) -> None:
         if self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
-
-    def _entry(self, body: dict) -> Entry:
-        self.observe(body)
-        with self.lock:
-            return self.entries[self.key(body)]
-
-    # -- reconciles --
-    def reconcile_now(self, body: dict) -> None:
-        """Reconcile from a Kopf handler (blocking; errors propagate so Kopf retries with backoff)."""
-        entry = self._entry(body)
-        with entry.lock:
-            started = time.monotonic()
-            newest = entry.body if _rv(entry.body) > _rv(body) else body
-            updated = self.reconcile_fn(newest, False)
-            with self.lock:
-                if updated is not None:
-                    self.observe(updated)
-                interval = self._interval(newest)
-                entry.active, entry.failures = True, 0
-                if entry.next_check <= started:
-                    entry.next_check = started + interval
-                self._reschedule(entry, started)
-        self._poke()
 
     @staticmethod
     def _reschedule(entry: Entry, started: float) -> None:
@@ -150,7 +150,7 @@ class Monitor:
                     if updated is not None:
                         self.observe(updated)
                     interval = self._interval(entry.body)
-                    if interval_check:
+                    if interval_check or entry.next_check == math.inf:
                         entry.next_check = now + interval
                     entry.failures = 0
                     self._reschedule(entry, now)
@@ -176,14 +176,14 @@ class Monitor:
                 with self.lock:
                     busy = sum(1 for e in self.entries.values() if e.running)
                     due = [] if self.paused else sorted(((e.due, k) for k, e in self.entries.items()
-                                                         if e.active and not e.running and e.due <= now))
+                                                         if not e.running and e.due <= now))
                     launch = [k for _, k in due[:max(0, self.workers - busy)]]
                     for k in launch:
                         self.entries[k].running = True
                 for k in launch:
                     self._loop.run_in_executor(self.executor, self._run_one, k)
                 with self.lock:
-                    upcoming = [e.due for e in self.entries.values() if e.active and not e.running]
+                    upcoming = [e.due for e in self.entries.values() if not e.running]
                 timeout = max(0.05, min(upcoming, default=now + 5.0) - time.monotonic())
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=min(timeout, 5.0))

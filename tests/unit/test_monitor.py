@@ -1,0 +1,131 @@
+"""controller/monitor.py: which watch events of a ModelDeployment cause a reconcile. Kopf's create/update/resume
+handlers are not used (their diff-base annotation is a write per object), so the monitor alone must reconcile a
+new object, a new generation and a spec change that arrives mid-reconcile, and must not reconcile on status
+echoes (our own writes)."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from modeldeploy.controller.monitor import Monitor
+
+
+def md(generation: int = 1, rv: int = 1, uid: str = "u1", **status) -> dict:
+    return {"metadata": {"namespace": "ns", "name": "m", "uid": uid, "generation": generation,
+                         "resourceVersion": str(rv)}, "status": status}
+
+
+class Recorder:
+    """reconcile_fn that records (generation, interval_check) and can hold a reconcile until released."""
+
+    def __init__(self, fail: int = 0):
+        self.calls: list[tuple[int, bool]] = []
+        self.fail = fail
+        self.hold: threading.Event | None = None
+        self.started = threading.Event()
+
+    def __call__(self, body: dict, interval_check: bool):
+        self.calls.append((body["metadata"]["generation"], interval_check))
+        self.started.set()
+        if self.hold is not None:
+            self.hold.wait(5)
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("API unavailable")
+        return None
+
+
+def wait(cond, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def drive(monitor: Monitor, script) -> None:
+    """Run the monitor's loop while `script(monitor)` runs in a thread (as Kopf's event handlers call it)."""
+    finished = threading.Event()
+
+    async def main():
+        task = asyncio.create_task(monitor.run(stopped=finished.is_set))
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, script, monitor)
+        finally:
+            finished.set()
+            monitor._poke()
+            await task
+    asyncio.run(main())
+
+
+def test_a_new_object_is_reconciled_once_and_status_echoes_cost_nothing():
+    rec = Recorder()
+
+    def script(m: Monitor):
+        m.observe(md())
+        wait(lambda: rec.calls)
+        m.observe(md(rv=2, phase="Ready"))    # our own status write, echoed: same generation
+        time.sleep(0.6)
+    drive(Monitor(rec, lambda body: 3600.0, workers=2), script)
+    assert rec.calls == [(1, False)]          # not an interval check: start-up never counts as a failed check
+
+
+def test_a_new_generation_is_reconciled_at_once_and_an_older_body_is_ignored():
+    rec = Recorder()
+
+    def script(m: Monitor):
+        m.observe(md())
+        wait(lambda: len(rec.calls) == 1)
+        m.observe(md(generation=2, rv=5))
+        m.observe(md(generation=1, rv=3))     # reordered, older: kept out
+        wait(lambda: len(rec.calls) == 2)
+        time.sleep(0.6)
+    drive(Monitor(rec, lambda body: 3600.0, workers=2), script)
+    assert rec.calls == [(1, False), (2, False)]
+
+
+def test_a_spec_change_during_a_reconcile_is_reconciled_after_it():
+    rec = Recorder()
+    rec.hold = threading.Event()
+
+    def script(m: Monitor):
+        m.observe(md())
+        rec.started.wait(5)
+        m.observe(md(generation=2, rv=2))
+        rec.hold.set()
+        wait(lambda: len(rec.calls) == 2)
+    drive(Monitor(rec, lambda body: 3600.0, workers=2), script)
+    assert [g for g, _ in rec.calls] == [1, 2]
+
+
+def test_a_recreated_object_with_the_same_name_is_reconciled():
+    rec = Recorder()
+
+    def script(m: Monitor):
+        m.observe(md())
+        wait(lambda: len(rec.calls) == 1)
+        m.observe(md(), deleted=True)
+        m.observe(md(uid="u2", rv=9))
+        wait(lambda: len(rec.calls) == 2)
+    drive(Monitor(rec, lambda body: 3600.0, workers=2), script)
+
+
+def test_a_failed_reconcile_is_retried_with_backoff():
+    rec = Recorder(fail=1)
+    monitor = Monitor(rec, lambda body: 3600.0, workers=2)
+
+    def script(m: Monitor):
+        m.observe(md())
+        wait(lambda: len(rec.calls) == 2)      # 2 s later (2 ** 1)
+        wait(lambda: m.entries[("ns", "m")].failures == 0)
+    drive(monitor, script)
+
+
+def test_the_interval_check_follows_the_first_reconcile():
+    rec = Recorder()
+
+    def script(m: Monitor):
+        m.observe(md())
+        wait(lambda: len(rec.calls) == 2)      # the interval's floor is 1 s (Monitor._interval)
+    drive(Monitor(rec, lambda body: 0.2, workers=2), script)
+    assert rec.calls == [(1, False), (1, True)]
