@@ -25,7 +25,7 @@ Why this and not the alternatives:
   MatMul/Conv and their neighbours, float32 for Softmax, Exp, Sum, Mean and the like) is more conservative;
   here those ops run in half too. TensorFlow's GPU Softmax accumulates half in float32, and MatMul and Conv2D
   in half accumulate in float32 by default (TF_FP16_MATMUL_USE_FP32_COMPUTE, TF_FP16_CONV_USE_FP32_COMPUTE);
-  the accuracy on the validation split, measured before publishing (pipeline.py), is the safety net.
+  the accuracy on the validation split, measured before publishing (gpu_variant.py), is the safety net.
 - Keras mixed precision (`mixed_float16`) needs a tf-keras model rebuilt under the policy; it covers neither
   Keras 3 files nor plain SavedModels, and keeps float32 variables cast on every call (float32 on disk).
 - This rewrite works on any frozen graph the optimizer exports, its result is a plain SavedModel whose op
