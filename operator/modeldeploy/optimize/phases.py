@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from modeldeploy.optimize import dataset as datasets
 from modeldeploy.optimize import (evaluate, export, gpu_variant, graphinfo, loading, onnx_export, prune, quantize,
-                                  training, warmup)
+                                  training, warmup, weights)
 from modeldeploy.optimize.measure import BATCH_CURVE, ONNX_NAME, TFLITE_NAME, latency_fields, measure, sample_inputs
 from modeldeploy.optimize.options import OptimizeOptions
 from modeldeploy.storage.errors import CorruptModel, UnsupportedModel, first_line
@@ -111,7 +111,7 @@ def export_baseline(ctx: Context) -> str:
     with timed(ctx, "export"):
         baseline_dir = os.path.join(ctx.work, "baseline")
         try:
-            export.export(ctx.src.fn, ctx.specs, baseline_dir, "float32")
+            export.save(*export.freeze(ctx.src.fn, ctx.specs), ctx.specs, baseline_dir)
         except Exception as exc:  # noqa: BLE001 - before any training: what cannot be exported cannot be served
             raise UnsupportedModel(f"the model cannot be exported as a SavedModel for TF Serving (freezing its "
                                    f"variables failed: {first_line(exc)})") from None
@@ -150,7 +150,7 @@ def export_optimized(ctx: Context, fn) -> Exported:
                         "node(s) (%s): TF Serving runs without XLA unless started with an XLA flag, so the published "
                         "SavedModel runs the same ops as a plain TensorFlow graph", len(jit_removed),
                         ", ".join(jit_removed[:5]) + (", ..." if len(jit_removed) > 5 else ""))
-        export.save(export.compress_weights(graph_def, quantize.STORAGE[ctx.opts.quantize]), ins, outs, ctx.specs,
+        export.save(weights.compress_weights(graph_def, quantize.STORAGE[ctx.opts.quantize]), ins, outs, ctx.specs,
                     out_dir)
         tflite_path = tflite_skipped = None
         if ctx.opts.quantize in quantize.TFLITE_MODES:
