@@ -275,7 +275,7 @@ def test_a_variant_beyond_the_accuracy_gate_or_answering_inf_is_left_out(digits,
     """The pipeline's own check of the variant: a GPU pod must never serve what failed it on this CPU."""
     import tensorflow as tf
 
-    from modeldeploy.optimize import dataset, evaluate, export, pipeline, training
+    from modeldeploy.optimize import dataset, evaluate, export, gpu_variant, training
 
     w = np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32)
     specs = [tf.TensorSpec([None, 64], tf.float32, name="pixels")]
@@ -292,8 +292,8 @@ def test_a_variant_beyond_the_accuracy_gate_or_answering_inf_is_left_out(digits,
         served = evaluate.predict(evaluate.SavedModelRunner(str(out_dir)), data.x_val)
         base = {"metric": 1.0, "pred": served}     # a perfect original: any real model falls short of it
         warnings = []
-        figures = pipeline._gpu_float16(frozen, specs, str(out_dir), base, {"pred": served}, data,
-                                        training.Task(classification=True), sample, "digit", 0.01, warnings)
+        figures = gpu_variant.build(frozen, specs, str(out_dir), base, {"pred": served}, data,
+                                    training.Task(classification=True), sample, "digit", 0.01, warnings)
         assert expected in figures["skipped"], figures
         assert warnings == [f"gpu-float16 skipped: {figures['skipped']}"]
         assert not (out_dir / "gpu-float16").exists() and (out_dir / "saved_model.pb").exists()

@@ -143,17 +143,7 @@ def optimization_record(report: dict | None) -> dict:
     """The report's figures in the shape of status.optimization (missing figures are left out), with the
     figures of each runtime the version can be served with (`for_runtime` puts those that serve on top)."""
     report = report or {}
-    out = {}
-    for key in REPORT_FIELDS:
-        value = report.get(key)
-        if value is None or isinstance(value, bool):
-            continue
-        if key in INT_FIELDS:
-            out[key] = int(value)
-        elif key in ("metric", "uri"):
-            out[key] = str(value)
-        else:
-            out[key] = float(value)
+    out = _scalar_figures(report)
     latency, download = report.get("latency") or {}, report.get("download") or {}
     for status_key, value in (("baselineLatencyB32Ms", latency.get("baselineB32")),
                               ("baselineLatencyP99Ms", latency.get("baselineB1P99")),
@@ -167,44 +157,75 @@ def optimization_record(report: dict | None) -> dict:
     for status_key, key in (("originalBytes", "sourceBytes"), ("originalCompressedBytes", "sourceCompressedBytes")):
         if download.get(key) is not None:
             out[status_key] = int(download[key])
-    runtimes = {}
-    for name, pulled in (download.get("runtimes") or {}).items():
-        if name not in RUNTIME_ARTEFACT and name != GPU_PULL:
-            continue
-        prefix = RUNTIME_ARTEFACT.get(name)     # None for tensorflow-gpu: not timed
-        figures = {key: float(latency[prefix + suffix]) for key, suffix in RUNTIME_LATENCY.items()
-                   if prefix and latency.get(prefix + suffix) is not None}
-        artefact = report if name == "tensorflow" else report.get(REPORT_SECTION[name]) or {}
-        for key in ARTEFACT_FIGURES:
-            value = artefact.get(SAVED_MODEL_NAMES.get(key, key) if name == "tensorflow" else key)
-            if value is not None:
-                figures[key] = float(value)
-        figures.update(bytes=int(pulled["bytes"]), compressedBytes=int(pulled["compressedBytes"]),
-                       compressionRatio=float(pulled["ratio"]))
-        curve = (report.get("batchCurve") or {}).get(name)
-        if curve:
-            figures["batchCurve"] = [{"batchSize": int(b), "latencyMs": float(p50), "latencyP99Ms": float(p99)}
-                                     for b, p50, p99 in curve]
-        runtimes[name] = figures
+    runtimes = {name: _runtime_figures(report, name, pulled, latency)
+                for name, pulled in (download.get("runtimes") or {}).items()
+                if name in RUNTIME_ARTEFACT or name == GPU_PULL}
     if runtimes:
         out["runtimes"] = runtimes
     if report.get("quantize"):
         out["quantization"] = str(report["quantize"])
     onnx = report.get("onnx") or {}
     if onnx:
-        out["onnx"] = {"skipped": str(onnx["skipped"])[:500]} if "skipped" in onnx else {
-            key: (int(onnx[name]) if key.endswith("ytes") else float(onnx[name]))
+        out["onnx"] = _onnx_record(onnx)
+    found = report.get("search") or {}
+    if found.get("winner"):
+        out["search"] = _search_record(found)
+    return out
+
+
+def _scalar_figures(report: dict) -> dict:
+    """The report's top-level figures of REPORT_FIELDS, typed as status.optimization declares them."""
+    out = {}
+    for key in REPORT_FIELDS:
+        value = report.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        if key in INT_FIELDS:
+            out[key] = int(value)
+        elif key in ("metric", "uri"):
+            out[key] = str(value)
+        else:
+            out[key] = float(value)
+    return out
+
+
+def _runtime_figures(report: dict, name: str, pulled: dict, latency: dict) -> dict:
+    """status.optimization.runtimes[name]: the latency, accuracy and download figures of what that runtime's
+    pods pull (`pulled`: report["download"]["runtimes"][name]), and its batch curve."""
+    prefix = RUNTIME_ARTEFACT.get(name)     # None for tensorflow-gpu: not timed
+    figures = {key: float(latency[prefix + suffix]) for key, suffix in RUNTIME_LATENCY.items()
+               if prefix and latency.get(prefix + suffix) is not None}
+    artefact = report if name == "tensorflow" else report.get(REPORT_SECTION[name]) or {}
+    for key in ARTEFACT_FIGURES:
+        value = artefact.get(SAVED_MODEL_NAMES.get(key, key) if name == "tensorflow" else key)
+        if value is not None:
+            figures[key] = float(value)
+    figures.update(bytes=int(pulled["bytes"]), compressedBytes=int(pulled["compressedBytes"]),
+                   compressionRatio=float(pulled["ratio"]))
+    curve = (report.get("batchCurve") or {}).get(name)
+    if curve:
+        figures["batchCurve"] = [{"batchSize": int(b), "latencyMs": float(p50), "latencyP99Ms": float(p99)}
+                                 for b, p50, p99 in curve]
+    return figures
+
+
+def _onnx_record(onnx: dict) -> dict:
+    """status.optimization.onnx: model.onnx's figures, or why it was skipped."""
+    if "skipped" in onnx:
+        return {"skipped": str(onnx["skipped"])[:500]}
+    return {key: (int(onnx[name]) if key.endswith("ytes") else float(onnx[name]))
             for key, name in (("bytes", "bytes"), ("compressedBytes", "compressedBytes"),
                               ("agreement", "agreement"), ("savedModelAgreement", "savedModelAgreement"),
                               ("latencyMs", "latencyMsB1")) if onnx.get(name) is not None}
-    found = report.get("search") or {}
-    if found.get("winner"):
-        winner = found["winner"]
-        out["search"] = {"objective": str(found.get("objective")), "candidates": int(found.get("candidates") or 0),
-                         "tried": int(found.get("tried") or 0),
-                         "winner": {"sparsity": float(winner["sparsity"]), "mode": str(winner["mode"]),
-                                    "runtime": str(winner["runtime"])}}
-    return out
+
+
+def _search_record(found: dict) -> dict:
+    """status.optimization.search: the objective, how many candidates were tried, and the winner."""
+    winner = found["winner"]
+    return {"objective": str(found.get("objective")), "candidates": int(found.get("candidates") or 0),
+            "tried": int(found.get("tried") or 0),
+            "winner": {"sparsity": float(winner["sparsity"]), "mode": str(winner["mode"]),
+                       "runtime": str(winner["runtime"])}}
 
 
 def runtimes_of(record: dict) -> set[str]:

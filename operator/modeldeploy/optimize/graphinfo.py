@@ -12,7 +12,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from modeldeploy.optimize import export
-from modeldeploy.optimize.export import weight_constants
+from modeldeploy.optimize.weights import weight_constants
 
 
 def read_saved_model(path: str) -> saved_model_pb2.SavedModel:

@@ -1,6 +1,6 @@
 """Float16 compute for GPU serving: a frozen float32 serving graph rewritten to compute in half precision.
 
-`quantize: float16` stores weights as float16 and casts them back to float32 (export.compress_weights), so the
+`quantize: float16` stores weights as float16 and casts them back to float32 (weights.compress_weights), so the
 served model computes in float32 and only the download is smaller. `to_half` builds the variant a GPU pod
 serves (published beside the SavedModel as `gpu-float16/`, see storage/publish.py):
 - every float32 input is cast to half at the entry (the Placeholders keep float32, so clients send what they
@@ -25,7 +25,7 @@ Why this and not the alternatives:
   MatMul/Conv and their neighbours, float32 for Softmax, Exp, Sum, Mean and the like) is more conservative;
   here those ops run in half too. TensorFlow's GPU Softmax accumulates half in float32, and MatMul and Conv2D
   in half accumulate in float32 by default (TF_FP16_MATMUL_USE_FP32_COMPUTE, TF_FP16_CONV_USE_FP32_COMPUTE);
-  the accuracy on the validation split, measured before publishing (pipeline.py), is the safety net.
+  the accuracy on the validation split, measured before publishing (gpu_variant.py), is the safety net.
 - Keras mixed precision (`mixed_float16`) needs a tf-keras model rebuilt under the policy; it covers neither
   Keras 3 files nor plain SavedModels, and keeps float32 variables cast on every call (float32 on disk).
 - This rewrite works on any frozen graph the optimizer exports, its result is a plain SavedModel whose op
@@ -45,7 +45,7 @@ import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 from tensorflow.python.framework import op_def_registry
 
-from modeldeploy.optimize import export, graphinfo
+from modeldeploy.optimize import export, graphinfo, weights
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def to_half(graph_def: graph_pb2.GraphDef, inputs: dict, outputs: dict) -> tuple
                 arg.type = HALF
     scopes = [top] + [_Scope(f.node_def, library, f, [(f.ret[a.name], a.type) for a in f.signature.output_arg
                                                        if a.type]) for f in library.values()]
-    feeds = {export._producer(name) for name in inputs.values()}
+    feeds = {export.producer(name) for name in inputs.values()}
     unsupported = collections.defaultdict(list)
     for scope in scopes:
         for node in scope.nodes:
@@ -267,7 +267,7 @@ class _Scope:
             while name in self.by_name:
                 name, i = f"{base}_{i}", i + 1
             node = self.nodes.add()
-            node.CopyFrom(export._cast(name, ref, tf.as_dtype(src), tf.as_dtype(dst)))
+            node.CopyFrom(weights.cast_node(name, ref, tf.as_dtype(src), tf.as_dtype(dst)))
             self.by_name[name] = node
             self.casts[(ref, dst)] = name if self.fdef is None else f"{name}:y:0"
         return self.casts[(ref, dst)]
