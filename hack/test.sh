@@ -54,7 +54,8 @@ mark "cluster-up"
 # arguments are options added to it (PYTEST_ARGS="-k gpu -x").
 targets=(tests)
 for arg in "$@"; do [[ $arg != -* && -e ${arg%%::*} ]] && targets=(); done
-"${MD_VENV:-.venv}/bin/python" -m pytest "${targets[@]}" "$@"
+# --durations: the slowest tests, for keeping a cold CI run inside its time budget.
+"${MD_VENV:-.venv}/bin/python" -m pytest --durations=15 "${targets[@]}" "$@"
 code=$?
 mark "pytest"
 
