@@ -20,7 +20,7 @@ import kopf
 
 from modeldeploy.api import names
 from modeldeploy.api.spec import API_GROUP, API_VERSION, PLURAL, SpecError, parse
-from modeldeploy.controller import apply, metrics
+from modeldeploy.controller import apply, kopflog, metrics
 from modeldeploy.controller.monitor import Monitor
 from modeldeploy.controller.context import Context
 from modeldeploy.controller.reconcile import reconcile
@@ -49,39 +49,13 @@ class State:
 STATE = State()
 
 
-class _QuietWatchHandlers(logging.Filter):
-    """Kopf logs "Handler 'x' succeeded" at INFO for every watch event: noise for our event handlers."""
-    QUIET = ("'md_event'", *(f"'{event_id(kind)}'" for kind in kinds.CHILDREN if kind.wakes))
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage() if record.levelno <= logging.INFO else ""
-        return not (msg.startswith("Handler ") and msg.endswith(" succeeded.") and any(q in msg for q in self.QUIET))
+def _set_paused(paused: bool) -> None:
+    if STATE.monitor is not None:
+        STATE.monitor.paused = paused
 
 
-logging.getLogger("kopf.objects").addFilter(_QuietWatchHandlers())
-
-
-class _PeeringPause(logging.Handler):
-    """Pauses the monitor while Kopf's peering pauses this replica (another one with a higher priority works).
-
-    Kopf stops calling handlers when paused but offers no public signal for our own loop; its peering engine
-    logs every transition ("Pausing operations ...", "Pausing all operators ...", "Resuming operations ..."),
-    which is that signal. Without peering (--standalone) nothing is ever logged and the monitor always runs.
-    """
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if STATE.monitor is None:
-            return
-        if message.startswith("Pausing "):
-            STATE.monitor.paused = True
-        elif message.startswith("Resuming operations"):
-            STATE.monitor.paused = False
-
-
-_peering_log = logging.getLogger("kopf._core.engines.peering")
-_peering_log.addHandler(_PeeringPause())
-_peering_log.setLevel(logging.INFO)      # rare messages, and the pause signal must not depend on --log-level
+kopflog.quiet_success_of(["md_event", *(event_id(kind) for kind in kinds.CHILDREN if kind.wakes)])
+kopflog.on_peering_pause(_set_paused)
 
 
 def plain(body) -> dict:
