@@ -1,11 +1,12 @@
 """modeldeploy.controller: the only Kopf and Kubernetes API code.
 
-Modules: `handlers` (Kopf registration, settings), `kopflog` (what is read from Kopf's log), `reconcile` (the one level-based pass), `context` (its
-settings and memory), `gather` (what it reads), `children` (what it writes, in the order of resources/kinds.py),
-`decide` (its pure decisions and status), `observe` and `health` (pure reading of Jobs, Deployments, pods, TF
-Serving), `apply` (the one module that talks to the API), `diff` (its pure comparisons of desired and live objects,
-merge patches, schema pruning), `monitor` (when each object is reconciled: new, a spec change, a child moved, its interval; no finalizers), `published` (storage
-checks), plus `metrics`, `obslog` and `probes` (observability).
+Modules: `handlers` (Kopf registration, settings), `kopflog` (what is read from Kopf's log), `reconcile` (the
+one level-based pass), `context` (its settings and memory), `gather` (what it reads), `children` (what it writes,
+in the order of resources/kinds.py), `decide` (its pure decisions and status), `observe` and `health` (pure
+reading of Jobs, Deployments, pods, TF Serving), `apply` (the one module that talks to the API), `diff` (its pure
+comparisons of desired and live objects, merge patches, schema pruning), `monitor` (when each object is
+reconciled: new, a spec change, a child moved, its interval; no finalizers), `published` (storage checks), plus
+`metrics`, `obslog` and `probes` (observability).
 
 `modeldeploy run` is `add_arguments` (its flags, in cli.py's parser tree) and `run(ns)`; `main(argv)` parses
 them alone.
