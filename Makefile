@@ -48,8 +48,10 @@ bench-serving: venv ## Benchmark serving through the TF Serving stand-in (latenc
 	@$(PY) bench/serving.py
 	@$(PY) bench/report.py
 
-bench-operator: cluster-up ## Benchmark the operator at scale -> bench/results/operator.json (N=200; BENCH_N=1000 BENCH_OUT=bench/results/operator-n1000.json for N=1000)
+bench-operator: cluster-up ## Benchmark the operator at scale, N=200, 1000 and 2000 -> bench/results/operator.json, operator-n1000.json, operator-n2000.json
 	@$(PY) bench/operator_scale.py
+	@BENCH_N=1000 BENCH_OUT=bench/results/operator-n1000.json $(PY) bench/operator_scale.py
+	@BENCH_N=2000 BENCH_OUT=bench/results/operator-n2000.json $(PY) bench/operator_scale.py
 	@$(PY) bench/report.py
 
 bench-slo: cluster-up ## Benchmark SLO detection, canary promotion/rollback and the demo model's HPA scaling on the local cluster -> bench/results/slo.json

@@ -346,9 +346,9 @@ def serving_targets(results: dict) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ operator
 
-OPERATOR_FILES = ("operator.json", "operator-n1000.json")
+OPERATOR_FILES = ("operator.json", "operator-n1000.json", "operator-n2000.json")
 OPERATOR_FIGURES = {"ratio": ("ratio (children over baseline)", ""), "operator_peak_rss_mib": ("peak RSS", " MiB"),
-                    "idle_writes": ("idle writes", "")}
+                    "idle_writes": ("idle writes", ""), "requests_per_object": ("requests per object", "")}
 TARGET_RE = re.compile(r"\s*(<=|>=|==|<|>)\s*(-?[\d.]+)\s*")
 OPS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "==": lambda a, b: a == b,
        "<": lambda a, b: a < b, ">": lambda a, b: a > b}
@@ -403,9 +403,26 @@ def operator(results: dict) -> list[str]:
         lines.append(f"- {label}: " + ", ".join(
             ("met" if met else "**missed**") + (f" at N={n}" if len(checks) > 1 else "") +
             f" ({'no figure' if got is None else f'{got:g}{unit}'})" for n, got, met, unit in checks))
+    lines += requests_by_call(runs[-1])
     cpus = sorted({str((r.get("machine") or {}).get("cpus", "?")) for r in runs})
     lines += ["", f"Measured on {' / '.join(cpus)} CPUs ({runs[0].get('machine', {}).get('shared', 'shared')}); "
               f"the baseline and the operator each created objects from {runs[0]['workers']} client threads."]
+    return lines
+
+
+def requests_by_call(run: dict) -> list[str]:
+    """Where the requests of the largest run went, per object (runs before the breakdown was recorded: nothing)."""
+    calls, writes = run.get("requests_by_call_per_object"), run.get("operator_writes_per_object")
+    if not calls:
+        return []
+    shared = sum(n for n in calls.values() if n < 0.05)
+    lines = ["", f"Where the requests went at N={run['n']}, per object, as the API server counted them (the "
+                 f"benchmark's own create is the `POST modeldeployments`; watches and lists, shared by all objects, "
+                 f"add {shared:g}):",
+             "", *table(["API call", "per object"], [[f"`{c}`", f"{n:g}"] for c, n in calls.items() if n >= 0.05])]
+    if writes:
+        lines += ["", "The operator's own writes, per object (its write log): " + ", ".join(
+            f"{w} {n:g}" for w, n in writes.items()) + "."]
     return lines
 
 
