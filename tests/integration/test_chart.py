@@ -136,7 +136,7 @@ def test_install_upgrade_uninstall_keeps_crds_and_models(kubectl, cluster, names
 # server as the chart's ServiceAccount.
 CLUSTER_WIDE_ACCESS = [
     ("list", "modeldeployments.modeldeploy.io"), ("watch", "modeldeployments.modeldeploy.io"),
-    ("patch", "modeldeployments.modeldeploy.io"), ("patch", "modeldeployments.modeldeploy.io/status"),
+    ("patch", "modeldeployments.modeldeploy.io/status"),
     *[(verb, kind) for kind in ("jobs.batch", "deployments.apps", "services", "configmaps",
                                 "horizontalpodautoscalers.autoscaling", "poddisruptionbudgets.policy",
                                 "networkpolicies.networking.k8s.io") for verb in ("list", "watch", "create")],
@@ -155,7 +155,8 @@ CLUSTER_WIDE_DENIED = [("get", "pods"), ("get", "jobs.batch"), ("watch", "servic
                        ("patch", "events"), ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("delete", "pods"), ("create", "pods"),
                        ("patch", "jobs.batch"), ("delete", "jobs.batch"),
                        ("delete", "services"), ("delete", "configmaps"),
-                       ("update", "modeldeployments.modeldeploy.io"), ("create", "clusterroles.rbac.authorization.k8s.io"),
+                       ("update", "modeldeployments.modeldeploy.io"), ("patch", "modeldeployments.modeldeploy.io"),
+                       ("create", "clusterroles.rbac.authorization.k8s.io"),
                        ("list", "namespaces"), ("patch", "nodes")]
 
 

@@ -56,10 +56,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{/* RBAC rules the operator needs in every namespace it watches (a ClusterRole cluster-wide, else Roles). */}}
 {{- define "modeldeploy.namespacedRules" -}}
-# The custom resource: Kopf watches it and patches its annotations (progress, diff base) and status.
+# The custom resource: watched (Kopf keeps no state on it: no annotations, no finalizers) and its status patched.
 - apiGroups: ["modeldeploy.io"]
   resources: ["modeldeployments"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["modeldeploy.io"]
   resources: ["modeldeployments/status"]
   verbs: ["patch"]
@@ -72,7 +72,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 # NetworkPolicy, ServiceMonitor, a canary Deployment once promoted or rolled back) and for a serving Deployment
 # whose immutable selector must change (strategy canary; deleted orphaning its pods, then created again). Jobs
 # are created once and never changed; the garbage collector deletes them.
-# tests/integration/test_zz_rbac_matches_calls.py fails on any verb granted here that no test's operator used.
+# tests/integration/test_rbac_matches_calls.py fails on any verb granted here that no test's operator used.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["list", "watch", "create"]
