@@ -171,8 +171,11 @@ def test_default_install_grants_cluster_wide_reads(kubectl, cluster, namespace, 
                                                      str(tmp_path / "sa.kubeconfig"), 600)
 
         def can_i(verb: str, resource: str) -> bool:
-            proc = subprocess.run([kubectl_binary(), "--kubeconfig", sa_config, "auth", "can-i", verb, resource,
-                                   "--all-namespaces"], capture_output=True, text=True, timeout=30)
+            # "kind/status" is a subresource here; to `kubectl auth can-i` it would be an object named "status".
+            kind, _, sub = resource.partition("/")
+            proc = subprocess.run([kubectl_binary(), "--kubeconfig", sa_config, "auth", "can-i", verb, kind,
+                                   "--all-namespaces", *(["--subresource", sub] if sub else [])],
+                                  capture_output=True, text=True, timeout=30)
             return proc.stdout.strip() == "yes"
 
         missing = [a for a in CLUSTER_WIDE_ACCESS if not can_i(*a)]
