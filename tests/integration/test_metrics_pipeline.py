@@ -1,6 +1,7 @@
 """The resource-metrics pipeline of the local cluster: the runner nodes' kubelet endpoint (hack/kubeletstats.py)
 measures the real CPU of a pod's processes, metrics-server (built from its module) scrapes it, the
-kube-apiserver's aggregation layer serves it as metrics.k8s.io, and a HorizontalPodAutoscaler scales on it."""
+kube-apiserver's aggregation layer serves it as metrics.k8s.io. An HPA scaling on it is shown once, on the demo's
+model under predict load (tests/e2e/test_digits.py)."""
 from __future__ import annotations
 
 import json
@@ -70,29 +71,3 @@ def test_a_runner_pods_measured_cpu_reaches_the_metrics_api(kubectl, namespace):
     assert c["name"] == "main" and 200 <= millicores(c["usage"]["cpu"]) <= 1000, m
     top = kubectl("top", "pod", "burner", "--no-headers", namespace=namespace).stdout.split()
     assert top[0] == "burner" and top[1].endswith("m"), top
-
-
-def test_hpa_scales_out_under_cpu_load_and_back_in_after_it(kubectl, namespace):
-    labels = {"app": "burner"}
-    deploy = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "burner"},
-              "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                       "template": {"metadata": {"labels": labels},
-                                    "spec": {**RUNNER, "terminationGracePeriodSeconds": 2,
-                                             # 0.4 core busy on a 200m request: 200% against a 50% target
-                                             "containers": [burner(0.4, 150, cpu_request="200m")]}}}}
-    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "burner"},
-           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "burner"},
-                    "minReplicas": 1, "maxReplicas": 3,
-                    "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                        "type": "Utilization", "averageUtilization": 50}}}]}}
-    for obj in (deploy, hpa):
-        kubectl("create", "-f", "-", input=json.dumps(obj), namespace=namespace)
-
-    def status():
-        return json.loads(kubectl("get", "hpa", "burner", "-o", "json", namespace=namespace).stdout).get("status", {})
-
-    out = wait_for(lambda: (s := status()).get("desiredReplicas", 0) > 1 and s, 150, "the HPA to scale out")
-    assert (out.get("currentMetrics") or [{}])[0].get("resource", {}).get("current", {}).get(
-        "averageUtilization", 0) > 50, out
-    # the load stops at 150 s; the controller's downscale stabilization is 60 s (hack/cluster-up.sh)
-    wait_for(lambda: status().get("desiredReplicas") == 1, 330, "the HPA to scale back in")
