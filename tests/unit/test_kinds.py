@@ -1,5 +1,6 @@
 """The registry of child kinds (resources/kinds.py) and what is derived from it: Kopf indexes and watch selectors,
-API paths, the apply order of the reconciler and of `render`, and the optional ServiceMonitor."""
+the API resources discovery resolves them to, the apply order of the reconciler and of `render`, and the optional
+ServiceMonitor."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ from modeldeploy.resources import kinds, render
 from modeldeploy.resources.canary import Split
 from modeldeploy.resources.deployment import ServingTarget
 from modeldeploy.resources.job import job_name
+from tests.unit.fake_kube_api import FakeApi
 from tests.unit.test_resources import IMAGES, OPTIMIZED, md
 
 TARGET = ServingTarget(3, "tensorflow/serving:2.21.0", "s3://models/digits/base", "tensorflow")
@@ -21,11 +23,19 @@ APPLY_ORDER = ["NetworkPolicy", "Job", "ConfigMap", "Service", "Deployment", "Ho
                "PodDisruptionBudget", "ServiceMonitor"]
 
 
-def test_every_kind_has_a_path_and_is_cached_or_optional():
+def test_every_kind_resolves_to_its_api_resource_and_is_cached_or_optional():
+    """Discovery (a fake API server listing what a real one serves) finds each kind the operator sends requests
+    for at the group/version and plural of the registry (the plural is also Kopf's selector)."""
+    kube = apply.Kube(FakeApi(monitoring=True).client)
+    for kind in apply.API_KINDS.values():
+        resource = kube._resource(kind.kind)
+        assert (resource.group_version, resource.name, resource.kind) == (kind.api_version, kind.plural, kind.kind)
+        assert resource.namespaced == (kind.kind != "CustomResourceDefinition")
+        prefix = f"/apis/{kind.group}/{kind.version}" if kind.group else "/api/v1"
+        where = "/namespaces/ml" if resource.namespaced else ""
+        assert resource.path(name="x", namespace="ml") == f"{prefix}{where}/{kind.plural}/x"
+    assert set(kinds.BY_KIND) <= set(apply.API_KINDS)
     for kind in kinds.CHILDREN:
-        assert apply.Kube.path(kind.kind, "ml", "x").endswith(f"/namespaces/ml/{kind.plural}/x")
-        assert apply.Kube.path(kind.kind, "ml").startswith("/api/v1/" if not kind.group else
-                                                          f"/apis/{kind.group}/{kind.version}/")
         # Not watched means read with a GET: only for a kind whose CRD may be absent (a watch on it would fail).
         assert kind.index is not None or kind.optional
     assert len({k.index for k in kinds.CACHED}) == len(kinds.CACHED)

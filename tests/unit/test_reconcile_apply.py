@@ -9,6 +9,7 @@ import pytest
 from modeldeploy.controller import apply, diff, health
 from modeldeploy.controller.observe import target_of_template
 from modeldeploy.resources.deployment import ServingTarget, build_deployment
+from tests.unit.fake_kube_api import FakeApi
 from tests.unit.test_resources import IMAGES, md
 
 OWNER = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "digits", "uid": "u1",
@@ -146,18 +147,6 @@ def test_model_probe_stays_within_the_allowed_networks():
     assert gather._probe_allowed(SimpleNamespace(probe_cidrs=()), "10.244.0.12")   # unset: any pod
 
 
-class _RecordingKube(apply.Kube):
-    """A Kube whose requests are recorded, never sent."""
-
-    def __init__(self):
-        super().__init__(api_client=None)
-        self.calls = []
-
-    def _call(self, method, path, body=None, query=None, content_type=None):
-        self.calls.append((method, path, body))
-        return body
-
-
 def test_a_deployment_switching_to_canary_is_replaced_orphaning_its_pods():
     """A Deployment's selector is immutable: delete it with propagationPolicy Orphan (its ReplicaSet's pods keep
     serving; the re-created Deployment adopts them), never patch it into a 422."""
@@ -168,10 +157,11 @@ def test_a_deployment_switching_to_canary_is_replaced_orphaning_its_pods():
     desired = build_deployment(canary, None, IMAGES)
     assert diff.selector_replaced(desired, live) and not diff.selector_replaced(desired, None)
     assert desired["spec"]["template"] == live["spec"]["template"]           # same pods: the ReplicaSet is reused
-    kube = _RecordingKube()
+    api = FakeApi()
+    kube = apply.Kube(api.client)
     assert kube.ensure(desired, OWNER, live) == ("replaced", None)
-    [(method, path, body)] = kube.calls
-    assert method == "DELETE" and path.endswith("/deployments/digits")
-    assert body["propagationPolicy"] == "Orphan" and body["preconditions"] == {"uid": "x"}
+    [delete] = api.writes()
+    assert delete.method == "DELETE" and delete.path == "/apis/apps/v1/namespaces/ml/deployments/digits"
+    assert delete.body["propagationPolicy"] == "Orphan" and delete.body["preconditions"] == {"uid": "x"}
     # Back to rolling: the canary selector already selects every stable pod; nothing to replace.
     assert not diff.selector_replaced(build_deployment(rolling, None, IMAGES), _live(desired))

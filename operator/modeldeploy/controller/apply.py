@@ -20,6 +20,11 @@ Every write is counted (`writes`), logged at DEBUG and, with $MODELDEPLOY_WRITE_
 Reads come from `cache` (the Kopf indexes: informers kept current by watch events) when one is given, else from
 a LIST by label selector; the objects this process wrote are overlaid for a few seconds until the watch
 catches up, so the next reconcile does not mistake a stale cache for drift.
+
+Requests go through the kubernetes client's DynamicClient (kubeclient.py: paths, verbs, content types, errors
+from discovery and the library, answers as plain dicts), never through hand-built paths. `requests` counts every
+HTTP request, discovery included; each has REQUEST_TIMEOUT. The client is made, and discovery runs, at the
+first request, not before.
 """
 from __future__ import annotations
 
@@ -34,23 +39,28 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import Resource
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from modeldeploy.api import names
-from modeldeploy.controller import diff, obslog
+from modeldeploy.controller import diff, kubeclient, obslog
 from modeldeploy.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
 from modeldeploy.api.status import timestamp
 from modeldeploy.resources import kinds
 
 log = logging.getLogger(__name__)
 
-# kind -> where its requests go: the children's from their registry, and what the operator reads (Secrets) or
-# posts (Events) besides, and its own ModelDeployments.
-KINDS = {k.kind: k for k in (*kinds.CHILDREN, kinds.ApiKind("Secret", "", "v1", "secrets"),
-                             kinds.ApiKind("Event", "", "v1", "events"),
-                             kinds.ApiKind(KIND, API_GROUP, API_VERSION, PLURAL))}
+# kind -> the group/version discovery is asked for it: the children's from their registry, what the operator
+# reads (Secrets, its CRD's schema) or posts (Events) besides, and its own ModelDeployments.
+API_KINDS = {k.kind: k for k in (*kinds.CHILDREN, kinds.ApiKind("Secret", "", "v1", "secrets"),
+                                 kinds.ApiKind("Event", "", "v1", "events"),
+                                 kinds.ApiKind(KIND, API_GROUP, API_VERSION, PLURAL),
+                                 kinds.ApiKind("CustomResourceDefinition", "apiextensions.k8s.io", "v1",
+                                               "customresourcedefinitions"))}
 OVERLAY_SECONDS = 10.0
 REQUEST_TIMEOUT = (5, 30)     # connect, read: a hung API call must not hold a worker forever
 WRITE_LOG_ENV = "MODELDEPLOY_WRITE_LOG"
+_METHODS = {"get": "GET", "create": "POST", "delete": "DELETE", "server_side_apply": "PATCH", "patch": "PATCH"}
 
 
 class ApiError(Exception):
@@ -85,24 +95,49 @@ class Kube:
         # (kind, namespace, md name) -> {name: (when, object or None for deleted)}: our recent writes
         self._overlay: dict[tuple[str, str, str], dict[str, tuple[float, dict | None]]] = {}
         self._write_log = os.environ.get(WRITE_LOG_ENV) or None
-        self._schema_checked = 0.0
         self._crd_cache: dict[str, tuple[float, bool]] = {}
+        self._dynamic: kubeclient.CountingClient | None = None   # made at the first request (runs discovery)
+        self._making = threading.Lock()
 
-    # -- raw requests --
-    def _call(self, method: str, path: str, body=None, query=None, content_type: str | None = None):
-        headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
+    # -- requests --
+    def _count(self) -> None:
         with self._lock:
             self.requests += 1
+
+    def _client(self) -> kubeclient.CountingClient:
+        if self._dynamic is None:
+            with self._making:
+                if self._dynamic is None:
+                    self._dynamic = kubeclient.CountingClient(self.api, self._count, REQUEST_TIMEOUT)
+        return self._dynamic
+
+    def _resource(self, kind: str) -> Resource:
+        """The API resource of `kind` (discovered once); ApiError, 404 when the API does not serve it."""
+        api = API_KINDS[kind]
         try:
-            resp = self.api.call_api(path, method, query_params=query or [], header_params=headers, body=body,
-                                     auth_settings=["BearerToken"], _preload_content=False,
-                                     _return_http_data_only=True, _request_timeout=REQUEST_TIMEOUT)
+            return self._client().resource(api)
+        except ResourceNotFoundError:
+            raise ApiError(f"discovery: {api.api_version} serves no {kind}", 404) from None
         except ApiException as exc:
-            raise ApiError(f"{method} {path}: {exc.status} {exc.reason}: {_api_message(exc)}", exc.status) from None
-        data = resp.data
-        return json.loads(data) if data else None
+            raise ApiError(f"discovery of {api.api_version}: {exc.status} {exc.reason}", exc.status) from None
+
+    def _call(self, verb: str, kind: str, namespace: str | None, name: str | None = None, sub: str | None = None,
+              **params):
+        """One DynamicClient `verb` (get, create, delete, server_side_apply, patch) on `kind`; plain dicts back."""
+        resource = self._resource(kind)
+        if sub:
+            resource = resource.subresources.get(sub)
+            if resource is None:
+                raise ApiError(f"{kind} has no {sub} subresource", 404)
+        if name:
+            params["name"] = name
+        try:
+            out = getattr(self._client(), verb)(resource, namespace=namespace, serializer=kubeclient.plain, **params)
+        except ApiException as exc:
+            path = resource.path(name=name, namespace=namespace)
+            raise ApiError(f"{_METHODS[verb]} {path}: {exc.status} {exc.reason}: {_api_message(exc)}",
+                           exc.status) from None
+        return out if isinstance(out, dict) else None      # an empty or non-JSON answer comes back as a string
 
     def _write(self, verb: str, kind: str, namespace: str, name: str, detail=None) -> None:
         with self._lock:
@@ -115,21 +150,11 @@ class Kube:
                     fh.write(json.dumps(row) + "\n")
         log.debug("write: %s %s %s/%s", verb, kind, namespace, name)
 
-    @staticmethod
-    def path(kind: str, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
-        api = KINDS[kind]
-        out = f"{api.prefix}/namespaces/{namespace}/{api.plural}" if namespace else f"{api.prefix}/{api.plural}"
-        if name:
-            out += f"/{name}"
-        if sub:
-            out += f"/{sub}"
-        return out
-
     # -- reads --
     def get(self, kind: str, namespace: str, name: str) -> dict | None:
         """One object, or None when it does not exist."""
         try:
-            return self._call("GET", self.path(kind, namespace, name))
+            return self._call("get", kind, namespace, name)
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -140,8 +165,8 @@ class Kube:
         items = self.cache(kind, namespace, md_name) if self.cache is not None else None
         if items is None:
             selector = f"{names.LABEL_INSTANCE}={md_name},{names.LABEL_MANAGED_BY}={names.APP_NAME}"
-            found = self._call("GET", self.path(kind, namespace), query=[("labelSelector", selector)])
-            items = found.get("items") or []
+            found = self._call("get", kind, namespace, label_selector=selector)
+            items = (found or {}).get("items") or []
         by_name = {(i.get("metadata") or {}).get("name"): i for i in items}
         now = time.monotonic()
         with self._lock:
@@ -174,24 +199,24 @@ class Kube:
         return data
 
     def crd_exists(self, group_version: str, plural: str, ttl: float = 300.0) -> bool:
-        """Discovery: does the API serve group/version/plural? Cached for `ttl` seconds."""
+        """Discovery: does the API serve group/version/plural? The answer is kept `ttl` seconds, then that one
+        group/version is discovered again (a CRD installed or removed since): one GET."""
         now = time.monotonic()
         key = f"{group_version}/{plural}"
         cached = self._crd_cache.get(key)
         if cached and now - cached[0] < ttl:
             return cached[1]
         try:
-            found = self._call("GET", f"/apis/{group_version}")
-            ok = any(r.get("name") == plural for r in (found or {}).get("resources") or ())
-        except ApiError:
-            ok = False
-        self._crd_cache[key] = (now, ok)
-        return ok
+            found = self._client().served(group_version, plural) is not None
+        except ApiException:                                 # 404: the group/version is not served at all
+            found = False
+        self._crd_cache[key] = (now, found)
+        return found
 
     def status_schema(self) -> dict | None:
         """The installed CRD's status schema (what the API server keeps); None when unreadable."""
         try:
-            crd = self._call("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{PLURAL}.{API_GROUP}")
+            crd = self._call("get", "CustomResourceDefinition", None, f"{PLURAL}.{API_GROUP}")
         except ApiError as exc:
             log.info("cannot read the CRD (%s); using the bundled status schema", exc.status)
             return None
@@ -227,9 +252,9 @@ class Kube:
             self.delete(kind, live, orphan=True)
             return "replaced", None
         body = diff.with_owner(desired, owner)
-        obj = self._call("PATCH", self.path(kind, meta["namespace"], meta["name"]), body=body,
-                         query=[("fieldManager", names.FIELD_MANAGER), ("force", "true")],
-                         content_type="application/apply-patch+yaml")
+        # PATCH with application/apply-patch+yaml (a JSON body is valid YAML), ?fieldManager=...&force=true
+        obj = self._call("server_side_apply", kind, meta["namespace"], meta["name"], body=body,
+                         field_manager=names.FIELD_MANAGER, force_conflicts="true")
         self._write("apply", kind, meta["namespace"], meta["name"])
         self._remember(kind, meta, kinds.slim_object(obj))
         return ("created" if live is None else "updated"), obj
@@ -238,8 +263,8 @@ class Kube:
         """POST `desired` (never updated later); an existing object of that name is returned as it is."""
         kind, meta = desired["kind"], desired["metadata"]
         try:
-            obj = self._call("POST", self.path(kind, meta["namespace"]), body=diff.with_owner(desired, owner),
-                             query=[("fieldManager", names.FIELD_MANAGER)])
+            obj = self._call("create", kind, meta["namespace"], body=diff.with_owner(desired, owner),
+                             field_manager=names.FIELD_MANAGER)
             self._write("create", kind, meta["namespace"], meta["name"])
             action = "created"
         except ApiError as exc:
@@ -259,7 +284,7 @@ class Kube:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Orphan" if orphan else "Background",
                 "preconditions": {"uid": meta["uid"]}}
         try:
-            self._call("DELETE", self.path(kind, meta["namespace"], meta["name"]), body=body)
+            self._call("delete", kind, meta["namespace"], meta["name"], body=body)
         except ApiError as exc:
             if exc.status not in (404, 409):
                 raise
@@ -272,8 +297,8 @@ class Kube:
         if not patch:
             return None
         meta = body["metadata"]
-        obj = self._call("PATCH", self.path(KIND, meta["namespace"], meta["name"], "status"),
-                         body={"status": patch}, content_type="application/merge-patch+json")
+        obj = self._call("patch", KIND, meta["namespace"], meta["name"], sub="status", body={"status": patch},
+                         content_type="application/merge-patch+json")
         self._write("patch-status", KIND, meta["namespace"], meta["name"], diff.changed_paths(patch))
         log.debug("status patch of %s/%s: %s", meta["namespace"], meta["name"], json.dumps(patch)[:2000])
         return obj
@@ -294,7 +319,7 @@ class Kube:
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
         try:
-            self._call("POST", self.path("Event", meta["namespace"]), body=event)
+            self._call("create", "Event", meta["namespace"], body=event)
             self._write("event", "Event", meta["namespace"], reason)
         except ApiError as exc:
             log.warning("could not post Event %s: %s", reason, exc)

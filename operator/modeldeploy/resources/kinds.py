@@ -1,11 +1,11 @@
 """The kinds of a ModelDeployment's children: the one table the operator derives everything about them from. Pure.
 
-One frozen `ChildKind` per kind says where it lives in the API (group, version, plural: the REST path and the Kopf
-selector), where it comes in the apply order, whether its CRD may be absent (`optional`), how the operator reads
-it (a Kopf index of slimmed objects, or a GET when it cannot be watched) and whether its watch events wake the
-ModelDeployment's monitor entry. From `CHILDREN` come: the Kopf indexes, event handlers and watch selectors
-(controller/handlers.py), the API paths (controller/apply.py), the apply order of the reconciler
-(controller/children.py) and of `modeldeploy render` (render.py).
+One frozen `ChildKind` per kind says where it lives in the API (group, version, plural: what discovery is asked
+for, and the Kopf selector), where it comes in the apply order, whether its CRD may be absent (`optional`), how
+the operator reads it (a Kopf index of slimmed objects, or a GET when it cannot be watched) and whether its watch
+events wake the ModelDeployment's monitor entry. From `CHILDREN` come: the Kopf indexes, event handlers and watch
+selectors (controller/handlers.py), the API resources the requests go to (controller/apply.py, found by
+discovery), the apply order of the reconciler (controller/children.py) and of `modeldeploy render` (render.py).
 
 Every child is namespaced: a namespaced owner cannot own cluster-scoped objects, so there is no flag for it.
 """
@@ -47,11 +47,6 @@ class ApiKind:
     def api_version(self) -> str:
         """apiVersion of its objects, and the group/version discovery is asked about."""
         return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def prefix(self) -> str:
-        """The REST path its resources are under."""
-        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
 
     @property
     def selector(self) -> tuple[str, ...]:
