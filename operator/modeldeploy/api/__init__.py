@@ -2,7 +2,7 @@
 
 - `spec`: typed, immutable, defaulted spec values; `parse()`; `SpecError`; `optimization_hash()`.
 - The spec's one declaration, as pydantic dataclasses: `model_optimization`, `model_serving`, `model_rollout`
-  (and `ModelDeploymentSpec` in `spec`), built with `fields` (field(), Rule, the parse-time checks) and `kinds`
+  (and `ModelDeploymentSpec` in `spec`), built with `fields` (field(), Rule, the parse-time checks) and `k8s_types`
   (Kubernetes structures kept as dicts); constants in `limits`. The parser, the CRD schema and docs/api.md are
   generated from it.
 - `status`: condition helpers (metav1.Condition shape, kstatus rules), reasons, phase.

@@ -70,7 +70,7 @@ class Meta:
     max_items: int | None = None
     list_type: str | None = None
     items: Meta | None = None         # a list's item node (description, bounds, enum)
-    custom: Any = None                # kinds.Kind: a Kubernetes structure kept as a plain dict or tuple
+    custom: Any = None                # k8s_types.Kind: a Kubernetes structure kept as a plain dict or tuple
     resolved: bool = False            # the default is resolved from other fields: none in the schema
 
 

@@ -1,6 +1,6 @@
 """Constants of the ModelDeployment API: names, bounds, patterns and the fixes that error messages suggest.
 
-Shared by the declaration of the spec (fields.py, kinds.py, model_*.py), from which the parser, the CRD schema
+Shared by the declaration of the spec (fields.py, k8s_types.py, model_*.py), from which the parser, the CRD schema
 and docs/api.md are generated. spec.py re-exports the few the rest of the operator reads.
 """
 from __future__ import annotations

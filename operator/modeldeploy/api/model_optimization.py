@@ -1,7 +1,7 @@
 """The declaration of spec.model and spec.optimization (see fields.py for how parser, CRD and docs follow)."""
 from __future__ import annotations
 
-from modeldeploy.api import kinds
+from modeldeploy.api import k8s_types
 from modeldeploy.api import limits as L
 from modeldeploy.api.fields import ApiObject, Invalid, Meta, Rule, api_object, field
 
@@ -11,7 +11,7 @@ DATASET_FIX = "set spec.optimization.dataset.uri"
 @api_object
 class ModelSpec(ApiObject):
     """spec.model: where the trained model is and which version to serve."""
-    uri: str = kinds.uri(
+    uri: str = k8s_types.uri(
         "Where the trained model is: a SavedModel directory, or a Keras file (.keras, .h5), which needs "
         "spec.optimization (TF Serving loads SavedModels only). Schemes: s3://bucket/path, gs://bucket/path, "
         "pvc://<claim>/<path> (a PersistentVolumeClaim in this namespace) or file:///path (a path inside the image).",
@@ -76,7 +76,7 @@ class QuantizationSpec(ApiObject):
 @api_object
 class DatasetSpec(ApiObject):
     """spec.optimization.dataset: an .npz with x_train, y_train, x_val, y_val."""
-    uri: str = kinds.uri("Location of the .npz file (s3://, gs://, pvc:// or file://).", "spec.optimization.dataset.uri")
+    uri: str = k8s_types.uri("Location of the .npz file (s3://, gs://, pvc:// or file://).", "spec.optimization.dataset.uri")
 
 
 @api_object
@@ -212,14 +212,14 @@ class OptimizationSpec(ApiObject):
     export: ExportSpec | None = field("Artefacts published beside the SavedModel for teams that serve elsewhere; no "
                                       "TF Serving pod pulls them.", None)
     # Keyword-only: a required field after defaulted ones (the CRD lists it here).
-    output_uri: str = kinds.uri("Where optimized versions are published, as <outputUri>/<version>/ (with "
+    output_uri: str = k8s_types.uri("Where optimized versions are published, as <outputUri>/<version>/ (with "
                                 "report.json). Must not overlap spec.model.uri or the dataset's URI.",
                                 "spec.optimization.outputUri", kw_only=True)
     resources: dict = field("CPU and memory for the optimizer Job's container.", default_factory=dict,
-                            custom=kinds.RESOURCES)
+                            custom=k8s_types.RESOURCES)
     node_selector: dict = field("Node labels the optimizer Job's pod must match.", default_factory=dict,
-                                custom=kinds.label_map("spec.optimization.nodeSelector"))
-    tolerations: tuple = field("Tolerations of the optimizer Job's pod.", (), custom=kinds.TOLERATIONS)
+                                custom=k8s_types.label_map("spec.optimization.nodeSelector"))
+    tolerations: tuple = field("Tolerations of the optimizer Job's pod.", (), custom=k8s_types.TOLERATIONS)
     backoff_limit: int = field("Retries of the optimizer Job before it counts as failed.", 1, minimum=0, maximum=20)
     active_deadline_seconds: int = field("Time limit of the optimizer Job, in seconds (at most a week).", 7200,
                                          minimum=60, maximum=L.MAX_DEADLINE_SECONDS, fmt="int64")

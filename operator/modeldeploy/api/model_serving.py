@@ -1,7 +1,7 @@
 """The declaration of spec.serving and spec.autoscaling (see fields.py for how parser, CRD and docs follow)."""
 from __future__ import annotations
 
-from modeldeploy.api import kinds
+from modeldeploy.api import k8s_types
 from modeldeploy.api import limits as L
 from modeldeploy.api.fields import ApiObject, Invalid, Rule, api_object, field
 from modeldeploy.api.openapi import rule
@@ -80,13 +80,13 @@ class ServingSpec(ApiObject):
         "places a model on one GPU, so scale out with replicas instead.", 0, minimum=0,
         rules=(rule(f"self <= {L.MAX_GPUS}", f"spec.serving.gpus {L.GPUS_MESSAGE}"),), checks=(_at_most_one_gpu,))
     node_selector: dict = field("Node labels the serving pods must match (replaces the GPU default).",
-                                default_factory=dict, custom=kinds.label_map("spec.serving.nodeSelector"))
+                                default_factory=dict, custom=k8s_types.label_map("spec.serving.nodeSelector"))
     tolerations: tuple = field("Tolerations of the serving pods (replace the GPU default).", (),
-                               custom=kinds.TOLERATIONS)
+                               custom=k8s_types.TOLERATIONS)
     affinity: dict = field("A Kubernetes Affinity for the serving pods (node, pod and anti-affinity).",
-                           default_factory=dict, custom=kinds.passthrough("an object (a Kubernetes Affinity)"))
+                           default_factory=dict, custom=k8s_types.passthrough("an object (a Kubernetes Affinity)"))
     resources: dict = field("CPU and memory of the TF Serving container (GPUs come from spec.serving.gpus).",
-                            default_factory=dict, custom=kinds.RESOURCES)
+                            default_factory=dict, custom=k8s_types.RESOURCES)
     runtime: str = field(
         "What TF Serving runs: tensorflow (the SavedModel) or tflite (the model.tflite the optimizer publishes for "
         "quantization modes dynamic, int8 and qat: TF Serving's --prefer_tflite_model, CPU only, usually several "
@@ -121,4 +121,4 @@ class AutoscalingSpec(ApiObject):
         "Target average CPU utilization in percent of the CPU request. Used when metrics is empty.", 70,
         alias="targetCPUUtilization", minimum=1, maximum=1000)
     metrics: tuple = field("autoscaling/v2 MetricSpec list used as it is; replaces the CPU target.", (),
-                           custom=kinds.METRICS)
+                           custom=k8s_types.METRICS)

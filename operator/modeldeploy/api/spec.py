@@ -1,7 +1,7 @@
 """The ModelDeployment spec as typed, immutable, defaulted values, parsed from the one declaration of the API.
 
 The spec is declared once, as pydantic dataclasses (model_optimization.py, model_serving.py, model_rollout.py
-and `ModelDeploymentSpec` below, built from fields.py and kinds.py); the parser here, the CRD's
+and `ModelDeploymentSpec` below, built from fields.py and k8s_types.py); the parser here, the CRD's
 openAPIV3Schema (schema.py, crd.py) and docs/api.md are generated from that declaration. Everything else
 (builders, reconciler, monitor, `modeldeploy render`) takes a `ModelDeploymentSpec` from `parse()` and never
 reads the raw body.
