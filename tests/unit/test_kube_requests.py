@@ -172,3 +172,41 @@ def test_a_connection_failure_is_not_swallowed():
         kube.get("Deployment", "ml", "digits")
     assert kube.requests == 1                              # counted, and the client is made again next time
     assert kube._dynamic is None
+
+
+def test_the_status_patch_answer_and_the_overlay_keep_no_managed_fields_and_nothing_expired(monkeypatch):
+    """What the operator keeps per object is what decides its memory at 2,000 objects (bench/operator_scale.py)."""
+    api, kube = _kube()
+    answer = {"metadata": {"name": "digits", "managedFields": [{"manager": "x"}]}, "status": {"phase": "Ready"}}
+    api.respond[("PATCH", f"{MD}/digits/status")] = (200, answer)
+    body = {"metadata": {"name": "digits", "namespace": "ml"}}
+    assert kube.patch_status(body, {}, {"phase": "Ready"}) == {"metadata": {"name": "digits"},
+                                                               "status": {"phase": "Ready"}}
+    clock = [1000.0]
+    monkeypatch.setattr(apply.time, "monotonic", lambda: clock[0])
+    kube._remember("Deployment", {"name": "a", "namespace": "ml", "labels": {names.LABEL_INSTANCE: "a"}}, {})
+    clock[0] += apply.OVERLAY_SECONDS + 1
+    kube._remember("Deployment", {"name": "b", "namespace": "ml", "labels": {names.LABEL_INSTANCE: "b"}}, {})
+    assert list(kube._overlay) == [("Deployment", "ml", "b")]      # "a" was never read again, and is gone
+
+
+def test_the_read_cache_keeps_compact_json_and_gives_back_fresh_dicts():
+    import asyncio
+
+    from modeldeploy.controller import handlers
+    from modeldeploy.resources import kinds
+    dep = _deployment()
+    dep["metadata"]["managedFields"] = [{"manager": "modeldeploy"}]
+    out = asyncio.run(handlers.index_child(namespace="ml", labels=dep["metadata"]["labels"], body=dep,
+                                           param=kinds.DEPLOYMENT))
+    text = out[("ml", "digits")]
+    assert isinstance(text, str) and "managedFields" not in text and " " not in text
+    monkey = {kinds.DEPLOYMENT.index: {("ml", "digits"): [text]}}
+    old, handlers.STATE.indices = handlers.STATE.indices, monkey
+    try:
+        first, second = handlers.cache("Deployment", "ml", "digits"), handlers.cache("Deployment", "ml", "digits")
+        assert handlers.cache("Deployment", "ml", "other") == []
+        assert handlers.cache("ServiceMonitor", "ml", "x") is None                # not cached: read by a GET
+    finally:
+        handlers.STATE.indices = old
+    assert first == [kinds.slim_object(dep)] and first[0] is not second[0]

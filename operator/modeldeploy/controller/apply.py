@@ -94,6 +94,7 @@ class Kube:
         self._lock = threading.Lock()
         # (kind, namespace, md name) -> {name: (when, object or None for deleted)}: our recent writes
         self._overlay: dict[tuple[str, str, str], dict[str, tuple[float, dict | None]]] = {}
+        self._purged = 0.0
         self._write_log = os.environ.get(WRITE_LOG_ENV) or None
         self._crd_cache: dict[str, tuple[float, bool]] = {}
         self._dynamic: kubeclient.CountingClient | None = None   # made at the first request (runs discovery)
@@ -230,8 +231,15 @@ class Kube:
     def _remember(self, kind: str, meta: dict, obj: dict | None) -> None:
         """Overlay our own write on the cache until the watch delivers it (keyed by owner: cheap lookups)."""
         md_name = (meta.get("labels") or {}).get(names.LABEL_INSTANCE, "")
+        now = time.monotonic()
         with self._lock:
-            self._overlay.setdefault((kind, meta["namespace"], md_name), {})[meta["name"]] = (time.monotonic(), obj)
+            if now - self._purged > OVERLAY_SECONDS:
+                # Expired entries go at a read of their key too, but an object may not be read for a long time.
+                self._overlay = {key: kept for key, kept in (
+                    (key, {n: e for n, e in recent.items() if now - e[0] <= OVERLAY_SECONDS})
+                    for key, recent in self._overlay.items()) if kept}
+                self._purged = now
+            self._overlay.setdefault((kind, meta["namespace"], md_name), {})[meta["name"]] = (now, obj)
 
     def check_owner(self, desired: dict, owner: dict, live: dict | None) -> None:
         """Raise NameConflict when `desired`'s name belongs to an object we do not control. `live` is what the
@@ -301,7 +309,7 @@ class Kube:
                          content_type="application/merge-patch+json")
         self._write("patch-status", KIND, meta["namespace"], meta["name"], diff.changed_paths(patch))
         log.debug("status patch of %s/%s: %s", meta["namespace"], meta["name"], json.dumps(patch)[:2000])
-        return obj
+        return kinds.slim_object(obj)       # the monitor keeps it until the next watch event
 
     def post_event(self, body: dict, type_: str, reason: str, message: str, instance: str = "") -> None:
         """A core/v1 Event about the ModelDeployment (posted on transitions only; failures are only logged)."""

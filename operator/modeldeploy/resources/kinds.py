@@ -17,10 +17,10 @@ from typing import Callable
 
 def slim_object(obj: dict | None) -> dict | None:
     """Without managedFields: they are large and never compared."""
-    if not obj:
+    if not obj or "managedFields" not in (obj.get("metadata") or {}):
         return obj
-    meta = dict(obj.get("metadata") or {})
-    meta.pop("managedFields", None)
+    meta = dict(obj["metadata"])
+    del meta["managedFields"]
     return dict(obj, metadata=meta)
 
 
