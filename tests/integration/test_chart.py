@@ -61,14 +61,23 @@ def test_template_passes_server_side_dry_run(kubectl, cluster, namespace, varian
     if variant == "namespaced":
         values["watchNamespaces"] = [namespace]
     if values.get("metrics.serviceMonitor.enabled"):
-        kubectl("apply", "--server-side", "-f", str(SERVICEMONITOR_CRD))
-        kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com")
+        _install_servicemonitor_crd(kubectl)
     proc = helm("template", _release_name(namespace), str(CHART), "-n", namespace, *sets(values))
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     applied = kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", input=proc.stdout, check=False)
     assert applied.returncode == 0, f"dry-run failed:\n{applied.stderr}"
     assert applied.stdout.count("(server dry run)") == len(docs), applied.stdout
     assert "would violate PodSecurity" not in applied.stderr
+
+
+def _install_servicemonitor_crd(kubectl) -> None:
+    """The Prometheus Operator's CRD (idempotent): the chart's optional ServiceMonitor, and `kubectl auth can-i`
+    about servicemonitors, need the API server to know the kind."""
+    kubectl("apply", "--server-side", "-f", str(SERVICEMONITOR_CRD))
+    # Retried: `kubectl wait` fails at once on a CRD too new to have status.conditions.
+    wait_for(lambda: kubectl("wait", "--for=condition=Established", "--timeout=10s",
+                             "crd/servicemonitors.monitoring.coreos.com", check=False).returncode == 0, 60,
+             "the ServiceMonitor CRD Established")
 
 
 def _helm_kube(cluster) -> list[str]:
@@ -163,6 +172,7 @@ CLUSTER_WIDE_DENIED = [("get", "pods"), ("get", "jobs.batch"), ("watch", "servic
 @pytest.mark.cluster
 def test_default_install_grants_cluster_wide_reads(kubectl, cluster, namespace, tmp_path):
     """The default install's ServiceAccount may do what the operator does in any namespace, and no more."""
+    _install_servicemonitor_crd(kubectl)           # not left to an earlier test: this one must pass alone
     release = _release_name(namespace)
     kube = _helm_kube(cluster)
     helm("install", release, str(CHART), "-n", namespace, *kube)
