@@ -26,7 +26,7 @@ cluster-up: venv build ## Start the local control plane, metrics-server, kwok GP
 cluster-down: ## Stop every process cluster-up started and remove .cluster/
 	@hack/cluster-down.sh
 
-test: venv build ## Run unit, integration and end-to-end tests on a fresh local cluster (what CI runs)
+test: venv ## Run unit, integration and end-to-end tests on a fresh local cluster (what CI runs)
 	@hack/test.sh $(PYTEST_ARGS)
 
 test-unit: venv build ## Run the unit tests only (no cluster, no TensorFlow training; helm template and kubectl kustomize)

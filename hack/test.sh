@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test` (and so CI): start the local cluster, run every test tier with pytest, stop the cluster.
-# Make has already run the `venv` and `build` prerequisites. Arguments go to pytest (make test PYTEST_ARGS=...).
+# Make has already run the `venv` prerequisite; the Go binaries (hack/build.sh) are built here, beside the images.
+# Arguments go to pytest (make test PYTEST_ARGS=...).
 #
 # Against another cluster (kind on a machine with Docker, say):
 #   MD_EXTERNAL_CLUSTER=1 KUBECONFIG=/path/to/kubeconfig make test
@@ -27,6 +28,11 @@ else
   export KUBECONFIG=$ROOT/.cluster/kubeconfig
 fi
 
+# The Go binaries and the images need nothing of each other, and from cold both are slow (one compiles on every
+# core, the other mostly downloads and unpacks): built side by side, the build's lines prefixed.
+hack/build.sh > >(sed -u 's/^/[build] /') 2>&1 &
+build_pid=$!
+
 # Reuse a cluster this checkout already runs (a developer's `make cluster-up`); otherwise start one and stop
 # it afterwards, whatever pytest does.
 if [[ -f .cluster/pids/kube-apiserver.pid || -f .cluster/external ]] \
@@ -40,13 +46,15 @@ fi
 # the serving pods' pull init container and the operator's own pod inside them (MD_RUN_IMAGES=1). Without root
 # nothing can run in an image here: containers run as host processes and the image tests skip, saying so.
 if [[ $(uname) == Linux && $(id -u) == 0 && ${MD_RUN_IMAGES:-1} == 1 ]]; then
-  hack/images.sh || { echo "test: hack/images.sh failed" >&2; exit 1; }
+  hack/images.sh || { echo "test: hack/images.sh failed" >&2; kill "$build_pid" 2>/dev/null; exit 1; }
   export MD_RUN_IMAGES=1
   mark "images"
 else
   export MD_RUN_IMAGES=0
   echo "test: not root on Linux (or MD_RUN_IMAGES=0): containers run as host processes, not in their images"
 fi
+wait "$build_pid" || { echo "test: hack/build.sh failed" >&2; exit 1; }
+mark "build (after the images)"
 hack/cluster-up.sh "${mode[@]}" || { echo "test: hack/cluster-up.sh failed" >&2; exit 1; }
 mark "cluster-up"
 
