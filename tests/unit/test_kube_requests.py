@@ -115,12 +115,14 @@ def test_api_errors_carry_the_status_and_say_which_request():
     assert err.value.status == 422 and kube.writes == 0
 
 
-def test_a_kind_the_api_does_not_serve_is_a_404():
+def test_a_kind_the_api_does_not_serve_is_an_error_not_a_missing_object():
     api, kube = _kube()
-    assert kube.get("ServiceMonitor", "ml", "digits") is None
+    with pytest.raises(apply.ApiError) as err:
+        kube.get("ServiceMonitor", "ml", "digits")
+    assert err.value.status is None
     with pytest.raises(apply.ApiError) as err:
         kube.ensure({**_deployment(), "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor"}, OWNER, None)
-    assert err.value.status == 404 and api.writes() == []
+    assert err.value.status is None and api.writes() == []
 
 
 def test_crd_exists_asks_one_group_version_again_after_the_ttl():
@@ -210,3 +212,14 @@ def test_the_read_cache_keeps_compact_json_and_gives_back_fresh_dicts():
     finally:
         handlers.STATE.indices = old
     assert first == [kinds.slim_object(dep)] and first[0] is not second[0]
+
+
+def test_a_kind_discovery_does_not_find_is_an_error_for_get_never_a_free_name():
+    """A group/version answering 503 looks to the client's discovery like one serving nothing: the name check
+    must fail, not pass (the apply after it could discover again and take someone else's object over)."""
+    api, kube = _kube()
+    api.respond[("GET", "/apis/apps/v1")] = (503, {"kind": "Status", "code": 503})
+    with pytest.raises(apply.ApiError) as err:
+        kube.get("Deployment", "ml", "digits")
+    assert err.value.status is None and "Deployment" in str(err.value)
+    assert not [c for c in api.calls if c.path.startswith(DEPLOY)]

@@ -113,14 +113,17 @@ class Kube:
         return self._dynamic
 
     def _resource(self, kind: str) -> Resource:
-        """The API resource of `kind` (discovered once); ApiError, 404 when the API does not serve it."""
+        """The API resource of `kind` (discovered once). A discovery failure is an ApiError without a status,
+        never a 404: `get` would read that as "no such object", and the client's discovery also reports a
+        group/version that answered 503 as serving nothing, so a name check could pass on a transient error
+        and a forced apply, discovering again, take over someone else's object."""
         api = API_KINDS[kind]
         try:
             return self._client().resource(api)
         except ResourceNotFoundError:
-            raise ApiError(f"discovery: {api.api_version} serves no {kind}", 404) from None
+            raise ApiError(f"discovery: {api.api_version} serves no {kind}") from None
         except ApiException as exc:
-            raise ApiError(f"discovery of {api.api_version}: {exc.status} {exc.reason}", exc.status) from None
+            raise ApiError(f"discovery of {api.api_version}: {exc.status} {exc.reason}") from None
 
     def _call(self, verb: str, kind: str, namespace: str | None, name: str | None = None, sub: str | None = None,
               **params):
