@@ -7,6 +7,8 @@
 Two phases in one run, each in its own fresh namespace:
 1. baseline: a plain client script creates the same children (NetworkPolicy, ConfigMap, Service, Deployment, and a
    ServiceMonitor when its CRD exists) directly with POSTs from WORKERS threads: the floor this API server allows;
+   then it waits until the controllers have made every baseline Deployment available (baseline_settle_seconds),
+   so that the operator phase starts on a quiet cluster;
 2. operator: `modeldeploy run` watches a namespace; N ModelDeployments (served as they are, 1 replica, no
    optimization) are POSTed from WORKERS threads; watches record when each child appears and when each
    ModelDeployment turns Ready.
@@ -161,7 +163,25 @@ def baseline(api: Api, with_sm: bool) -> dict:
     run_pool(lambda o: api.call("POST", PATHS[o["kind"]].format(ns=ns), o), objs)
     seconds = time.monotonic() - start
     log(f"baseline: {len(objs)} children for {N} objects in {seconds:.1f}s")
-    return {"ns": ns, "seconds": seconds, "requests": api.count - before, "objects": len(objs)}
+    requests = api.count - before
+    return {"ns": ns, "seconds": seconds, "requests": requests, "objects": len(objs), "settle": settle(api, ns)}
+
+
+def settle(api: Api, ns: str, timeout: float = 300) -> float:
+    """Seconds until every baseline Deployment is available: the controller-manager, the scheduler and kwok are
+    still creating the baseline's ReplicaSets and pods after its last POST, and the operator phase must not start
+    while they do (it would be slowed for the baseline's sake)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        items = api.call("GET", PATHS["Deployment"].format(ns=ns))["items"]
+        if all((d.get("status") or {}).get("availableReplicas") == d["spec"]["replicas"] for d in items):
+            break
+        time.sleep(3)
+    else:
+        log(f"baseline: Deployments still not all available after {timeout:.0f}s; going on")
+    waited = time.monotonic() - start
+    log(f"baseline: controllers done with its Deployments {waited:.1f}s after its last create")
+    return round(waited, 1)
 
 
 class Watcher:
@@ -362,6 +382,7 @@ def run(api: Api) -> int:
         "n": N, "workers": WORKERS, "children_per_object": len(kinds),
         "children_seconds": round(children_seconds, 2) if children_seconds else None,
         "baseline_seconds": round(base["seconds"], 2),
+        "baseline_settle_seconds": base["settle"],
         "ratio": round(children_seconds / base["seconds"], 2) if children_seconds else None,
         "ready_seconds": round(ready_at - start, 2) if ready_at else None,
         "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
