@@ -271,16 +271,36 @@ def main() -> int:
 
 
 def prepare(api: Api) -> None:
-    """The CRD (a fresh cluster has none), and a quiet API server: an earlier run's namespaces may still be
-    terminating, and their deletions would be counted as requests on our kinds and slow both phases."""
-    subprocess.run([str(REPO / ".bin" / "kubectl"), "--kubeconfig", KUBECONFIG, "apply", "--server-side",
-                    "-f", str(REPO / "crds")], check=True, stdout=subprocess.DEVNULL)
+    """The CRDs (a fresh cluster has none): ours, and the Prometheus Operator's ServiceMonitor, so that every run
+    has the same children whatever the cluster ran before; and a quiet API server: an earlier run's namespaces
+    may still be terminating, and their deletions would be counted as requests on our kinds and slow both
+    phases."""
+    for crds in (REPO / "crds", REPO / "hack" / "crds" / "monitoring.coreos.com_servicemonitors.yaml"):
+        subprocess.run([str(REPO / ".bin" / "kubectl"), "--kubeconfig", KUBECONFIG, "apply", "--server-side",
+                        "-f", str(crds)], check=True, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    for group_version in ("modeldeploy.io/v1alpha1", "monitoring.coreos.com/v1"):   # served: Established
+        while True:
+            try:
+                api.call("GET", f"/apis/{group_version}")
+                break
+            except client.ApiException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+    for node in api.call("GET", "/api/v1/nodes")["items"]:       # an interrupted run's extra capacity
+        if node["metadata"]["name"].startswith("bench-cpu-"):
+            api.call("DELETE", f"/api/v1/nodes/{node['metadata']['name']}")
     start, deadline = time.monotonic(), time.monotonic() + 900
     while time.monotonic() < deadline:
-        left = [ns["metadata"]["name"] for ns in api.call("GET", "/api/v1/namespaces")["items"]
+        left = [ns for ns in api.call("GET", "/api/v1/namespaces")["items"]
                 if ns["metadata"]["name"].startswith("bench-")]
         if not left:
             break
+        for ns in left:     # an interrupted run's, never deleted
+            if not ns["metadata"].get("deletionTimestamp"):
+                api.call("DELETE", f"/api/v1/namespaces/{ns['metadata']['name']}")
+        left = [ns["metadata"]["name"] for ns in left]
         time.sleep(2)
     else:
         raise SystemExit(f"earlier bench namespaces still terminating after 900 s: {', '.join(left)}")
