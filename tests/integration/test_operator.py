@@ -66,7 +66,8 @@ def test_serves_as_is_ready_children_owned_and_zero_writes_when_idle(kubectl, na
     dep = json.loads(kubectl("get", "deployment", "iris", "-o", "json", "--show-managed-fields",
                              namespace=namespace).stdout)
     assert dep["spec"]["replicas"] == 2
-    assert {m["manager"] for m in dep["metadata"]["managedFields"] if m["operation"] == "Apply"} == {"modeldeploy"}
+    # Created with a POST (its name checked by the create itself): the operator alone wrote the spec.
+    assert {m["manager"] for m in dep["metadata"]["managedFields"] if not m.get("subresource")} == {"modeldeploy"}
     reasons = [e["reason"] for e in events(kubectl, namespace, "iris")]
     assert reasons.count("RolloutStarted") == 1 and reasons.count("RolloutCompleted") == 1, reasons
 
@@ -100,7 +101,12 @@ def test_serves_as_is_ready_children_owned_and_zero_writes_when_idle(kubectl, na
 
 @pytest.mark.timeout(240)
 def test_user_edit_is_reverted_and_hpa_replicas_are_left_alone(kubectl, namespace, operator):
-    apply_md(kubectl, namespace, md_body("edit", autoscaling={"minReplicas": 1, "maxReplicas": 4}, **FAST))
+    # A soft affinity the final spec drops: the operator's apply removes a field it stops sending, although it
+    # created the Deployment with a POST (its managedFields entry is turned into an apply's first).
+    preferred = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 1, "preference": {"matchExpressions": [{"key": "team", "operator": "In", "values": ["ml"]}]}}]}}
+    apply_md(kubectl, namespace, md_body("edit", autoscaling={"minReplicas": 1, "maxReplicas": 4},
+                                         serving={"affinity": preferred}, **FAST))
     wait_md(kubectl, namespace, "edit", is_ready, 60, "Ready")
     dep = get(kubectl, namespace, "deployment", "edit")
     assert dep["spec"]["replicas"] == 1
@@ -114,6 +120,22 @@ def test_user_edit_is_reverted_and_hpa_replicas_are_left_alone(kubectl, namespac
              "the operator to revert the image")
     dep = get(kubectl, namespace, "deployment", "edit")
     assert dep["spec"]["replicas"] == 3, "the operator must leave replicas to the HPA"
+    # An edit of any other child is reverted too (at the next health check: only Deployments and Jobs wake
+    # their ModelDeployment), by an apply to an object the operator created with a POST.
+    edits = {("service", "edit"): ({"spec": {"selector": {"app.kubernetes.io/instance": "other"}}},
+                                   lambda o: o["spec"]["selector"]["app.kubernetes.io/instance"]),
+             ("configmap", "edit-config"): ({"data": {"models.config": "tampered"}},
+                                            lambda o: o["data"]["models.config"]),
+             ("networkpolicy", "edit"): ({"spec": {"policyTypes": ["Ingress"]}}, lambda o: o["spec"]["policyTypes"]),
+             ("hpa", "edit"): ({"spec": {"maxReplicas": 9}}, lambda o: o["spec"]["maxReplicas"]),
+             ("pdb", "edit"): ({"spec": {"maxUnavailable": 3}}, lambda o: o["spec"]["maxUnavailable"])}
+    for (kind, name), (patch, field) in edits.items():
+        wanted = field(get(kubectl, namespace, kind, name))
+        out = kubectl("patch", kind, name, "--type=merge", "-p", json.dumps(patch), namespace=namespace).stdout
+        assert "no change" not in out, out
+        edits[(kind, name)] = (wanted, field)
+    for (kind, name), (wanted, field) in edits.items():
+        wait_for(lambda: field(get(kubectl, namespace, kind, name)) == wanted, 30, f"the {kind} edit reverted")
     wait_md(kubectl, namespace, "edit", lambda o: is_ready(o) and o["status"]["serving"]["readyReplicas"] == 3, 60,
             "Ready on 3 replicas")
     # Turning autoscaling off deletes the HPA and the operator owns replicas again.
@@ -121,6 +143,11 @@ def test_user_edit_is_reverted_and_hpa_replicas_are_left_alone(kubectl, namespac
     wait_for(lambda: get(kubectl, namespace, "hpa", "edit") is None, 30, "the HPA to be deleted")
     wait_for(lambda: get(kubectl, namespace, "pdb", "edit") is None, 30, "the PDB to be deleted")
     wait_for(lambda: get(kubectl, namespace, "deployment", "edit")["spec"]["replicas"] == 1, 30, "replicas 1")
+    dep = json.loads(kubectl("get", "deployment", "edit", "-o", "json", "--show-managed-fields",
+                             namespace=namespace).stdout)
+    assert "affinity" not in dep["spec"]["template"]["spec"]
+    assert [m["operation"] for m in dep["metadata"]["managedFields"]
+            if m["manager"] == "modeldeploy" and not m.get("subresource")] == ["Apply"]
 
 
 @pytest.mark.timeout(300)
@@ -174,8 +201,9 @@ def test_sigkill_mid_rollout_then_restart_completes_and_gc_leaves_no_orphans(kub
 
 @pytest.mark.timeout(180)
 def test_a_name_taken_by_someone_elses_object_is_never_taken_over(kubectl, namespace, operator):
-    """A ModelDeployment named after an existing Service: Stalled NameConflict, nothing written; the Service is
-    untouched, and deleting the ModelDeployment leaves it. Once the name is free the model is served."""
+    """A ModelDeployment named after an existing Service: Stalled NameConflict, found by the Service's create
+    (no GET per child before): what comes before it in the apply order is created, ours; nothing after it. The
+    Service is untouched, and deleting the ModelDeployment leaves it. Once the name is free the model is served."""
     victim = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "taken", "labels": {"team": "web"}},
               "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}
     kubectl("create", "-f", "-", input=json.dumps(victim), namespace=namespace)
@@ -186,12 +214,16 @@ def test_a_name_taken_by_someone_elses_object_is_never_taken_over(kubectl, names
     message = condition(md, "Stalled")["message"]
     assert f"Service {namespace}/taken already exists and is not controlled by it" in message, message
     assert condition(md, "Ready")["status"] == "False" and condition(md, "Reconciling")["status"] == "False"
-    assert get(kubectl, namespace, "deployment", "taken") is None        # checked before the first write
-    assert get(kubectl, namespace, "configmap", "taken-config") is None
+    assert get(kubectl, namespace, "deployment", "taken") is None        # after the Service: never written
+    config = get(kubectl, namespace, "configmap", "taken-config")          # before it: created, ours
+    assert [r["uid"] for r in config["metadata"]["ownerReferences"]] == [md["metadata"]["uid"]]
     after = get(kubectl, namespace, "service", "taken")
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert "ownerReferences" not in after["metadata"]
     assert [e["reason"] for e in events(kubectl, namespace, "taken")].count("NameConflict") == 1
+    writes = len(operator.writes())
+    operator.wait_reconciles(2, 30, "two health checks of the stalled object")
+    assert operator.writes()[writes:] == []       # its retries read the names: no create bound to fail
 
     # A witness the ModelDeployment does own: once the garbage collector has removed it, it has dealt with the
     # ModelDeployment's deletion, and the Service it never owned must still be there.

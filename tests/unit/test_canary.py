@@ -223,8 +223,12 @@ class _Kube:
     def __init__(self):
         self.applied, self.deleted = [], []
 
-    def check_owner(self, desired, owner, live):
-        pass
+    def get(self, kind, namespace, name):
+        return None
+
+    def create(self, desired, owner):
+        self.ensure(desired, owner, None)
+        return "created", desired
 
     def ensure(self, desired, owner, live):
         self.applied.append((desired["kind"], desired["metadata"]["name"], (desired.get("spec") or {}).get("replicas")))
@@ -244,7 +248,8 @@ def _write(plan, spec, live_canary=None):
     from modeldeploy.controller.context import Result
     from modeldeploy.resources.common import DEFAULT_OPERATOR_IMAGES
     kube = _Kube()
-    ctx = SimpleNamespace(kube=kube, egress_cidrs=None, tool_images=DEFAULT_OPERATOR_IMAGES)
+    ctx = SimpleNamespace(kube=kube, egress_cidrs=None, tool_images=DEFAULT_OPERATOR_IMAGES, status_schema=None,
+                          unwatched={})
     owner = {"uid": "u1"}
     kids = {kind: [] for kind in ("ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler",
                                   "PodDisruptionBudget", "NetworkPolicy")}

@@ -60,9 +60,15 @@ def test_selectors_and_api_versions():
 
 
 def test_slimming():
-    obj = {"metadata": {"name": "a", "managedFields": [{"manager": "x"}]}, "spec": {"x": 1}}
-    assert kinds.slim_object(obj) == {"metadata": {"name": "a"}, "spec": {"x": 1}}
-    assert "managedFields" in obj["metadata"]                                # a copy: the watched body is Kopf's
+    fields = [{"manager": "modeldeploy", "operation": "Update", "fieldsV1": {"f:spec": {"f:x": {}}}},
+              {"manager": "kcm", "operation": "Update", "subresource": "status", "fieldsV1": {"f:status": {}}}]
+    obj = {"metadata": {"name": "a", "managedFields": fields}, "spec": {"x": 1}}
+    slim = kinds.slim_object(obj)
+    assert slim == {"metadata": {"name": "a", "managedFields": [
+        {"manager": "modeldeploy", "operation": "Update"},                  # who wrote it how, in place
+        {"manager": "kcm", "operation": "Update", "subresource": "status"}]}, "spec": {"x": 1}}
+    assert kinds.slim_object(slim) is slim                                  # slim already: no copy
+    assert obj["metadata"]["managedFields"] is fields                        # a copy: the watched body is Kopf's
     pod = {"metadata": {"name": "p", "labels": {"a": "b"}, "managedFields": []},
            "spec": {"nodeName": "n1", "volumes": [{"name": "v"}],
                     "containers": [{"name": "c", "image": "i", "args": []}]},
@@ -102,10 +108,11 @@ def test_render_follows_the_apply_order():
 # --- the reconciler's writes ---------------------------------------------------------------------------------------
 
 class _Kube:
-    """Records the writer's requests; `crd`: whether the ServiceMonitor CRD is served."""
+    """Records the writer's requests; `crd`: whether the ServiceMonitor CRD is served; `live`: what a GET finds;
+    `taken`: names whose POST finds someone else's object."""
 
-    def __init__(self, crd=True, live=None):
-        self.calls, self.crd, self.live = [], crd, live
+    def __init__(self, crd=True, live=None, taken=()):
+        self.calls, self.crd, self.live, self.taken = [], crd, live, taken
 
     def crd_exists(self, group_version, plural):
         self.calls.append(("discover", plural))
@@ -115,24 +122,24 @@ class _Kube:
         self.calls.append(("get", kind, name))
         return self.live
 
-    def check_owner(self, desired, owner, live):
-        self.calls.append(("check", desired["kind"], desired["metadata"]["name"]))
-
     def ensure(self, desired, owner, live):
         self.calls.append(("apply", desired["kind"], desired["metadata"]["name"]))
         return ("created" if live is None else "unchanged"), desired
 
     def create(self, desired, owner):
-        self.calls.append(("create", desired["kind"], desired["metadata"]["name"]))
-        return "created", desired
+        kind, name = desired["kind"], desired["metadata"]["name"]
+        self.calls.append(("create", kind, name))
+        if name in self.taken:
+            raise apply.NameConflict(kind, "ml", name, {"metadata": {}})
+        return "created", dict(desired, metadata=dict(desired["metadata"], uid=f"uid-{kind}"))
 
     def delete(self, kind, live):
         self.calls.append(("delete", kind, live["metadata"]["name"]))
 
 
-def _ctx(kube, egress=None):
+def _ctx(kube, egress=None, status_schema=None):
     return SimpleNamespace(kube=kube, egress_cidrs=egress, tool_images=IMAGES, allow_unsafe_formats=False,
-                           unwatched={})
+                           unwatched={}, status_schema=status_schema)
 
 
 def _plan(**kw):
@@ -140,29 +147,83 @@ def _plan(**kw):
                               "create_job": False, **kw})
 
 
-def _write(ctx, spec, plan, live=()):
+def _ours(name, **fields):
+    return {"metadata": {"name": name, "ownerReferences": [{"uid": "u1", "controller": True}]}, **fields}
+
+
+def _write(ctx, spec, plan, live=(), check_first=False):
     kids = {k.kind: [] for k in kinds.CACHED}
     for kind, name in live:
-        kids[kind].append({"metadata": {"name": name, "ownerReferences": [{"uid": "u1", "controller": True}]}})
+        kids[kind].append(_ours(name))
     result = Result()
-    children.write(ctx, spec, plan, OWNER, kids, result)
+    children.write(ctx, spec, plan, OWNER, kids, result, check_first=check_first)
     return result
 
 
-def test_children_are_checked_first_then_written_in_apply_order():
+def _writes(kube):
+    return [(c[0], c[1], c[2]) for c in kube.calls if c[0] in ("apply", "create", "delete")]
+
+
+def test_new_children_are_created_in_apply_order_with_no_read_before():
     kube = _Kube(crd=False)
     canary = SimpleNamespace(running=True, target=NEW, split=Split(canary=1, stable=3))
     spec = md(optimization=OPTIMIZED, serving={"replicas": 4})
     result = _write(_ctx(kube, egress=("10.0.0.0/8",)), spec, _plan(target=TARGET, canary=canary, create_job=True))
-    writes = [c for c in kube.calls if c[0] in ("apply", "create", "delete")]
-    checks = [c for c in kube.calls if c[0] == "check"]
-    assert kube.calls.index(checks[-1]) < kube.calls.index(writes[0])       # a conflict changes nothing
-    assert [(c[1], c[2]) for c in writes] == [
+    assert not [c for c in kube.calls if c[0] == "get"]                       # each POST answers a taken name
+    assert _writes(kube) == [("create", kind, name) for kind, name in [
         ("NetworkPolicy", "digits"), ("Job", job_name(spec)),
         ("ConfigMap", "digits-config"), ("Service", "digits"), ("Deployment", "digits"),
-        ("Deployment", "digits-canary"), ("PodDisruptionBudget", "digits")]
-    assert ("check", "Job", job_name(spec)) not in checks                     # its create answers a taken name
+        ("Deployment", "digits-canary"), ("PodDisruptionBudget", "digits")]]
     assert result.actions[1] == "Job created"
+
+
+def test_a_taken_name_stops_the_pass_at_its_create():
+    kube = _Kube(crd=False, taken={"digits"})
+    with pytest.raises(apply.NameConflict):
+        _write(_ctx(kube), md(), _plan(target=TARGET))
+    # What came before stays (ours; the operator may not delete ConfigMaps); nothing after is written.
+    assert _writes(kube) == [("create", "ConfigMap", "digits-config"), ("create", "Service", "digits")]
+
+
+@pytest.mark.parametrize("check_first", [True, False])
+def test_names_are_read_before_the_first_write_when_existing_children_change_or_a_conflict_stalled(check_first):
+    """A pass that also updates a child must not leave it half-changed on a conflict, and a stalled conflict's
+    retries must not create and delete again: then every new name is read first."""
+    kube = _Kube(crd=False, live=_ours("digits"))
+    spec = md(autoscaling={"maxReplicas": 4})
+    live = [("ConfigMap", "digits-config"), ("Service", "digits")] + ([("Deployment", "digits")] * check_first)
+    kids = {k.kind: [] for k in kinds.CACHED}
+    for kind, name in live:
+        kids[kind].append(_ours(name, **({"spec": {"replicas": 1}} if kind == "Deployment" else {})))
+    kube.live = None
+    children.write(_ctx(kube), spec, _plan(target=TARGET), OWNER, kids, Result(), check_first=check_first)
+    reads = [c for c in kube.calls if c[0] == "get"]
+    writes = _writes(kube)
+    assert kube.calls.index(reads[-1]) < kube.calls.index(writes[0])
+    assert ("get", "HorizontalPodAutoscaler", "digits") in reads
+    assert ("create", "HorizontalPodAutoscaler", "digits") in writes
+
+
+def test_a_name_taken_in_the_cache_by_an_object_we_do_not_control_stops_before_any_write():
+    kube = _Kube(crd=False)
+    kids = {k.kind: [] for k in kinds.CACHED}
+    kids["Service"].append({"metadata": {"name": "digits", "ownerReferences": [{"uid": "x", "controller": True}]}})
+    with pytest.raises(apply.NameConflict):
+        children.write(_ctx(kube), md(), _plan(target=TARGET), OWNER, kids, Result())
+    assert _writes(kube) == []
+
+
+def test_the_rollback_target_goes_on_the_config_map_only_where_status_cannot_hold_it():
+    from modeldeploy.api.crd import status_schema
+    plan = _plan(target=TARGET, last_good=TARGET)
+    annotated = {}
+    for schema in (status_schema(), None):
+        kube = _Kube(crd=False)
+        _write(_ctx(kube, status_schema=schema), md(), plan)
+        cm = next(c for c in children.wanted(_ctx(kube, status_schema=schema), md(), plan)
+                  if c.kind.kind == "ConfigMap")
+        annotated[schema is None] = "annotations" in cm.desired["metadata"]
+    assert annotated == {False: False, True: True}
 
 
 def test_without_a_target_serving_is_left_alone_but_a_stopped_canary_goes():
@@ -178,23 +239,29 @@ def test_the_optional_service_monitor_is_skipped_when_its_crd_is_absent():
     assert not [c for c in kube.calls if "ServiceMonitor" in c]
 
 
-def test_the_service_monitor_is_read_with_a_get_and_rechecked_only_when_changed_or_stale():
+def test_the_service_monitor_is_created_then_read_with_a_get_only_when_changed_or_stale():
     kube = _Kube()
     ctx = _ctx(kube)
     assert "ServiceMonitor created" in _write(ctx, md(), _plan(target=TARGET)).actions
-    assert ("get", "ServiceMonitor", "digits") in kube.calls
+    assert [c for c in kube.calls if "ServiceMonitor" in c] == [("create", "ServiceMonitor", "digits")]
     kube.calls.clear()
     _write(ctx, md(), _plan(target=TARGET))
     assert not [c for c in kube.calls if "ServiceMonitor" in c]             # written as wanted, recently: no GET
-    _write(ctx, md(monitoring={"intervalSeconds": 60}), _plan(target=TARGET))
-    assert ("apply", "ServiceMonitor", "digits") in kube.calls               # what we want changed
-    kube.calls.clear()
-    ctx.unwatched = {key: (digest, at - children.RECHECK_SECONDS - 1) for key, (digest, at) in ctx.unwatched.items()}
-    kube.live = {"metadata": {"name": "digits", "ownerReferences": [{"uid": "u1", "controller": True}]}}
+    kube.live = _ours("digits")
     _write(ctx, md(monitoring={"intervalSeconds": 60}), _plan(target=TARGET))
     assert [c for c in kube.calls if "ServiceMonitor" in c] == [
-        ("get", "ServiceMonitor", "digits"), ("check", "ServiceMonitor", "digits"),
-        ("apply", "ServiceMonitor", "digits")]                                # stale: read again, edits repaired
+        ("get", "ServiceMonitor", "digits"), ("apply", "ServiceMonitor", "digits")]     # what we want changed
+    kube.calls.clear()
+    ctx.unwatched = {key: (digest, at - children.RECHECK_SECONDS - 1) for key, (digest, at) in ctx.unwatched.items()}
+    _write(ctx, md(monitoring={"intervalSeconds": 60}), _plan(target=TARGET))
+    assert [c for c in kube.calls if "ServiceMonitor" in c] == [
+        ("get", "ServiceMonitor", "digits"), ("apply", "ServiceMonitor", "digits")]     # stale: read, repaired
+    kube.live = {"metadata": {"name": "digits", "ownerReferences": [{"uid": "x", "controller": True}]}}
+    ctx.unwatched.clear()
+    ctx.unwatched[("ServiceMonitor", "ml", "digits", "u1")] = ("old", 0.0)
+    with pytest.raises(apply.NameConflict):                                  # someone else's now: left alone
+        _write(ctx, md(), _plan(target=TARGET), live=[("ConfigMap", "digits-config"), ("Service", "digits"),
+                                                        ("Deployment", "digits")])
 
 
 @pytest.mark.parametrize("owned, deleted", [(True, True), (False, False)])

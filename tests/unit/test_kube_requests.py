@@ -63,6 +63,33 @@ def test_apply_is_a_forced_server_side_apply_by_our_field_manager_and_answers_a_
                                                     f"{names.LABEL_MANAGED_BY}={names.APP_NAME}"}
 
 
+def test_the_first_apply_to_an_object_we_created_makes_our_entry_an_apply_entry_first():
+    """A POST records operation Update, and server-side apply would never remove a field that entry owns."""
+    api, kube = _kube()
+    live = _deployment(replicas=1)
+    live["metadata"].update(ownerReferences=[OWNER], managedFields=[
+        {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status"},
+        {"manager": names.FIELD_MANAGER, "operation": "Update"}])
+    assert kube.ensure(_deployment(), OWNER, live)[0] == "updated"
+    fix, apply_ = api.writes()
+    assert (fix.method, fix.path, fix.headers["Content-Type"]) == ("PATCH", f"{DEPLOY}/digits",
+                                                                   "application/json-patch+json")
+    assert fix.body == [
+        {"op": "test", "path": "/metadata/managedFields/1/manager", "value": names.FIELD_MANAGER},
+        {"op": "test", "path": "/metadata/managedFields/1/operation", "value": "Update"},
+        {"op": "replace", "path": "/metadata/managedFields/1/operation", "value": "Apply"}]
+    assert apply_.headers["Content-Type"] == "application/apply-patch+yaml"
+    live["metadata"]["managedFields"][1]["operation"] = "Apply"           # converted: applies go straight out
+    api.calls.clear()
+    kube.ensure(_deployment(), OWNER, live)
+    assert [c.headers["Content-Type"] for c in api.writes()] == ["application/apply-patch+yaml"]
+    live["metadata"]["managedFields"][1]["operation"] = "Update"
+    api.respond[("PATCH", f"{DEPLOY}/digits")] = (422, {"kind": "Status", "code": 422, "message": "test failed"})
+    with pytest.raises(apply.ApiError) as err:                            # the cache was behind: retried later
+        kube.ensure(_deployment(), OWNER, live)
+    assert err.value.status == 409
+
+
 def test_a_status_patch_is_a_merge_patch_of_the_status_subresource():
     api, kube = _kube()
     body = {"metadata": {"name": "digits", "namespace": "ml"}}
@@ -176,13 +203,15 @@ def test_a_connection_failure_is_not_swallowed():
     assert kube._dynamic is None
 
 
-def test_the_status_patch_answer_and_the_overlay_keep_no_managed_fields_and_nothing_expired(monkeypatch):
+def test_the_status_patch_answer_and_the_overlay_keep_no_field_sets_and_nothing_expired(monkeypatch):
     """What the operator keeps per object is what decides its memory at 2,000 objects (bench/operator_scale.py)."""
     api, kube = _kube()
-    answer = {"metadata": {"name": "digits", "managedFields": [{"manager": "x"}]}, "status": {"phase": "Ready"}}
+    entry = {"manager": "x", "operation": "Update", "subresource": "status"}
+    answer = {"metadata": {"name": "digits", "managedFields": [dict(entry, fieldsV1={"f:status": {}})]},
+              "status": {"phase": "Ready"}}
     api.respond[("PATCH", f"{MD}/digits/status")] = (200, answer)
     body = {"metadata": {"name": "digits", "namespace": "ml"}}
-    assert kube.patch_status(body, {}, {"phase": "Ready"}) == {"metadata": {"name": "digits"},
+    assert kube.patch_status(body, {}, {"phase": "Ready"}) == {"metadata": {"name": "digits", "managedFields": [entry]},
                                                                "status": {"phase": "Ready"}}
     clock = [1000.0]
     monkeypatch.setattr(apply.time, "monotonic", lambda: clock[0])
@@ -198,11 +227,11 @@ def test_the_read_cache_keeps_compact_json_and_gives_back_fresh_dicts():
     from modeldeploy.controller import handlers
     from modeldeploy.resources import kinds
     dep = _deployment()
-    dep["metadata"]["managedFields"] = [{"manager": "modeldeploy"}]
+    dep["metadata"]["managedFields"] = [{"manager": "modeldeploy", "operation": "Apply", "fieldsV1": {"f:spec": {}}}]
     out = asyncio.run(handlers.index_child(namespace="ml", labels=dep["metadata"]["labels"], body=dep,
                                            param=kinds.DEPLOYMENT))
     text = out[("ml", "digits")]
-    assert isinstance(text, str) and "managedFields" not in text and " " not in text
+    assert isinstance(text, str) and "fieldsV1" not in text and " " not in text
     monkey = {kinds.DEPLOYMENT.index: {("ml", "digits"): [text]}}
     old, handlers.STATE.indices = handlers.STATE.indices, monkey
     try:

@@ -73,6 +73,24 @@ def test_merge_patch(name, old, new, patch):
     assert diff.merge_patch(old, new) == patch
 
 
+@pytest.mark.parametrize("entries, index", [
+    ([{"manager": "modeldeploy", "operation": "Update"}], 0),                       # created by our POST
+    ([{"manager": "kcm", "operation": "Update", "subresource": "status"},
+      {"manager": "modeldeploy", "operation": "Update"}], 1),
+    ([{"manager": "modeldeploy", "operation": "Apply"}], None),                     # applied already
+    ([{"manager": "modeldeploy", "operation": "Apply"}, {"manager": "modeldeploy", "operation": "Update"}], None),
+    ([{"manager": "modeldeploy", "operation": "Update", "subresource": "status"}], None),
+    ([], None)])
+def test_create_to_apply_patch_renames_only_a_lone_update_entry_of_ours(entries, index):
+    patch = diff.create_to_apply_patch({"metadata": {"managedFields": entries}}, "modeldeploy")
+    if index is None:
+        assert patch is None
+    else:
+        assert [op["path"] for op in patch] == [f"/metadata/managedFields/{index}/{k}"
+                                               for k in ("manager", "operation", "operation")]
+        assert patch[-1] == {"op": "replace", "path": f"/metadata/managedFields/{index}/operation", "value": "Apply"}
+
+
 def test_prune_to_schema():
     schema = {"type": "object", "properties": {"model": {"type": "object", "properties": {"v": {"type": "integer"}}},
                                                "conditions": {"type": "array", "items": {"type": "object",

@@ -564,3 +564,9 @@ def test_name_conflict_status_stalls_with_the_objects_name_and_keeps_the_rest():
     assert check_kstatus({"metadata": {"generation": 4}, "status": status}, settled=True) == []
     assert dc.condition_reason(status, "Stalled") == "NameConflict"
     assert dc.condition_reason(status, "Ready") is None
+    # A retry later fails the same way: decide planned Stalled=False anew, the old transition times stay.
+    planned = {"observedGeneration": 4, "conditions": [
+        {"type": "Stalled", "status": "False", "reason": "Progressing", "message": "", "observedGeneration": 4,
+         "lastTransitionTime": "2030-01-01T00:00:00Z"}]}
+    again = dc.stalled_status(planned, 4, "NameConflict", str(err), "2030-01-01T00:00:00Z", prev=status)
+    assert sorted(again["conditions"], key=str) == sorted(status["conditions"], key=str)

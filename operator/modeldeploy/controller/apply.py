@@ -1,11 +1,14 @@
 """The one module that talks to the Kubernetes API (Kopf aside): reads through a watch cache, writes only diffs.
 
 Writes:
+- `create(desired, owner)`: POST of a child that does not exist yet: the name check and the create in one
+  request. A 409 (the name is taken) answers with the existing object when it is ours (created before a
+  restart, or the watch has not delivered it yet), else raises NameConflict.
 - `ensure(desired, owner, live)`: server-side apply (field manager "modeldeploy", force) with an owner reference
   to the ModelDeployment, but only when the fields we own differ from the live object (`is_subset`): a
-  reconcile with nothing to change sends no write at all.
-- `create(desired, owner)`: POST for objects we never update (the optimizer Job); 409 (it already exists,
-  e.g. created before a restart) is success and returns the existing object.
+  reconcile with nothing to change sends no write at all. Before the first apply to an object we created, one
+  JSON patch makes our create's managedFields entry an apply's (diff.create_to_apply_patch), so that fields we
+  stop sending are removed.
 - `delete(live)`: children that must no longer exist (an HPA after autoscaling was removed), with a uid
   precondition so only the object we saw goes.
 - A Deployment whose selector must change (spec.rollout.strategy switched to canary) cannot be patched: the
@@ -244,24 +247,18 @@ class Kube:
                 self._purged = now
             self._overlay.setdefault((kind, meta["namespace"], md_name), {})[meta["name"]] = (now, obj)
 
-    def check_owner(self, desired: dict, owner: dict, live: dict | None) -> None:
-        """Raise NameConflict when `desired`'s name belongs to an object we do not control. `live` is what the
-        watch cache found by our labels; an object without them is looked up once, before it would be created."""
-        kind, meta = desired["kind"], desired["metadata"]
-        if live is None:
-            live = self.get(kind, meta["namespace"], meta["name"])
-        if live is not None and not diff.owned_by(live, owner["uid"]):
-            raise NameConflict(kind, meta["namespace"], meta["name"], live)
-
     def ensure(self, desired: dict, owner: dict, live: dict | None) -> tuple[str, dict | None]:
         """Server-side apply `desired` unless the live object already matches; returns (action, object).
-        Callers run check_owner first: apply would take over any object of that name."""
+        Callers check that `live` is ours (or that the name is free): apply would take over any object of that
+        name."""
         if not diff.needs_apply(desired, live, owner):
             return "unchanged", live
         kind, meta = desired["kind"], desired["metadata"]
         if diff.selector_replaced(desired, live):
             self.delete(kind, live, orphan=True)
             return "replaced", None
+        if live is not None:
+            self._to_apply_entry(kind, live)
         body = diff.with_owner(desired, owner)
         # PATCH with application/apply-patch+yaml (a JSON body is valid YAML), ?fieldManager=...&force=true
         obj = self._call("server_side_apply", kind, meta["namespace"], meta["name"], body=body,
@@ -270,8 +267,24 @@ class Kube:
         self._remember(kind, meta, kinds.slim_object(obj))
         return ("created" if live is None else "updated"), obj
 
+    def _to_apply_entry(self, kind: str, live: dict) -> None:
+        """Our create's managedFields entry made an apply's, once, before the first apply (see the module doc)."""
+        patch = diff.create_to_apply_patch(live, names.FIELD_MANAGER)
+        if patch is None:
+            return
+        meta = live["metadata"]
+        try:
+            self._call("patch", kind, meta["namespace"], meta["name"], body=patch,
+                       content_type="application/json-patch+json", field_manager=names.FIELD_MANAGER)
+        except ApiError as exc:
+            # A failed test op (422) means the cache is behind the object: a conflict, retried with fresh data,
+            # never an invalid spec.
+            raise ApiError(str(exc), 409 if exc.status == 422 else exc.status) from None
+        self._write("fields-to-apply", kind, meta["namespace"], meta["name"])
+
     def create(self, desired: dict, owner: dict) -> tuple[str, dict | None]:
-        """POST `desired` (never updated later); an existing object of that name is returned as it is."""
+        """POST `desired`; ("created", it), or ("exists", the object of that name) when it is ours already.
+        Raises NameConflict when the name is taken by an object this ModelDeployment does not control."""
         kind, meta = desired["kind"], desired["metadata"]
         try:
             obj = self._call("create", kind, meta["namespace"], body=diff.with_owner(desired, owner),

@@ -4,6 +4,7 @@ before it writes, with no client, no clock and no I/O (so they are unit-tested w
 - `owner_reference`, `with_owner`, `owned_by`: the controller owner reference to the ModelDeployment.
 - `is_subset`, `needs_apply`, `selector_replaced`: whether a live object already has every field we own, and
   whether a Deployment must be replaced (its selector is immutable).
+- `create_to_apply_patch`: the JSON patch that makes our create's managedFields entry an apply's.
 - `merge_patch`, `changed_paths`: an RFC 7386 status patch of only what changed, and what it touches.
 - `prune`: drop what the CRD's structural schema does not list (the API server would).
 - `newer`, `first`: resourceVersion order, and finding an object by name among a kind's children.
@@ -99,6 +100,26 @@ def needs_apply(desired: dict, live: dict | None, owner: dict) -> bool:
     body_d = {k: v for k, v in desired.items() if k not in ("metadata", "apiVersion", "kind", "status")}
     body_l = {k: v for k, v in live.items() if k not in ("metadata", "apiVersion", "kind", "status")}
     return not is_subset(body_d, body_l)
+
+
+def create_to_apply_patch(live: dict, manager: str) -> list[dict] | None:
+    """A JSON patch renaming our manager's entry in managedFields from operation Update to Apply; None when
+    there is nothing to rename.
+
+    Children are created with a POST (the name check and the create in one request), which the API server
+    records as an Update by `manager`. Server-side apply removes a field we stop sending only when an Apply
+    entry of ours owns it alone, so before our first apply to such an object the entry becomes an Apply entry
+    (what `kubectl apply --server-side` does when it takes over a client-side applied object). The test ops
+    make the patch fail, not misfire, when the live list differs from the cached one."""
+    entries = (live.get("metadata") or {}).get("managedFields") or ()
+    ours = [(i, e.get("operation")) for i, e in enumerate(entries)
+            if e.get("manager") == manager and not e.get("subresource")]
+    if [op for _, op in ours] != ["Update"]:
+        return None                     # already applied (or nothing of ours): server-side apply prunes as it is
+    path = f"/metadata/managedFields/{ours[0][0]}"
+    return [{"op": "test", "path": f"{path}/manager", "value": manager},
+            {"op": "test", "path": f"{path}/operation", "value": "Update"},
+            {"op": "replace", "path": f"{path}/operation", "value": "Apply"}]
 
 
 def merge_patch(old, new):

@@ -55,7 +55,8 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
     plan = decide.decide(spec, gather.observed(ctx, spec, meta, old_status, kids, interval_check, now))
 
     try:
-        children.write(ctx, spec, plan, owner, kids, result)
+        children.write(ctx, spec, plan, owner, kids, result,
+                       check_first=decide.condition_reason(old_status, STALLED) == Reason.NAME_CONFLICT)
     except (apply.NameConflict, apply.ApiError) as exc:
         if not _stall_on_children(exc, plan, old_status, generation, now):
             raise
@@ -84,7 +85,7 @@ def _stall_on_children(exc: Exception, plan: decide.Plan, old_status: dict, gene
                                                 "apply it again")
     else:
         return False
-    plan.status = decide.stalled_status(plan.status, generation, reason, message, now)
+    plan.status = decide.stalled_status(plan.status, generation, reason, message, now, old_status)
     if decide.condition_reason(old_status, STALLED) != reason:     # on the transition only
         plan.events.append(event(EventType.WARNING, reason, message))
     return True

@@ -16,11 +16,13 @@ from typing import Callable
 
 
 def slim_object(obj: dict | None) -> dict | None:
-    """Without managedFields: they are large and never compared."""
-    if not obj or "managedFields" not in (obj.get("metadata") or {}):
-        return obj
-    meta = dict(obj["metadata"])
-    del meta["managedFields"]
+    """Without the field sets of managedFields (large, never compared); who wrote the object and how (manager,
+    operation, subresource) stays, in place: apply.Kube turns our create's entry into an apply's by its index."""
+    fields = ((obj or {}).get("metadata") or {}).get("managedFields")
+    if not fields or not any("fieldsV1" in entry for entry in fields):
+        return obj                       # nothing to drop (or slimmed already): no copy
+    meta = dict(obj["metadata"], managedFields=[
+        {k: entry[k] for k in ("manager", "operation", "subresource") if k in entry} for entry in fields])
     return dict(obj, metadata=meta)
 
 
