@@ -14,13 +14,14 @@ Two phases in one run, each in its own fresh namespace:
    ModelDeployment turns Ready.
 Then 60 s (BENCH_IDLE) of idleness after convergence, counting writes.
 
-Figures (bench/results/operator.json): n, children_seconds (first create -> every child of every object
-exists), baseline_seconds, ratio (children over baseline), ready_seconds, p50_ms/p99_ms (per object: its create
--> all its children), operator_peak_rss_mib (VmHWM), requests_per_object (API requests the operator sent per
-object, counted by the API server: everything on our kinds minus this script's own requests, plus the Events
-the operator posted), idle_writes (writes the operator sent in the idle window, from its own write log) and
-idle_writes_apiserver (writes the API server saw on our kinds in that window, from any client; other users of
-a shared cluster would show up here). Nothing is asserted: the targets are printed beside the figures.
+Figures (bench/results/operator.json): n, children_seconds (first create -> every child of every object exists),
+baseline_seconds, ratio (children over baseline), ready_seconds, p50_ms/p99_ms (per object: its create -> all its
+children), operator_peak_rss_mib (VmHWM), operator_cpu_seconds (its CPU time from start to every ModelDeployment
+Ready), requests_per_object (API requests the operator sent per object, counted by the API server: everything on
+our kinds minus this script's own requests, plus the Events the operator posted), idle_writes (writes the operator
+sent in the idle window, from its own write log) and idle_writes_apiserver (writes the API server saw on our kinds
+in that window, from any client; other users of a shared cluster would show up here). Nothing is asserted: the
+targets are printed beside the figures.
 """
 from __future__ import annotations
 
@@ -240,6 +241,12 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (it shares the 2 cores with the API server and etcd)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def add_nodes(api: Api) -> list[str]:
     """Fake kwok nodes for this run: 2N pods (baseline + operator) need ~0.1 CPU each (the pull init
     container's request) and the local cluster's CPU pool has 62 CPUs. Deleted at the end."""
@@ -371,6 +378,7 @@ def run(api: Api) -> int:
             time.sleep(0.5)
         if ready_at is None:
             log(f"operator: timed out: {have}/{N} with all children, {ready}/{N} Ready")
+        operator_cpu = cpu_seconds(proc.pid)
         calls = apiserver_calls(api) - calls_before
         requests_after = requests_before + sum(calls.values())
         own = (api.count - own_before) + watcher.requests          # this script's POSTs and watches
@@ -408,6 +416,7 @@ def run(api: Api) -> int:
         "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1) if latencies else None,
         "operator_peak_rss_mib": round(rss, 1),
+        "operator_cpu_seconds": round(operator_cpu, 1),
         "requests_per_object": round((requests_after - requests_before - own + operator_events) / N, 2),
         "baseline_requests_per_object": round(base["requests"] / N, 2),
         # Where the requests went, per object, as the API server counted them (this script's own are in

@@ -391,10 +391,11 @@ def operator(results: dict) -> list[str]:
     body = [[str(r["n"]), fixed(r["children_seconds"], 1), fixed(r["baseline_seconds"], 1), str(r["ratio"]),
              fixed(r["ready_seconds"], 1),
              pair(f"{fixed(r['p50_ms'] / 1000, 1)} s", f"{fixed(r['p99_ms'] / 1000, 1)} s"),
-             f"{fixed(r['operator_peak_rss_mib'], 0)} MiB", fixed(r["requests_per_object"], 1),
-             f"{r['idle_writes']} in {r['idle_seconds']:g} s"] for r in runs]
+             f"{fixed(r['operator_peak_rss_mib'], 0)} MiB",
+             f"{fixed(r['operator_cpu_seconds'], 1)} s" if r.get("operator_cpu_seconds") is not None else "n/a",
+             fixed(r["requests_per_object"], 1), f"{r['idle_writes']} in {r['idle_seconds']:g} s"] for r in runs]
     head = ["N", "children (s)", "baseline (s)", "ratio", "all Ready (s)", "p50 / p99 create→children", "peak RSS",
-            "requests per object", "operator writes while idle"]
+            "operator CPU", "requests per object", "operator writes while idle"]
     lines = table(head, body) + ["", "Targets (`targets` in the JSON):", ""]
     for label, checks in operator_verdicts(runs):
         if not checks:

@@ -151,12 +151,12 @@ def _ours(name, **fields):
     return {"metadata": {"name": name, "ownerReferences": [{"uid": "u1", "controller": True}]}, **fields}
 
 
-def _write(ctx, spec, plan, live=(), check_first=False):
+def _write(ctx, spec, plan, live=(), check_first=False, first_pass=False):
     kids = {k.kind: [] for k in kinds.CACHED}
     for kind, name in live:
         kids[kind].append(_ours(name))
     result = Result()
-    children.write(ctx, spec, plan, OWNER, kids, result, check_first=check_first)
+    children.write(ctx, spec, plan, OWNER, kids, result, check_first=check_first, first_pass=first_pass)
     return result
 
 
@@ -242,8 +242,12 @@ def test_the_optional_service_monitor_is_skipped_when_its_crd_is_absent():
 def test_the_service_monitor_is_created_then_read_with_a_get_only_when_changed_or_stale():
     kube = _Kube()
     ctx = _ctx(kube)
-    assert "ServiceMonitor created" in _write(ctx, md(), _plan(target=TARGET)).actions
+    assert "ServiceMonitor created" in _write(ctx, md(), _plan(target=TARGET), first_pass=True).actions
     assert [c for c in kube.calls if "ServiceMonitor" in c] == [("create", "ServiceMonitor", "digits")]
+    kube.calls.clear()
+    _write(_ctx(kube), md(), _plan(target=TARGET))                 # after a restart: read, not created blindly
+    assert [c for c in kube.calls if "ServiceMonitor" in c] == [("get", "ServiceMonitor", "digits"),
+                                                                ("create", "ServiceMonitor", "digits")]
     kube.calls.clear()
     _write(ctx, md(), _plan(target=TARGET))
     assert not [c for c in kube.calls if "ServiceMonitor" in c]             # written as wanted, recently: no GET

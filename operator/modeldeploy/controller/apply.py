@@ -16,7 +16,8 @@ Writes:
   reconcile (woken by the deletion) creates it again; the new Deployment adopts the ReplicaSets its selector
   matches, and the same pod template means the same ReplicaSet, so no pod restarts.
 - `patch_status(body, old, new)`: a JSON merge patch of status with only what changed; nothing when equal.
-- `post_event(body, type, reason, message)`: a core/v1 Event on the ModelDeployment.
+- `post_event(body, type, reason, message)`: a core/v1 Event on the ModelDeployment, queued and posted by
+  controller/events.py's thread (a reconcile never waits on one).
 Every write is counted (`writes`), logged at DEBUG and, with $MODELDEPLOY_WRITE_LOG, appended to that file
 (the tests count writes with it). What is compared and patched is decided by the pure functions of diff.py.
 
@@ -37,8 +38,6 @@ import logging
 import os
 import threading
 import time
-import uuid
-from datetime import datetime, timezone
 from typing import Callable
 
 from kubernetes.client.rest import ApiException
@@ -46,9 +45,8 @@ from kubernetes.dynamic import Resource
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from modeldeploy.api import names
-from modeldeploy.controller import diff, kubeclient, obslog
+from modeldeploy.controller import diff, events, kubeclient, obslog
 from modeldeploy.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
-from modeldeploy.api.status import timestamp
 from modeldeploy.resources import kinds
 
 log = logging.getLogger(__name__)
@@ -102,6 +100,7 @@ class Kube:
         self._crd_cache: dict[str, tuple[float, bool]] = {}
         self._dynamic: kubeclient.CountingClient | None = None   # made at the first request (runs discovery)
         self._making = threading.Lock()
+        self.events = events.Recorder(self._post_event)
 
     # -- requests --
     def _count(self) -> None:
@@ -328,25 +327,17 @@ class Kube:
         return kinds.slim_object(obj)       # the monitor keeps it until the next watch event
 
     def post_event(self, body: dict, type_: str, reason: str, message: str, instance: str = "") -> None:
-        """A core/v1 Event about the ModelDeployment (posted on transitions only; failures are only logged)."""
-        meta = body["metadata"]
-        now = timestamp(datetime.now(timezone.utc))
-        event = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": meta["name"],
-                               "namespace": meta["namespace"], "uid": meta.get("uid"),
-                               "resourceVersion": meta.get("resourceVersion")},
-            "type": type_, "reason": reason, "message": message[:1024],
-            "source": {"component": names.APP_NAME}, "reportingComponent": names.APP_NAME,
-            "reportingInstance": instance or names.APP_NAME,
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }
+        """Queue a core/v1 Event about the ModelDeployment (controller/events.py posts it from its own thread)."""
+        self.events.record(events.build(body, type_, reason, message, instance))
+
+    def _post_event(self, event: dict) -> None:
+        """POST one Event (the events thread); a failure is only logged: an Event is information, not state."""
+        namespace = event["metadata"]["namespace"]
         try:
-            self._call("create", "Event", meta["namespace"], body=event)
-            self._write("event", "Event", meta["namespace"], reason)
+            self._call("create", "Event", namespace, body=event)
+            self._write("event", "Event", namespace, event["reason"])
         except ApiError as exc:
-            log.warning("could not post Event %s: %s", reason, exc)
+            log.warning("could not post Event %s: %s", event["reason"], exc)
 
 
 def _api_message(exc: ApiException) -> str:

@@ -62,15 +62,16 @@ def _recorded_last_good(ctx: Context, plan: decide.Plan):
 
 
 def write(ctx: Context, spec, plan: decide.Plan, owner: dict, kids: dict, result: Result,
-          check_first: bool = False) -> None:
+          check_first: bool = False, first_pass: bool = False) -> None:
     """Write what `wanted` lists, in order: a child that does not exist yet is created with a POST, which answers
     a taken name itself (no GET before it); an existing one of ours is applied when it differs; one that must not
     exist is deleted. A taken name raises NameConflict: the object is never touched, and children already
     created by this pass stay (ours, harmless, used once the name is free; the operator may not delete
     ConfigMaps and Services). Every new name is read before the first write instead when the pass also changes
     existing children (a conflict leaves them unchanged, not half-changed) or `check_first` (the last pass
-    stalled on a taken name: its retries read, they do not send a create bound to fail)."""
-    todo = _live(ctx, spec, owner, kids, wanted(ctx, spec, plan))
+    stalled on a taken name: its retries read, they do not send a create bound to fail). `first_pass`: the
+    ModelDeployment was never reconciled (no status yet), so its unwatched children are created without a GET."""
+    todo = _live(ctx, spec, owner, kids, wanted(ctx, spec, plan), first_pass)
     new = [child.desired is not None and live is None and not child.kind.create_only for child, live in todo]
     if any(new) and (check_first or any(live is not None and diff.owned_by(live, owner["uid"]) and (
             child.desired is None or diff.needs_apply(child.desired, live, owner)) for child, live in todo)):
@@ -83,10 +84,13 @@ def write(ctx: Context, spec, plan: decide.Plan, owner: dict, kids: dict, result
         _write_one(ctx, spec, child, owner, live, result)
 
 
-def _live(ctx: Context, spec, owner: dict, kids: dict, wanted_: list[Child]) -> list[tuple[Child, dict | None]]:
+def _live(ctx: Context, spec, owner: dict, kids: dict, wanted_: list[Child], first_pass: bool) \
+        -> list[tuple[Child, dict | None]]:
     """Each child with its live object (None: absent, or not known to exist). A cached kind's from the watch
     cache (which holds only objects with our labels); an unwatched kind is read with a GET, except when it was
-    written as it is wanted now, recently (skipped), or never by this process (created: a taken name answers)."""
+    written as it is wanted now, recently (skipped), or on the ModelDeployment's first pass (nothing of it can
+    exist yet: created, and a taken name answers the create). After a restart it is read, not created: a create
+    bound to find it would be a write."""
     out = []
     for child in wanted_:
         if child.kind.optional and not ctx.kube.crd_exists(child.kind.api_version, child.kind.plural):
@@ -95,7 +99,7 @@ def _live(ctx: Context, spec, owner: dict, kids: dict, wanted_: list[Child]) -> 
             out.append((child, diff.first(kids[child.kind.kind], child.name)))
         elif _recently_written(ctx, spec, child, owner):
             continue
-        elif child.desired is not None and _unwatched_key(spec, child, owner) not in ctx.unwatched:
+        elif child.desired is not None and first_pass:
             out.append((child, None))
         else:
             out.append((child, ctx.kube.get(child.kind.kind, spec.namespace, child.name)))

@@ -128,9 +128,11 @@ async def configure(settings: kopf.OperatorSettings, logger, **kwargs):
 
 @kopf.on.cleanup()
 async def stop(**_):
-    """Stop the monitor loop."""
+    """Stop the monitor loop; post the Events still queued (a few seconds at most)."""
     if STATE.task is not None:
         STATE.task.cancel()
+    if STATE.ctx is not None:
+        await asyncio.get_running_loop().run_in_executor(None, STATE.ctx.kube.events.flush, 5.0)
 
 
 def _interval(body: dict) -> float:

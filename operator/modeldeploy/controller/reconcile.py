@@ -55,7 +55,7 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
     plan = decide.decide(spec, gather.observed(ctx, spec, meta, old_status, kids, interval_check, now))
 
     try:
-        children.write(ctx, spec, plan, owner, kids, result,
+        children.write(ctx, spec, plan, owner, kids, result, first_pass="observedGeneration" not in old_status,
                        check_first=decide.condition_reason(old_status, STALLED) == Reason.NAME_CONFLICT)
     except (apply.NameConflict, apply.ApiError) as exc:
         if not _stall_on_children(exc, plan, old_status, generation, now):
