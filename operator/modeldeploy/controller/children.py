@@ -2,10 +2,10 @@
 
 `wanted(ctx, spec, plan)` lists the children a plan decides about, from the pure builders (`desired` None: the
 child must not exist); `write(...)` creates, applies or deletes each in order, a taken name checked by the create
-itself (its docstring says what a conflict leaves). What differs between kinds is in
-resources/kinds.py: a kind whose CRD is optional (the ServiceMonitor) is written only while the API serves it,
-the Job is only ever created, and a kind the operator does not watch is read with a GET, only when what we want
-of it changed or every RECHECK_SECONDS to repair edits, not on every reconcile.
+itself (its docstring says what a conflict leaves). What differs between kinds is in resources/kinds.py: a kind
+whose CRD is optional (the ServiceMonitor) is written only while the API serves it, the Job is only ever created,
+and a kind the operator does not watch is read with a GET, only when what we want of it changed or every
+RECHECK_SECONDS to repair edits, not on every reconcile.
 """
 from __future__ import annotations
 
@@ -73,8 +73,7 @@ def write(ctx: Context, spec, plan: decide.Plan, owner: dict, kids: dict, result
     ModelDeployment was never reconciled (no status yet), so its unwatched children are created without a GET."""
     todo = _live(ctx, spec, owner, kids, wanted(ctx, spec, plan), first_pass)
     new = [child.desired is not None and live is None and not child.kind.create_only for child, live in todo]
-    if any(new) and (check_first or any(live is not None and diff.owned_by(live, owner["uid"]) and (
-            child.desired is None or diff.needs_apply(child.desired, live, owner)) for child, live in todo)):
+    if any(new) and (check_first or _changes_existing(todo, owner)):
         todo = [(child, ctx.kube.get(child.kind.kind, spec.namespace, child.name) if unknown else live)
                 for (child, live), unknown in zip(todo, new)]
     for child, live in todo:
@@ -82,6 +81,12 @@ def write(ctx: Context, spec, plan: decide.Plan, owner: dict, kids: dict, result
             raise apply.NameConflict(child.kind.kind, spec.namespace, child.name, live)
     for child, live in todo:
         _write_one(ctx, spec, child, owner, live, result)
+
+
+def _changes_existing(todo: list[tuple[Child, dict | None]], owner: dict) -> bool:
+    """Whether writing `todo` changes or deletes a child of ours that exists."""
+    return any(live is not None and diff.owned_by(live, owner["uid"]) and (
+        child.desired is None or diff.needs_apply(child.desired, live, owner)) for child, live in todo)
 
 
 def _live(ctx: Context, spec, owner: dict, kids: dict, wanted_: list[Child], first_pass: bool) \
