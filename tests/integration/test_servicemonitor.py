@@ -86,6 +86,11 @@ def test_operator_creates_and_removes_the_servicemonitor(servicemonitor_crd, kub
     config = get(kubectl, namespace, "configmap", "scraped-config")
     assert any(sm["spec"]["endpoints"][0]["path"] in v for v in config["data"].values())
 
+    # A spec change reaches the ServiceMonitor (applied over the object the operator created).
+    apply_md(kubectl, namespace, md_body("scraped", monitoring={"intervalSeconds": 20}))
+    wait_for(lambda: get(kubectl, namespace, "servicemonitor", "scraped")["spec"]["endpoints"][0]["interval"] == "20s",
+             60, "the ServiceMonitor's interval to follow the spec")
+
     apply_md(kubectl, namespace, md_body("scraped", monitoring={"intervalSeconds": 10, "prometheus": False}))
     wait_for(lambda: get(kubectl, namespace, "servicemonitor", "scraped") is None, 60,
              "the ServiceMonitor to be deleted when monitoring.prometheus is false")
