@@ -274,3 +274,35 @@ def test_a_service_monitor_no_longer_wanted_is_deleted_only_when_ours(owned, del
     kube = _Kube(live={"metadata": {"name": "digits", "ownerReferences": refs}})
     _write(_ctx(kube), md(monitoring={"prometheus": False}), _plan(target=TARGET))
     assert (("delete", "ServiceMonitor", "digits") in kube.calls) is deleted
+
+
+def test_no_diff_base_is_kept_and_kopf_detects_causes_without_one():
+    """handlers.NoDiffBase spares Kopf a deep copy of every watched body: safe while no handler needs a
+    diff-base (no on.create/update/resume or daemons), and Kopf's cause detection takes a missing one."""
+    import asyncio
+    import logging
+
+    import kopf
+    from kopf._cogs.structs import bodies, references
+    from kopf._core.engines import indexing
+    from kopf._core.intents import registries
+    from kopf._core.reactor import inventory, processing
+
+    from modeldeploy.controller import handlers
+    registry = registries.get_default_registry()
+    assert not registry._changing.get_all_handlers() and not registry._spawning.get_all_handlers()
+    settings = kopf.OperatorSettings()
+    settings.persistence.diffbase_storage = handlers.NoDiffBase()
+    obj = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "digits", "namespace": "ml",
+           "labels": {"app.kubernetes.io/instance": "digits"}}, "spec": {"replicas": 1}, "status": {}}
+    resource = references.Resource(group="apps", version="v1", plural="deployments", kind="Deployment",
+                                   namespaced=True, verbs=["list", "watch"])
+    logger = logging.getLogger("test")
+
+    async def detect():              # Kopf's per-object memory reads the event loop's clock
+        return processing._detect_causes(
+            indexers=indexing.OperatorIndexers(), registry=registry, settings=settings, resource=resource,
+            raw_event={"type": "MODIFIED", "object": obj}, body=bodies.Body(obj), patch=kopf.Patch(),
+            memory=inventory.ResourceMemory(), local_logger=logger, event_logger=logger)
+    causes = asyncio.run(detect())
+    assert causes.changing_cause is None and causes.spawning_cause is None

@@ -97,6 +97,7 @@ class Kube:
         self._overlay: dict[tuple[str, str, str], dict[str, tuple[float, dict | None]]] = {}
         self._purged = 0.0
         self._write_log = os.environ.get(WRITE_LOG_ENV) or None
+        self._write_fh = None
         self._crd_cache: dict[str, tuple[float, bool]] = {}
         self._dynamic: kubeclient.CountingClient | None = None   # made at the first request (runs discovery)
         self._making = threading.Lock()
@@ -152,8 +153,9 @@ class Kube:
                 row = {"t": time.time(), "verb": verb, "kind": kind, "namespace": namespace, "name": name}
                 if detail is not None:
                     row["detail"] = detail
-                with open(self._write_log, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
+                if self._write_fh is None:          # opened once: line-buffered, so readers see each row
+                    self._write_fh = open(self._write_log, "a", buffering=1)
+                self._write_fh.write(json.dumps(row) + "\n")
         log.debug("write: %s %s %s/%s", verb, kind, namespace, name)
 
     # -- reads --
