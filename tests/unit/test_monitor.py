@@ -129,3 +129,33 @@ def test_the_interval_check_follows_the_first_reconcile():
         wait(lambda: len(rec.calls) == 2)      # the interval's floor is 1 s (Monitor._interval)
     drive(Monitor(rec, lambda body: 0.2, workers=2), script)
     assert rec.calls == [(1, False), (1, True)]
+
+
+def test_many_objects_run_in_due_order_at_most_workers_at_a_time_and_the_heap_stays_small():
+    running, peak, order = [0], [0], []
+    lock = threading.Lock()
+
+    def reconcile(body, interval_check):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            order.append(body["metadata"]["name"])
+        time.sleep(0.002)
+        with lock:
+            running[0] -= 1
+
+    monitor = Monitor(reconcile, lambda body: 3600, workers=4)
+
+    def script(m):
+        for i in range(300):
+            m.observe(dict(md(), metadata=dict(md()["metadata"], name=f"m{i}", uid=f"u{i}")))
+        wait(lambda: len(order) == 300)
+        m.observe({"metadata": {"namespace": "ns", "name": "m7"}}, deleted=True)
+        for i in (3, 7, 5):
+            m.touch("ns", f"m{i}", delay=0)
+        wait(lambda: len(order) == 302)
+        wait(lambda: m.busy == 0)
+    drive(monitor, script)
+    assert sorted(order[:300]) == sorted(f"m{i}" for i in range(300)) and order[300:] == ["m3", "m5"]
+    assert peak[0] <= 4 and monitor.busy == 0
+    assert len(monitor._heap) <= 300 + 3          # one live item per object, stale ones dropped as they surface
