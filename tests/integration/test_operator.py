@@ -143,18 +143,21 @@ def test_user_edit_is_reverted_and_hpa_replicas_are_left_alone(kubectl, namespac
     wait_for(lambda: get(kubectl, namespace, "hpa", "edit") is None, 30, "the HPA to be deleted")
     wait_for(lambda: get(kubectl, namespace, "pdb", "edit") is None, 30, "the PDB to be deleted")
     wait_for(lambda: get(kubectl, namespace, "deployment", "edit")["spec"]["replicas"] == 1, 30, "replicas 1")
-    # And on again: the HPA and PDB are created in a pass that also changes the Deployment, so their names are
-    # read first (a taken one would leave the Deployment as it was, not half-changed).
-    apply_md(kubectl, namespace, md_body("edit", autoscaling={"minReplicas": 1, "maxReplicas": 4}, **FAST))
-    wait_for(lambda: get(kubectl, namespace, "hpa", "edit") is not None, 30, "the HPA again")
-    wait_for(lambda: get(kubectl, namespace, "pdb", "edit") is not None, 30, "the PDB again")
-    assert [r["verb"] for r in operator.writes() if r["kind"] == "HorizontalPodAutoscaler"] == [
-        "create", "fields-to-apply", "apply", "delete", "create"]
     dep = json.loads(kubectl("get", "deployment", "edit", "-o", "json", "--show-managed-fields",
                              namespace=namespace).stdout)
     assert "affinity" not in dep["spec"]["template"]["spec"]
     assert [m["operation"] for m in dep["metadata"]["managedFields"]
             if m["manager"] == "modeldeploy" and not m.get("subresource")] == ["Apply"]
+    # And on again, with the affinity back: the HPA and PDB are created in a pass that also changes the
+    # Deployment, so their names are read first (a taken one would leave the Deployment as it was, not
+    # half-changed).
+    apply_md(kubectl, namespace, md_body("edit", autoscaling={"minReplicas": 1, "maxReplicas": 4},
+                                         serving={"affinity": preferred}, **FAST))
+    wait_for(lambda: get(kubectl, namespace, "hpa", "edit") is not None, 30, "the HPA again")
+    wait_for(lambda: get(kubectl, namespace, "pdb", "edit") is not None, 30, "the PDB again")
+    assert get(kubectl, namespace, "deployment", "edit")["spec"]["template"]["spec"]["affinity"] == preferred
+    assert [r["verb"] for r in operator.writes() if r["kind"] == "HorizontalPodAutoscaler"] == [
+        "create", "fields-to-apply", "apply", "delete", "create"]
 
 
 @pytest.mark.timeout(300)
