@@ -120,19 +120,17 @@ def stalled_status(status: dict, generation: int, reason: str, message: str, now
         -> dict:
     """`status` (what decide planned) with Stalled=True `reason`: the children could not be written (a name
     taken by an object this ModelDeployment does not control, or a child the API server refused); what already
-    serves is left as it is. decide planned without knowing of the failure (Stalled=False, transition `now`):
-    a condition whose status is what it was in `prev` keeps its transition time, so a retry that fails the same
-    way writes nothing."""
-    conds = Conditions(status.get("conditions"), generation, now)
+    serves is left as it is. decide planned these four conditions without knowing of the failure (Stalled=False
+    at `now`): they start from `prev`'s, so a retry that fails the same way changes nothing and writes nothing."""
+    stall = (st.READY, st.STALLED, st.RECONCILING, st.DEGRADED)
+    before = {c.get("type"): c for c in (prev or {}).get("conditions") or () if c.get("type") in stall}
+    seeded = [before.pop(c.get("type"), c) for c in status.get("conditions") or ()] + list(before.values())
+    conds = Conditions(seeded, generation, now)
     conds.set(st.READY, False, reason, message)
     conds.set(st.STALLED, True, reason, message)
     conds.set(st.RECONCILING, False, reason, "stalled: nothing more happens until the cause is fixed")
     conds.set(st.DEGRADED, True, reason, message)
-    before = {c.get("type"): c for c in (prev or {}).get("conditions") or ()}
-    items = [dict(c, lastTransitionTime=before[c["type"]]["lastTransitionTime"])
-             if before.get(c["type"], {}).get("status") == c["status"] and before[c["type"]].get("lastTransitionTime")
-             else c for c in conds.items]
-    return dict(status, conditions=items, phase=st.phase(items))
+    return dict(status, conditions=conds.items, phase=st.phase(conds.items))
 
 
 def invalid_spec_status(prev: dict, generation: int, error: Exception, now: str) -> dict:
