@@ -288,7 +288,8 @@ report() {
   if [[ " $TARGETS " == *" optimizer "* ]]; then
     local sp=opt/modeldeploy/lib/python$PY_MINOR/site-packages
     echo "images: the optimizer's largest packages (MiB on disk; TensorFlow and its companions make the image):"
-    image_du "$REPO/optimizer:$TAG" "$sp" | sort -rn | head -12 | sed 's/^/  /'
+    # sed reads to the end: `head` would close the pipe early, and under pipefail sort's SIGPIPE fails the build
+    image_du "$REPO/optimizer:$TAG" "$sp" | sort -rn | sed -n '1,12s/^/  /p'
     if [[ -n ${size[operator]:-} ]]; then
       echo "  optimizer - operator: $(( size[optimizer] - size[operator] )) MB (what the optimize and onnx extras add)"
     fi
