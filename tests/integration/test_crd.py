@@ -116,6 +116,17 @@ def test_status_is_kept_whole_and_shown_in_columns(kubectl, ns):
     assert row[:7] == ["stat", "True", "Ready", "1", "4.2", "0.003", "2"]
 
 
+def test_a_new_object_reads_the_default_status_until_the_operator_writes_one(kubectl, ns):
+    """No operator runs in this module: what the API server answers for a new object, created with a status of
+    its own (a create drops it) and without one, is the CRD's default, observedGeneration 0 (InProgress)."""
+    claimed = dict(named(BASE, "fresh"), status={"observedGeneration": 1, "phase": "Ready"})
+    apply(kubectl, ns, claimed)
+    assert get(kubectl, ns, "fresh")["status"] == {"observedGeneration": 0}
+    kubectl("patch", "md", "fresh", "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {"observedGeneration": 1}}), namespace=ns)
+    assert get(kubectl, ns, "fresh")["status"] == {"observedGeneration": 1}
+
+
 def test_scale_subresource(kubectl, ns):
     apply(kubectl, ns, named(BASE, "scaly"))
     kubectl("scale", "md/scaly", "--replicas=3", namespace=ns)

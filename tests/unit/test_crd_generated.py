@@ -245,3 +245,14 @@ def test_conditions_have_the_metav1_shape():
     assert cond["x-kubernetes-list-type"] == "map" and cond["x-kubernetes-list-map-keys"] == ["type"]
     assert set(cond["items"]["properties"]) == {"type", "status", "reason", "message", "observedGeneration",
                                                 "lastTransitionTime"}
+
+
+def test_a_new_object_reads_in_progress_until_the_operator_handles_it():
+    """The API server fills in the status default on every read of an object the operator never wrote to: kstatus
+    (Flux) and the Argo CD health check must read it as in progress, not as done."""
+    from tests.argo_health import health_problems
+    from tests.kstatus import IN_PROGRESS, kstatus_status
+    new = {"kind": "ModelDeployment", "metadata": {"name": "digits", "generation": 1},
+           "status": copy.deepcopy(ROOT_SCHEMA["properties"]["status"]["default"])}
+    assert kstatus_status(new)[0] == IN_PROGRESS
+    assert health_problems(new) == ("Progressing", [])

@@ -20,10 +20,14 @@ def _ts(description: str) -> dict:
 
 
 def status_schema() -> dict:
-    """The OpenAPI schema of .status (written by the operator only)."""
+    """The OpenAPI schema of .status (written by the operator only). Its default, observedGeneration 0, is what
+    the API server shows of an object the operator has not handled yet (a create drops any status; the default
+    fills it in on every read): generation 1 against 0 is InProgress for kstatus and Progressing for Argo CD,
+    where no status at all would read as Current (done) to Flux while a burst of creates waits its turn."""
     return obj(
         "Observed state, written by the operator only. kstatus-compatible: observedGeneration and the "
-        "conditions Ready, Reconciling and Stalled are the contract; phase is a summary for humans.", {
+        "conditions Ready, Reconciling and Stalled are the contract; phase is a summary for humans. "
+        "observedGeneration 0: the operator has not handled the object yet.", {
             "observedGeneration": _i64("metadata.generation of the spec last handled."),
             "phase": string("Pending, Optimizing, Deploying, Ready, Degraded or Failed."),
             "conditions": {"type": "array", "description": "Conditions in the metav1.Condition shape.",
@@ -34,7 +38,7 @@ def status_schema() -> dict:
             "health": _health(), "rollout": _rollout(),
             "kopf": raw_object("Reserved for the Kopf framework's bookkeeping (the operator keeps it in "
                                "annotations; this normally stays empty)."),
-        })
+        }, default={"observedGeneration": 0})
 
 
 def _condition() -> dict:
