@@ -25,7 +25,7 @@ class Recorder:
         self.hold: threading.Event | None = None
         self.started = threading.Event()
 
-    def __call__(self, body: dict, interval_check: bool):
+    def __call__(self, body: dict, interval_check: bool, crowded: bool):
         self.calls.append((body["metadata"]["generation"], interval_check))
         self.started.set()
         if self.hold is not None:
@@ -33,7 +33,7 @@ class Recorder:
         if self.fail:
             self.fail -= 1
             raise RuntimeError("API unavailable")
-        return None
+        return None, False
 
 
 def wait(cond, timeout: float = 5.0) -> None:
@@ -135,7 +135,7 @@ def test_many_objects_run_in_due_order_at_most_workers_at_a_time_and_the_heap_st
     running, peak, order = [0], [0], []
     lock = threading.Lock()
 
-    def reconcile(body, interval_check):
+    def reconcile(body, interval_check, crowded):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -143,6 +143,7 @@ def test_many_objects_run_in_due_order_at_most_workers_at_a_time_and_the_heap_st
         time.sleep(0.002)
         with lock:
             running[0] -= 1
+        return None, False
 
     monitor = Monitor(reconcile, lambda body: 3600, workers=4)
 
@@ -159,3 +160,25 @@ def test_many_objects_run_in_due_order_at_most_workers_at_a_time_and_the_heap_st
     assert sorted(order[:300]) == sorted(f"m{i}" for i in range(300)) and order[300:] == ["m3", "m5"]
     assert peak[0] <= 4 and monitor.busy == 0
     assert len(monitor._heap) <= 300 + 3          # one live item per object, stale ones dropped as they surface
+
+
+def test_a_crowded_burst_runs_every_new_object_first_and_then_the_passes_they_put_off():
+    """workers=1, three new objects: the first two start with work left waiting (crowded); a pass that put off
+    its status (deferred) runs again, after every new object."""
+    calls = []
+
+    def reconcile(body, interval_check, crowded):
+        name = body["metadata"]["name"]
+        first = name not in [c[0] for c in calls]
+        calls.append((name, crowded))
+        return None, first and crowded
+
+    def script(m):
+        for i in range(3):
+            m.observe(dict(md(), metadata=dict(md()["metadata"], name=f"m{i}", uid=f"u{i}")))
+        m._poke()
+        wait(lambda: len(calls) == 5)
+    monitor = Monitor(reconcile, lambda body: 3600, workers=1)
+    drive(monitor, script)
+    assert calls[:2] == [("m0", True), ("m1", True)] and calls[2][0] == "m2"
+    assert sorted(name for name, _ in calls[3:]) == ["m0", "m1"]

@@ -123,6 +123,17 @@ def test_rollout_complete_is_ready_and_records_last_good():
     assert plan.last_good == serving(spec)          # recorded on the Deployment as the rollback target
 
 
+def test_a_rollout_started_and_done_before_the_first_status_write_is_one_event():
+    """A first pass put off by a burst (controller/monitor.py): the next one finds the Deployment done already
+    and says so once, with what the RolloutStarted Event would have named."""
+    spec = md()
+    plan = checked(spec, observe({"observedGeneration": 0}, deployment=deployment_view(deployment(spec)),
+                                 pods=(pod("digits-a", 1),)))
+    assert cond(plan, "Ready")[:2] == ("True", "ReplicasReady")
+    assert plan.events == [("Normal", "RolloutCompleted", "rolled out version 1 (tensorflow/serving:2.21.0); "
+                                                          "version 1 serves on 1 ready replicas")]
+
+
 def test_ready_needs_minimum_replicas_of_the_target_version():
     spec = md(autoscaling={"minReplicas": 2, "maxReplicas": 4})
     dep = deployment_view(deployment(spec, replicas=2, ready=1, available=1))

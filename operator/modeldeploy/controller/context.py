@@ -78,3 +78,4 @@ class Result:
     events: list = field(default_factory=list)
     error: str | None = None
     body: dict | None = None          # the ModelDeployment as returned by the status patch
+    deferred: bool = False            # children written, status and Events put off to the next pass

@@ -160,8 +160,9 @@ def _interval(body: dict) -> float:
     return STATE.ctx.interval(spec)
 
 
-def _monitor_reconcile(body: dict, interval_check: bool) -> dict | None:
-    return reconcile(body, STATE.ctx, interval_check=interval_check).body
+def _monitor_reconcile(body: dict, interval_check: bool, crowded: bool) -> tuple[dict | None, bool]:
+    result = reconcile(body, STATE.ctx, interval_check=interval_check, crowded=crowded)
+    return result.body, result.deferred
 
 
 # ---------------------------------------------------------------------------------------------- handlers

@@ -3,7 +3,9 @@
 read (gather.py: children from the watch cache, storage only when the Job cannot tell) -> `decide()` (pure) ->
 act (children.py: create the Job, apply the serving children for the chosen target, delete what must not exist)
 -> write status only when it changed -> post the Events of this transition. Running it twice in a row writes
-nothing the second time. The settings and memory every pass shares are context.py's `Context`.
+nothing the second time. `crowded` (the monitor has more work due than workers): the first pass of a new object
+writes its children and puts off status and Events to its next pass, which computes them from the children as
+they are by then (usually one Ready write and one RolloutCompleted Event, instead of two writes and two Events). The settings and memory every pass shares are context.py's `Context`.
 """
 from __future__ import annotations
 
@@ -24,19 +26,20 @@ def _now() -> str:
     return timestamp(datetime.now(timezone.utc))
 
 
-def reconcile(body: dict, ctx: Context, *, interval_check: bool = False, now: str | None = None) -> Result:
+def reconcile(body: dict, ctx: Context, *, interval_check: bool = False, now: str | None = None,
+              crowded: bool = False) -> Result:
     """Bring one ModelDeployment's children and status to what its spec asks for. Raises apply.ApiError."""
     started = time.monotonic()
     error = True
     try:
-        result = _reconcile(body, ctx, interval_check=interval_check, now=now or _now())
+        result = _reconcile(body, ctx, interval_check=interval_check, now=now or _now(), crowded=crowded)
         error = False
         return result
     finally:
         metrics.observe_reconcile(time.monotonic() - started, error)
 
 
-def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> Result:
+def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str, crowded: bool) -> Result:
     kube = ctx.kube
     meta = body["metadata"]
     ns, name, generation = meta["namespace"], meta["name"], int(meta.get("generation") or 1)
@@ -54,12 +57,17 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str) -> R
     kids = {kind.kind: kube.children(kind.kind, ns, name) for kind in kinds.CACHED}
     plan = decide.decide(spec, gather.observed(ctx, spec, meta, old_status, kids, interval_check, now))
 
+    first_pass = not old_status.get("observedGeneration")      # the CRD's default status says 0
     try:
-        children.write(ctx, spec, plan, owner, kids, result, first_pass="observedGeneration" not in old_status,
+        children.write(ctx, spec, plan, owner, kids, result, first_pass=first_pass,
                        check_first=decide.condition_reason(old_status, STALLED) == Reason.NAME_CONFLICT)
     except (apply.NameConflict, apply.ApiError) as exc:
         if not _stall_on_children(exc, plan, old_status, generation, now):
             raise
+    else:
+        if crowded and first_pass and result.actions:
+            result.deferred = True      # the next pass writes status and Events (module docstring)
+            return result
 
     new_status = diff.prune(obslog.redact_messages(plan.status), ctx.status_schema)
     _write_status(ctx, body, old_status, new_status, result)

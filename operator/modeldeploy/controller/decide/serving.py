@@ -209,13 +209,18 @@ def rollout(spec: ModelDeploymentSpec, obs: Observed, s: Serving, o: Outcome, op
     ready_target = sum(1 for p in s.pods if target is not None and is_ready_pod_of(p, target))
     serving_ok = complete and ready_target >= s.minimum and not s.health.failing(target.version) \
         and obs.model_state in SERVES
-    if target is not None and target != target_from_status(prev) and not o.rolled_back_now:
+    started = target is not None and target != target_from_status(prev) and not o.rolled_back_now
+    if started:
         events.append(event(EventType.NORMAL, Reason.ROLLOUT_STARTED,
                             f"rolling out version {target.version} ({target.image})"))
     if serving_ok and target == s.requested and o.failure is None and not o.rolled_back:
         if last_good != target or model.get("servingVersion") != target.version:
-            events.append(event(EventType.NORMAL, Reason.ROLLOUT_COMPLETED,
-                                f"version {target.version} serves on {ready_target} ready replicas"))
+            done = f"version {target.version} serves on {ready_target} ready replicas"
+            if started:     # started and done since the last status write (a pass put off by a burst): one Event
+                events = [event(EventType.NORMAL, Reason.ROLLOUT_COMPLETED,
+                                f"rolled out version {target.version} ({target.image}); {done}")]
+            else:
+                events.append(event(EventType.NORMAL, Reason.ROLLOUT_COMPLETED, done))
         model["lastGoodVersion"] = target.version
         # Pruned by the API server (and by diff.prune) when the installed CRD lacks these fields.
         model["lastGoodImage"], model["lastGoodUri"] = target.image, target.uri
