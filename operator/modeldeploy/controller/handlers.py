@@ -118,6 +118,10 @@ async def configure(settings: kopf.OperatorSettings, logger, **kwargs):
     # Kopf's own Events would be writes; we post one Event per transition.
     settings.posting.level = logging.WARNING
     settings.persistence.diffbase_storage = NoDiffBase()
+    # Kopf keeps a task per object that had a watch event, holding that event's whole body while it idles (5 s
+    # by default): in a burst of creates, thousands of bodies at once. Our handlers are cheap: idle workers go
+    # after a second (measured at 1,000 objects: peak RSS 205 -> 183 MiB).
+    settings.queueing.idle_timeout = 1.0
     # Reconnect watch streams every few minutes: a silently dropped connection must not freeze the operator.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
