@@ -19,7 +19,7 @@ Then 60 s (BENCH_IDLE) of idleness after convergence, counting writes.
 Figures (bench/results/operator.json): n, children_seconds (first create -> every child of every object exists),
 baseline_seconds, ratio (children over baseline), ready_seconds, p50_ms/p99_ms (per object: its create -> all its
 children), operator_peak_rss_mib (VmHWM), operator_cpu_seconds (its CPU time from start to every ModelDeployment
-Ready), requests_per_object (API requests the operator sent per object, counted by the API server: everything on
+Ready), cluster_cpu_seconds (each control-plane process's CPU time in each phase's timed window), requests_per_object (API requests the operator sent per object, counted by the API server: everything on
 our kinds minus this script's own requests, plus the Events the operator posted), idle_writes (writes the operator
 sent in the idle window, from its own write log) and idle_writes_apiserver (writes the API server saw on our kinds
 in that window, from any client; other users of a shared cluster would show up here). Nothing is asserted: the
@@ -166,6 +166,7 @@ def baseline(api: Api, with_sm: bool, kinds: list[str]) -> dict:
     watcher = Watcher(api, ns, kinds)
     time.sleep(1)
     before = api.count
+    cpu_before = control_plane_cpu()
     start = time.monotonic()
     run_pool(lambda o: api.call("POST", PATHS[o["kind"]].format(ns=ns), o), objs)
     posted = time.monotonic() - start
@@ -178,10 +179,11 @@ def baseline(api: Api, with_sm: bool, kinds: list[str]) -> dict:
         time.sleep(0.2)
     with watcher.lock:
         seconds = max(watcher.seen.get(key, time.monotonic()) for key in wanted) - start
+    cluster_cpu = cpu_spent(cpu_before)
     watcher.stop.set()
     log(f"baseline: {len(objs)} children for {N} objects seen after {seconds:.1f}s (POSTs done after {posted:.1f}s)")
     return {"ns": ns, "seconds": seconds, "posted": posted, "requests": requests, "objects": len(objs),
-            "settle": settle(api, ns)}
+            "cluster_cpu": cluster_cpu, "settle": settle(api, ns)}
 
 
 def settle(api: Api, ns: str, timeout: float = 300) -> float:
@@ -261,6 +263,28 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (it shares the 2 cores with the API server and etcd)."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller", "kube-scheduler", "kwok")   # /proc/*/comm (15 chars)
+
+
+def control_plane_cpu() -> dict[str, float]:
+    """CPU seconds so far of each local control-plane process (the API server, etcd, the controller-manager,
+    the scheduler, kwok), by name: what each phase cost the cluster on the cores the operator shares."""
+    out: dict[str, float] = {}
+    for proc in pathlib.Path("/proc").iterdir():
+        try:
+            name = (proc / "comm").read_text().strip()
+            if name in CONTROL_PLANE:
+                out[name] = out.get(name, 0.0) + cpu_seconds(int(proc.name))
+        except (OSError, ValueError):
+            continue            # not a process, or gone
+    return out
+
+
+def cpu_spent(before: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per control-plane process since `before` (control_plane_cpu())."""
+    return {name: round(seconds - before.get(name, 0.0), 1) for name, seconds in sorted(control_plane_cpu().items())}
 
 
 def add_nodes(api: Api) -> list[str]:
@@ -370,6 +394,7 @@ def run(api: Api) -> int:
         calls_before = apiserver_calls(api)
         requests_before = sum(calls_before.values())
         created: dict[str, float] = {}
+        cpu_before = control_plane_cpu()
         start = time.monotonic()
 
         def create(i: int) -> None:
@@ -387,6 +412,7 @@ def run(api: Api) -> int:
                 ready = len(watcher.ready)
             if children_at is None and have == N:
                 children_at = max(watcher.seen[(k, n)] for n in names for k in kinds)
+                cluster_cpu = cpu_spent(cpu_before)
                 log(f"operator: every child exists after {children_at - start:.1f}s")
             if ready == N:
                 ready_at = max(watcher.ready.values())
@@ -435,6 +461,9 @@ def run(api: Api) -> int:
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1) if latencies else None,
         "operator_peak_rss_mib": round(rss, 1),
         "operator_cpu_seconds": round(operator_cpu, 1),
+        # Control-plane CPU seconds from the first create until every child was seen (polled every 0.5 s in
+        # the operator phase), per process: the operator phase also carries its ModelDeployments and watches.
+        "cluster_cpu_seconds": {"baseline": base["cluster_cpu"], "operator": cluster_cpu if children_at else None},
         "requests_per_object": round((requests_after - requests_before - own + operator_events) / N, 2),
         "baseline_requests_per_object": round(base["requests"] / N, 2),
         # Where the requests went, per object, as the API server counted them (this script's own are in

@@ -404,11 +404,43 @@ def operator(results: dict) -> list[str]:
         lines.append(f"- {label}: " + ", ".join(
             ("met" if met else "**missed**") + (f" at N={n}" if len(checks) > 1 else "") +
             f" ({'no figure' if got is None else f'{got:g}{unit}'})" for n, got, met, unit in checks))
-    lines += requests_by_call(runs[-1])
+    lines.append(per_object_verdict(runs))
+    lines += requests_by_call(runs[-1]) + cluster_cpu(runs)
     cpus = sorted({str((r.get("machine") or {}).get("cpus", "?")) for r in runs})
     lines += ["", f"Measured on {' / '.join(cpus)} CPUs ({runs[0].get('machine', {}).get('shared', 'shared')}); "
               f"the baseline and the operator each created objects from {runs[0]['workers']} client threads."]
     return lines
+
+
+def per_object_ms(run: dict, key: str) -> float:
+    return run[key] / run["n"] * 1000
+
+
+def per_object_verdict(runs: list[dict]) -> str:
+    """The cost per object at N=2000 against N=1000: children time over N (the baseline's beside it)."""
+    by_n = {r["n"]: r for r in runs if r.get("children_seconds")}
+    label = "children time per object at N=2000 <= at N=1000"
+    if 1000 not in by_n or 2000 not in by_n:
+        return f"- {label}: not measured"
+    a, b = (per_object_ms(by_n[n], "children_seconds") for n in (1000, 2000))
+    base_a, base_b = (per_object_ms(by_n[n], "baseline_seconds") for n in (1000, 2000))
+    return (f"- {label}: {'met' if b <= a else '**missed**'} ({b:.1f} against {a:.1f} ms; the baseline's "
+            f"{base_b:.1f} against {base_a:.1f} ms)")
+
+
+def cluster_cpu(runs: list[dict]) -> list[str]:
+    """Control-plane CPU in each phase's timed window (runs before it was recorded: nothing)."""
+    def spent(cpu: dict, seconds: float) -> str:
+        return (f"{sum(cpu.values()):.1f} s of CPU in {seconds:.1f} s (API server {cpu.get('kube-apiserver', 0):.1f}, "
+                f"etcd {cpu.get('etcd', 0):.1f}, controller-manager {cpu.get('kube-controller', 0):.1f})")
+    lines = [f"- N={r['n']}: baseline {spent(cpu['baseline'], r['baseline_seconds'])}; operator phase "
+             f"{spent(cpu['operator'], r['children_seconds'])}, and the operator's own "
+             f"{fixed(r['operator_cpu_seconds'], 1)} s until every object was Ready"
+             for r in runs if (cpu := r.get("cluster_cpu_seconds")) and cpu.get("operator")]
+    if not lines:
+        return []
+    return ["", "The control plane (API server, etcd, controller-manager, scheduler, kwok: the cores the operator "
+                "and the benchmark share) in each timed window:", "", *lines]
 
 
 def requests_by_call(run: dict) -> list[str]:

@@ -190,3 +190,21 @@ def test_operator_targets_from_the_json():
     assert verdicts["idle writes = 0"] == [(200, 0, True, ""), (1000, 2, False, "")]
     # A target for a scale nobody ran is reported as not measured, never as met.
     assert dict(report.operator_verdicts([op_run(200, 1.0, 100, 0)]))["peak RSS <= 200 MiB at N=1000"] == []
+
+
+def test_the_cost_per_object_at_2000_against_1000_and_the_control_plane_cpu():
+    def run(n, children, baseline, cpu=None):
+        return {"n": n, "children_seconds": children, "baseline_seconds": baseline, "operator_cpu_seconds": 9.0,
+                **({"cluster_cpu_seconds": cpu} if cpu else {})}
+    assert report.per_object_verdict([run(1000, 40.0, 30.0), run(2000, 90.0, 62.0)]) == (
+        "- children time per object at N=2000 <= at N=1000: **missed** (45.0 against 40.0 ms; the baseline's "
+        "31.0 against 30.0 ms)")
+    assert "met (40.0 against 40.0 ms" in report.per_object_verdict([run(1000, 40.0, 30.0), run(2000, 80.0, 60.0)])
+    assert report.per_object_verdict([run(1000, 40.0, 30.0)]).endswith(": not measured")
+    cpu = {"baseline": {"kube-apiserver": 30.0, "etcd": 5.0, "kube-controller": 10.0},
+           "operator": {"kube-apiserver": 40.0, "etcd": 6.0, "kube-controller": 12.0, "kwok": 2.0}}
+    lines = report.cluster_cpu([run(200, 8.0, 6.0), run(1000, 40.0, 30.0, cpu)])
+    assert lines[-1] == ("- N=1000: baseline 45.0 s of CPU in 30.0 s (API server 30.0, etcd 5.0, controller-manager "
+                         "10.0); operator phase 60.0 s of CPU in 40.0 s (API server 40.0, etcd 6.0, "
+                         "controller-manager 12.0), and the operator's own 9.0 s until every object was Ready")
+    assert report.cluster_cpu([run(200, 8.0, 6.0)]) == []
