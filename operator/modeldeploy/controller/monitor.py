@@ -77,8 +77,7 @@ class Monitor:
     body, if known, and whether the pass put off its status (it is run again after the work that is due)."""
 
     def __init__(self, reconcile_fn: Callable[[dict, bool, bool], tuple[dict | None, bool]],
-                 interval_fn: Callable[[dict], float],
-                 workers: int = 8):
+                 interval_fn: Callable[[dict], float], workers: int = 8):
         self.reconcile_fn = reconcile_fn
         self.interval_fn = interval_fn
         self.entries: dict[tuple[str, str], Entry] = {}

@@ -3,9 +3,11 @@
 read (gather.py: children from the watch cache, storage only when the Job cannot tell) -> `decide()` (pure) ->
 act (children.py: create the Job, apply the serving children for the chosen target, delete what must not exist)
 -> write status only when it changed -> post the Events of this transition. Running it twice in a row writes
-nothing the second time. `crowded` (the monitor has more work due than workers): the first pass of a new object
-writes its children and puts off status and Events to its next pass, which computes them from the children as
-they are by then (usually one Ready write and one RolloutCompleted Event, instead of two writes and two Events). The settings and memory every pass shares are context.py's `Context`.
+nothing the second time. The settings and memory every pass shares are context.py's `Context`.
+
+`crowded` (the monitor has more work due than workers): the first pass of a new object writes its children and
+puts off status and Events to its next pass, which computes them from the children as they are by then (usually
+one Ready write and one RolloutCompleted Event, instead of two writes and two Events).
 """
 from __future__ import annotations
 
@@ -40,7 +42,6 @@ def reconcile(body: dict, ctx: Context, *, interval_check: bool = False, now: st
 
 
 def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str, crowded: bool) -> Result:
-    kube = ctx.kube
     meta = body["metadata"]
     ns, name, generation = meta["namespace"], meta["name"], int(meta.get("generation") or 1)
     old_status = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
@@ -54,33 +55,39 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str, crow
         return result
 
     owner = diff.owner_reference(body)
-    kids = {kind.kind: kube.children(kind.kind, ns, name) for kind in kinds.CACHED}
+    kids = {kind.kind: ctx.kube.children(kind.kind, ns, name) for kind in kinds.CACHED}
     plan = decide.decide(spec, gather.observed(ctx, spec, meta, old_status, kids, interval_check, now))
 
     first_pass = not old_status.get("observedGeneration")      # the CRD's default status says 0
+    stalled = False
     try:
         children.write(ctx, spec, plan, owner, kids, result, first_pass=first_pass,
                        check_first=decide.condition_reason(old_status, STALLED) == Reason.NAME_CONFLICT)
     except (apply.NameConflict, apply.ApiError) as exc:
-        if not _stall_on_children(exc, plan, old_status, generation, now):
+        stalled = _stall_on_children(exc, plan, old_status, generation, now)
+        if not stalled:
             raise
-    else:
-        if crowded and first_pass and result.actions:
-            result.deferred = True      # the next pass writes status and Events (module docstring)
-            return result
 
-    new_status = diff.prune(obslog.redact_messages(plan.status), ctx.status_schema)
-    _write_status(ctx, body, old_status, new_status, result)
-    for type_, reason, message in plan.events:
-        message = obslog.redact(message)
-        kube.post_event(body, type_, reason, message, ctx.instance)
-        result.events.append((type_, reason, message))
-        _observe_event(spec, reason, old_status, new_status)
-    metrics.observe_model(dict(body, status=new_status))
+    # Crowded: the next pass writes status and Events (module docstring); a stall is reported at once.
+    result.deferred = crowded and first_pass and bool(result.actions) and not stalled
+    if not result.deferred:
+        _report(ctx, body, spec, plan, old_status, result)
     if result.actions or result.events:
         log.info("reconciled %s/%s: %s", ns, name, "; ".join(result.actions + [e[1] for e in result.events]),
                  extra={"namespace": ns, "md_name": name})
     return result
+
+
+def _report(ctx: Context, body: dict, spec, plan: decide.Plan, old_status: dict, result: Result) -> None:
+    """Write the plan's status (when it changed) and post its Events."""
+    new_status = diff.prune(obslog.redact_messages(plan.status), ctx.status_schema)
+    _write_status(ctx, body, old_status, new_status, result)
+    for type_, reason, message in plan.events:
+        message = obslog.redact(message)
+        ctx.kube.post_event(body, type_, reason, message, ctx.instance)
+        result.events.append((type_, reason, message))
+        _observe_event(spec, reason, old_status, new_status)
+    metrics.observe_model(dict(body, status=new_status))
 
 
 def _stall_on_children(exc: Exception, plan: decide.Plan, old_status: dict, generation: int, now: str) -> bool:
