@@ -440,7 +440,28 @@ def cluster_cpu(runs: list[dict]) -> list[str]:
     if not lines:
         return []
     return ["", "The control plane (API server, etcd, controller-manager, scheduler, kwok: the cores the operator "
-                "and the benchmark share) in each timed window:", "", *lines]
+                "and the benchmark share) in each timed window:", "", *lines, *cpu_per_object(runs)]
+
+
+def cpu_per_object(runs: list[dict]) -> list[str]:
+    """CPU milliseconds per object from the smallest to the largest run that has them: the operator's own and
+    the control plane's in each phase (which of them grows with N)."""
+    have = [r for r in runs if (r.get("cluster_cpu_seconds") or {}).get("operator")]
+    if len(have) < 2:
+        return []
+
+    def ms(r: dict, seconds: float) -> str:
+        return f"{seconds / r['n'] * 1000:.1f}"
+
+    def trend(of) -> str:
+        return " -> ".join(ms(r, of(r)) for r in have)
+
+    def plane(phase: str):
+        return lambda r: sum(r["cluster_cpu_seconds"][phase].values())
+    ns = " -> ".join(f"N={r['n']}" for r in have)
+    return ["", f"CPU per object, {ns} (ms): the operator's own {trend(lambda r: r['operator_cpu_seconds'])}; the "
+                f"control plane's in the operator phase {trend(plane('operator'))}, in the baseline "
+                f"{trend(plane('baseline'))}."]
 
 
 def requests_by_call(run: dict) -> list[str]:

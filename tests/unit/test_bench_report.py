@@ -208,3 +208,7 @@ def test_the_cost_per_object_at_2000_against_1000_and_the_control_plane_cpu():
                          "10.0); operator phase 60.0 s of CPU in 40.0 s (API server 40.0, etcd 6.0, "
                          "controller-manager 12.0), and the operator's own 9.0 s until every object was Ready")
     assert report.cluster_cpu([run(200, 8.0, 6.0)]) == []
+    assert report.cpu_per_object([run(1000, 40.0, 30.0, cpu), dict(run(2000, 90.0, 62.0, cpu), n=2000)]) == [
+        "", "CPU per object, N=1000 -> N=2000 (ms): the operator's own 9.0 -> 4.5; the control plane's in the "
+            "operator phase 60.0 -> 30.0, in the baseline 45.0 -> 22.5."]
+    assert report.cpu_per_object([run(1000, 40.0, 30.0, cpu)]) == []
