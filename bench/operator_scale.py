@@ -466,6 +466,8 @@ def run(api: Api) -> int:
         "cluster_cpu_seconds": {"baseline": base["cluster_cpu"], "operator": cluster_cpu if children_at else None},
         "requests_per_object": round((requests_after - requests_before - own + operator_events) / N, 2),
         "baseline_requests_per_object": round(base["requests"] / N, 2),
+        "requests_over_floor_per_object": round((requests_after - requests_before - own + operator_events
+                                                 - base["requests"]) / N, 2),
         # Where the requests went, per object, as the API server counted them (this script's own are in
         # "POST modeldeployments", 1 per object, and its watches).
         "requests_by_call_per_object": {call: round(n / N, 2) for call, n in sorted(calls.items()) if n},
@@ -474,7 +476,10 @@ def run(api: Api) -> int:
         "idle_writes_apiserver": api_writes_after - api_writes_before,
         "idle_seconds": IDLE_SECONDS,
         "targets": {"ratio_at_n1000": "<= 1.5", "operator_peak_rss_mib_at_n1000": "<= 200", "idle_writes": 0,
-                    "requests_per_object": "<= 6"},
+                    "requests_per_object": "<= 6",
+                    # The 6 above was set when the floor was 4 creates (no ServiceMonitor CRD in the cluster):
+                    # 2 beyond the creates, a status write and an Event. Here the floor is 5 creates.
+                    "requests_over_floor_per_object": "<= 2"},
         "machine": {"cpus": os.cpu_count(), "shared": "other processes may run on the same cores"},
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)

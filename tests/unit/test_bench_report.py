@@ -193,14 +193,17 @@ def test_operator_targets_from_the_json():
 
 
 def test_the_cost_per_object_at_2000_against_1000_and_the_control_plane_cpu():
-    def run(n, children, baseline, cpu=None):
+    def run(n, children, baseline, cpu=None, requests=7.0):
         return {"n": n, "children_seconds": children, "baseline_seconds": baseline, "operator_cpu_seconds": 9.0,
-                **({"cluster_cpu_seconds": cpu} if cpu else {})}
-    assert report.per_object_verdict([run(1000, 40.0, 30.0), run(2000, 90.0, 62.0)]) == (
+                "requests_per_object": requests, **({"cluster_cpu_seconds": cpu} if cpu else {})}
+    assert report.per_object_verdicts([run(1000, 40.0, 30.0), run(2000, 90.0, 62.0, requests=6.9)]) == [
         "- children time per object at N=2000 <= at N=1000: **missed** (45.0 against 40.0 ms; the baseline's "
-        "31.0 against 30.0 ms)")
-    assert "met (40.0 against 40.0 ms" in report.per_object_verdict([run(1000, 40.0, 30.0), run(2000, 80.0, 60.0)])
-    assert report.per_object_verdict([run(1000, 40.0, 30.0)]).endswith(": not measured")
+        "31.0 against 30.0 ms)",
+        "- the operator's CPU and requests per object at N=2000 <= at N=1000: met (4.5 against 9.0 ms of CPU, 6.9 "
+        "against 7 requests)"]
+    met, more = report.per_object_verdicts([run(1000, 40.0, 30.0), run(2000, 80.0, 60.0, requests=7.1)])
+    assert "met (40.0 against 40.0 ms" in met and ": **missed** (4.5 against 9.0 ms of CPU, 7.1 against 7" in more
+    assert all(line.endswith(": not measured") for line in report.per_object_verdicts([run(1000, 40.0, 30.0)]))
     cpu = {"baseline": {"kube-apiserver": 30.0, "etcd": 5.0, "kube-controller": 10.0},
            "operator": {"kube-apiserver": 40.0, "etcd": 6.0, "kube-controller": 12.0, "kwok": 2.0}}
     lines = report.cluster_cpu([run(200, 8.0, 6.0), run(1000, 40.0, 30.0, cpu)])
