@@ -231,6 +231,9 @@ def test_gate_failure_stalls_and_leaves_old_version_serving(message, gates, reas
     old = serving(spec1, 1)
     dep = deployment_view(deployment(spec1, old))
     prev = dc.decide(spec1, observe(deployment=dep, pods=(pod("a", 1),))).status
+    created = dc.decide(spec, observe(prev, generation=2, deployment=dep, pods=(pod("a", 1),)))   # the Job's pass
+    assert created.create_job and [e[1] for e in created.events] == ["JobStarted"]
+    prev = created.status
     name = f"digits-opt-2-{specmod.optimization_hash(spec)}"
     term = {"ok": False, "error": {"reason": "GateFailed", "exitCode": 8, "message": message}}
     if gates is not None:

@@ -82,3 +82,22 @@ def test_a_later_pass_that_may_defer_puts_off_the_first_status_until_the_rollout
         assert [e[1] for e in result.events] == ["RolloutCompleted"]
     else:
         assert result.deferred and writes == [] and result.events == []
+
+
+def test_the_job_started_event_comes_with_the_first_report_whatever_the_job_does_by_then():
+    """The pass that creates the optimizer Job puts off its Events; the pass that reports finds the Job running
+    (not new any more) and still says JobStarted, once."""
+    body = dict(NEW, spec=dict(NEW["spec"], optimization={"pruning": {"sparsity": 0.5},
+                                                         "outputUri": "s3://models/digits/optimized"}))
+    api = FakeApi()
+    ctx = Context(kube=apply.Kube(api.client, cache=lambda kind, ns, name: []), probe_models=False)
+    ctx.load_schema()
+    first = reconcile(body, ctx, may_defer=True)
+    assert first.deferred and first.events == [] and "Job created" in first.actions
+    created = {c.body["kind"]: c.body for c in api.calls if c.method == "POST"}
+    job = dict(created["Job"], metadata=dict(created["Job"]["metadata"], uid="j1"), status={"active": 1})
+    ctx.kube.cache = lambda kind, ns, name: [job] if kind == "Job" else []
+    second = reconcile(body, ctx)
+    assert second.status_written and [e[1] for e in second.events] == ["JobStarted"]
+    again = reconcile(dict(body, status=second.body["status"]), ctx)
+    assert again.events == []

@@ -79,6 +79,19 @@ def _published_before(spec: ModelDeploymentSpec, prev: dict, conds: Conditions) 
 
 
 def _from_job(spec: ModelDeploymentSpec, obs: Observed, prev: dict, conds: Conditions) -> Optimization:
+    """`_job_outcome`, with JobStarted for a Job the stored status does not name yet: on the pass that creates it,
+    or on the first pass that reports it (a new object's first pass puts its status and Events off, reconcile.py),
+    whatever the Job has done by then."""
+    name = job_builder.job_name(spec)
+    outcome = _job_outcome(spec, obs, prev, conds)
+    if prev.get("job") == name or (obs.job is None and not outcome.create_job):
+        return outcome
+    started = event(EventType.NORMAL, Reason.JOB_STARTED,
+                    f"created Job {name} to optimize version {spec.model.version}")
+    return dataclasses.replace(outcome, events=(started, *outcome.events))
+
+
+def _job_outcome(spec: ModelDeploymentSpec, obs: Observed, prev: dict, conds: Conditions) -> Optimization:
     """From the Job of (version, hash), or from storage when there is none: wait, publish, fail or start one."""
     version, name = spec.model.version, job_builder.job_name(spec)
     job, published, published_report = obs.job, obs.published, obs.published_report
@@ -101,10 +114,7 @@ def _from_job(spec: ModelDeploymentSpec, obs: Observed, prev: dict, conds: Condi
     if published:
         return _already_published(spec, published_report, record, conds)
     conds.set(st.OPTIMIZED, False, Reason.JOB_RUNNING, f"Job {name} is optimizing version {version}")
-    events = ()
-    if prev.get("job") != name:
-        events = (event(EventType.NORMAL, Reason.JOB_STARTED, f"created Job {name} to optimize version {version}"),)
-    return Optimization(OptimizationState.WAIT, record, conds.items, events, create_job=True)
+    return Optimization(OptimizationState.WAIT, record, conds.items, create_job=True)
 
 
 def _job_succeeded(spec: ModelDeploymentSpec, job: JobView, published_report: dict | None, record: dict,
