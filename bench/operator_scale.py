@@ -449,6 +449,7 @@ def run(api: Api) -> int:
         op_log.close()
 
     children_seconds = (children_at - start) if children_at else None
+    operator_requests = requests_after - requests_before - own + operator_events
     result = {
         "n": N, "workers": WORKERS, "children_per_object": len(kinds),
         "children_seconds": round(children_seconds, 2) if children_seconds else None,
@@ -464,10 +465,9 @@ def run(api: Api) -> int:
         # Control-plane CPU seconds from the first create until every child was seen (polled every 0.5 s in
         # the operator phase), per process: the operator phase also carries its ModelDeployments and watches.
         "cluster_cpu_seconds": {"baseline": base["cluster_cpu"], "operator": cluster_cpu if children_at else None},
-        "requests_per_object": round((requests_after - requests_before - own + operator_events) / N, 2),
+        "requests_per_object": round(operator_requests / N, 2),
         "baseline_requests_per_object": round(base["requests"] / N, 2),
-        "requests_over_floor_per_object": round((requests_after - requests_before - own + operator_events
-                                                 - base["requests"]) / N, 2),
+        "requests_over_floor_per_object": round((operator_requests - base["requests"]) / N, 2),
         # Where the requests went, per object, as the API server counted them (this script's own are in
         # "POST modeldeployments", 1 per object, and its watches).
         "requests_by_call_per_object": {call: round(n / N, 2) for call, n in sorted(calls.items()) if n},

@@ -25,7 +25,7 @@ class Recorder:
         self.hold: threading.Event | None = None
         self.started = threading.Event()
 
-    def __call__(self, body: dict, interval_check: bool, crowded: bool):
+    def __call__(self, body: dict, interval_check: bool, may_defer: bool):
         self.calls.append((body["metadata"]["generation"], interval_check))
         self.started.set()
         if self.hold is not None:
@@ -135,7 +135,7 @@ def test_many_objects_run_in_due_order_at_most_workers_at_a_time_and_the_heap_st
     running, peak, order = [0], [0], []
     lock = threading.Lock()
 
-    def reconcile(body, interval_check, crowded):
+    def reconcile(body, interval_check, may_defer):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -169,9 +169,9 @@ def test_in_a_burst_new_objects_run_first_and_a_pass_that_put_off_its_status_run
     of its settling time, when it may put off nothing."""
     calls = []
 
-    def reconcile(body, interval_check, crowded):
-        calls.append((body["metadata"]["name"], crowded, time.monotonic()))
-        return None, crowded
+    def reconcile(body, interval_check, may_defer):
+        calls.append((body["metadata"]["name"], may_defer, time.monotonic()))
+        return None, may_defer
 
     def script(m):
         m.observe(dict(md(), metadata=dict(md()["metadata"], name="lone", uid="u")))
@@ -193,10 +193,10 @@ def test_past_its_settling_time_a_crowded_pass_may_not_put_off_its_status():
     after its settling time."""
     calls = []
 
-    def reconcile(body, interval_check, crowded):
-        calls.append((body["metadata"]["name"], crowded))
+    def reconcile(body, interval_check, may_defer):
+        calls.append((body["metadata"]["name"], may_defer))
         time.sleep(0.15)
-        return None, crowded
+        return None, may_defer
 
     def script(m):
         for i in range(3):

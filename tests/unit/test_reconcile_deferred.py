@@ -1,7 +1,7 @@
 """reconcile() with `may_defer` (a new object's first pass, or a pass in a burst; controller/monitor.py): an
 object never reported creates its children and puts off its status and Events until its rollout is done; an
-object the operator has handled before, or a pass that may not defer, writes its status at once. Requests as the kubernetes client sends them
-(tests/unit/fake_kube_api.py), the read cache empty."""
+object the operator has handled before, or a pass that may not defer, writes its status at once. Requests as
+the kubernetes client sends them (tests/unit/fake_kube_api.py), the read cache empty at first."""
 from __future__ import annotations
 
 import pytest
@@ -17,10 +17,15 @@ NEW = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment",
        "status": {"observedGeneration": 0}}        # the CRD's default status: never handled
 
 
-def run(body: dict, may_defer: bool):
+def context() -> tuple[FakeApi, Context]:
     api = FakeApi()
     ctx = Context(kube=apply.Kube(api.client, cache=lambda kind, ns, name: []), probe_models=False)
     ctx.load_schema()
+    return api, ctx
+
+
+def run(body: dict, may_defer: bool):
+    api, ctx = context()
     start = len(api.calls)
     result = reconcile(body, ctx, may_defer=may_defer)
     return result, [(c.method, c.path.rsplit("/", 1)[-1]) for c in api.calls[start:] if c.method != "GET"]
@@ -65,9 +70,7 @@ def pod(deployment: dict) -> dict:
 
 @pytest.mark.parametrize("ready", [False, True], ids=["rolling-out", "ready"])
 def test_a_later_pass_that_may_defer_puts_off_the_first_status_until_the_rollout_is_done(ready):
-    api = FakeApi()
-    ctx = Context(kube=apply.Kube(api.client, cache=lambda kind, ns, name: []), probe_models=False)
-    ctx.load_schema()
+    api, ctx = context()
     reconcile(NEW, ctx, may_defer=True)
     created = {c.body["kind"]: c.body for c in api.calls if c.method == "POST"}
     created["Deployment"] = settled(created["Deployment"], ready)
@@ -89,9 +92,7 @@ def test_the_job_started_event_comes_with_the_first_report_whatever_the_job_does
     (not new any more) and still says JobStarted, once."""
     body = dict(NEW, spec=dict(NEW["spec"], optimization={"pruning": {"sparsity": 0.5},
                                                          "outputUri": "s3://models/digits/optimized"}))
-    api = FakeApi()
-    ctx = Context(kube=apply.Kube(api.client, cache=lambda kind, ns, name: []), probe_models=False)
-    ctx.load_schema()
+    api, ctx = context()
     first = reconcile(body, ctx, may_defer=True)
     assert first.deferred and first.events == [] and "Job created" in first.actions
     created = {c.body["kind"]: c.body for c in api.calls if c.method == "POST"}
