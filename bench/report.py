@@ -385,6 +385,14 @@ def operator_verdicts(runs: list[dict]) -> list[tuple[str, list[tuple[int, float
     return list(out.items())
 
 
+def idle(run: dict) -> str:
+    """Writes in the idle window, and when it started after all Ready (once the operator's write log was quiet;
+    runs without the figure started it 5 s after)."""
+    after = run.get("idle_after_seconds")
+    return f"{run['idle_writes']} in {run['idle_seconds']:g} s" + (
+        f" (from {after:g} s after all Ready)" if after is not None else "")
+
+
 def operator(results: dict) -> list[str]:
     runs = sorted((results[f] for f in OPERATOR_FILES if results.get(f) is not None), key=lambda r: r["n"])
     if not runs:
@@ -394,7 +402,7 @@ def operator(results: dict) -> list[str]:
              pair(f"{fixed(r['p50_ms'] / 1000, 1)} s", f"{fixed(r['p99_ms'] / 1000, 1)} s"),
              f"{fixed(r['operator_peak_rss_mib'], 0)} MiB",
              f"{fixed(r['operator_cpu_seconds'], 1)} s" if r.get("operator_cpu_seconds") is not None else "n/a",
-             fixed(r["requests_per_object"], 1), f"{r['idle_writes']} in {r['idle_seconds']:g} s"] for r in runs]
+             fixed(r["requests_per_object"], 1), idle(r)] for r in runs]
     head = ["N", "children (s)", "baseline (s)", "ratio", "all Ready (s)", "p50 / p99 create→children", "peak RSS",
             "operator CPU", "requests per object", "operator writes while idle"]
     lines = table(head, body) + ["", "Targets (`targets` in the JSON):", ""]
