@@ -253,6 +253,27 @@ def test_a_name_taken_by_someone_elses_object_is_never_taken_over(kubectl, names
     wait_md(kubectl, namespace, "taken", is_ready, 90, "Ready once the name is free")
 
 
+@pytest.mark.parametrize("victim", [
+    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held-cm-config"}, "data": {"a": "b"}},
+    {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "held-np"},
+     "spec": {"podSelector": {"matchLabels": {"app": "web"}}}}], ids=["ConfigMap", "NetworkPolicy"])
+def test_a_taken_configmap_or_networkpolicy_name_is_found_by_its_create_and_left_alone(kubectl, namespace,
+                                                                                      operator, victim):
+    """The create's 409 is answered by a GET of that kind (the chart grants it for every child kind): whoever
+    holds the name is named in Stalled NameConflict, and the object is left as it was."""
+    kubectl("create", "-f", "-", input=json.dumps(victim), namespace=namespace)
+    kind, md_name = victim["kind"], victim["metadata"]["name"].removesuffix("-config")
+    before = get(kubectl, namespace, kind.lower(), victim["metadata"]["name"])
+    apply_md(kubectl, namespace, md_body(md_name, **FAST))
+    md = wait_md(kubectl, namespace, md_name, lambda o: condition(o, "Stalled").get("reason") == "NameConflict",
+                 60, "Stalled NameConflict")
+    message = condition(md, "Stalled")["message"]
+    assert f"{kind} {namespace}/{victim['metadata']['name']} already exists and is not controlled" in message
+    after = get(kubectl, namespace, kind.lower(), victim["metadata"]["name"])
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert get(kubectl, namespace, "deployment", md_name) is None
+
+
 @pytest.mark.timeout(180)
 def test_a_child_the_api_server_refuses_is_stalled_invalid_spec_with_the_servers_message(kubectl, namespace,
                                                                                        operator):
