@@ -9,8 +9,9 @@ Two phases in one run, each in its own fresh namespace:
    ServiceMonitor when its CRD exists) directly with POSTs from WORKERS threads: the floor this API server allows,
    timed like the operator phase, until the same watches have seen every child (baseline_posted_seconds: until
    the last POST answered);
-   then it waits until the controllers have made every baseline Deployment available (baseline_settle_seconds),
-   so that the operator phase starts on a quiet cluster;
+   then it waits until the controllers have made every baseline Deployment available (baseline_settle_seconds)
+   and deletes its namespace, waiting until everything in it is gone: the operator phase starts on a quiet,
+   empty cluster, as the baseline did;
 2. operator: `modeldeploy run` watches a namespace; N ModelDeployments (served as they are, 1 replica, no
    optimization) are POSTed from WORKERS threads; watches record when each child appears and when each
    ModelDeployment turns Ready.
@@ -365,21 +366,28 @@ def prepare(api: Api) -> None:
     for node in api.call("GET", "/api/v1/nodes")["items"]:       # an interrupted run's extra capacity
         if node["metadata"]["name"].startswith("bench-cpu-"):
             api.call("DELETE", f"/api/v1/nodes/{node['metadata']['name']}")
-    start, deadline = time.monotonic(), time.monotonic() + 900
-    while time.monotonic() < deadline:
+    waited = clear_namespaces(api)
+    if waited > 1:
+        log(f"waited {waited:.0f}s for earlier bench namespaces to go")
+
+
+def clear_namespaces(api: Api, timeout: float = 900) -> float:
+    """Delete every bench namespace and wait until the namespace controller has removed it and all it held;
+    returns the seconds waited. Each phase starts on the same empty cluster: objects left over would be carried
+    by every controller's caches (the garbage collector's graph, the scheduler's pods) and slow the phase after
+    them, more the larger N is."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
         left = [ns for ns in api.call("GET", "/api/v1/namespaces")["items"]
                 if ns["metadata"]["name"].startswith("bench-")]
         if not left:
-            break
-        for ns in left:     # an interrupted run's, never deleted
+            return time.monotonic() - start
+        for ns in left:
             if not ns["metadata"].get("deletionTimestamp"):
                 api.call("DELETE", f"/api/v1/namespaces/{ns['metadata']['name']}")
-        left = [ns["metadata"]["name"] for ns in left]
         time.sleep(2)
-    else:
-        raise SystemExit(f"earlier bench namespaces still terminating after 900 s: {', '.join(left)}")
-    if time.monotonic() - start > 1:
-        log(f"waited {time.monotonic() - start:.0f}s for earlier bench namespaces to go")
+    raise SystemExit(f"bench namespaces still terminating after {timeout:.0f} s: "
+                     f"{', '.join(ns['metadata']['name'] for ns in left)}")
 
 
 def run(api: Api) -> int:
@@ -394,6 +402,7 @@ def run(api: Api) -> int:
     kinds = ["NetworkPolicy", "ConfigMap", "Service", "Deployment"] + (["ServiceMonitor"] if with_sm else [])
     log(f"N={N}, workers={WORKERS}, children per object: {', '.join(kinds)}")
     base = baseline(api, with_sm, kinds)
+    log(f"baseline: its namespace gone after {clear_namespaces(api):.1f}s")
 
     ns = namespace(api, "bench-op")
     write_log = REPO / ".cluster" / "logs" / f"bench-operator-{ns}.writes.jsonl"

@@ -198,7 +198,7 @@ def test_the_cost_per_object_at_2000_against_1000_and_the_control_plane_cpu():
                 "requests_per_object": requests, **({"cluster_cpu_seconds": cpu} if cpu else {})}
     assert report.per_object_verdicts([run(1000, 40.0, 30.0), run(2000, 90.0, 62.0, requests=6.9)]) == [
         "- children time per object at N=2000 <= at N=1000: **missed** (45.0 against 40.0 ms; the baseline's "
-        "31.0 against 30.0 ms)",
+        "31.0 against 30.0 ms, so the time beyond the floor 14.0 against 10.0 ms)",
         "- the operator's CPU and requests per object at N=2000 <= at N=1000: met (4.5 against 9.0 ms of CPU, 6.9 "
         "against 7 requests)"]
     met, more = report.per_object_verdicts([run(1000, 40.0, 30.0), run(2000, 80.0, 60.0, requests=7.1)])
