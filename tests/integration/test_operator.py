@@ -73,8 +73,8 @@ def test_serves_as_is_ready_children_owned_and_zero_writes_when_idle(kubectl, na
     # pass puts its status off to the next one, controller/monitor.py): one Event per transition either way.
     assert reasons.count("RolloutStarted") <= 1 and reasons.count("RolloutCompleted") == 1, reasons
 
-    # Kopf keeps no state on the object: no diff-base or progress annotations, no finalizer (only event handlers
-    # and indexes are registered; the monitor reconciles).
+    # Kopf keeps no state on the object: no diff-base or progress annotations, no finalizer (one event handler is
+    # registered; the monitor reconciles).
     meta = md["metadata"]
     assert not [k for k in meta.get("annotations") or {} if k.startswith("kopf")], meta.get("annotations")
     assert not meta.get("finalizers"), meta["finalizers"]

@@ -5,7 +5,8 @@ client and its discovery, apply.Kube) runs as in the operator. Every request is 
 Discovery is answered from DISCOVERY: what a Kubernetes 1.31 API server lists for the group/versions the
 operator uses, written out by hand (not derived from the operator's registry), with neighbours (subresources,
 other kinds and versions) that a wrong lookup would pick. Other requests: `respond[(method, path)]` when set
-(status, body); else PATCH/POST echo their body, DELETE answers a Status, GET answers 404.
+(status, body); else PATCH/POST echo their body, DELETE answers a Status, GET answers 404. A watch request streams
+the next events of `streams`.
 """
 from __future__ import annotations
 
@@ -64,6 +65,16 @@ class _Response:
     def getheader(self, name, default=None):
         return self.headers.get(name, default)
 
+    # An unread answer (a watch: _preload_content=False) is streamed.
+    def stream(self, amt=None, decode_content=False):
+        yield self.data
+
+    def close(self):
+        pass
+
+    def release_conn(self):
+        pass
+
 
 class FakeApi:
     """The pool manager's stand-in (urllib3's PoolManager.request signature) and the ApiClient over it."""
@@ -72,6 +83,8 @@ class FakeApi:
         self.served = {**DISCOVERY, **(MONITORING if monitoring else {})}
         self.calls: list[Call] = []
         self.respond: dict[tuple[str, str], tuple[int, object]] = {}
+        self.streams: list[list[dict]] = []     # the events of each next watch request, in order
+        self.on_idle = lambda: None             # called by a watch request once `streams` is used up
         self.client = k8s.ApiClient(k8s.Configuration(host="https://api.test"))
         self.client.rest_client.pool_manager = self
 
@@ -80,6 +93,11 @@ class FakeApi:
         query = dict(parse_qsl(parts.query)) | dict(fields or ())
         self.calls.append(Call(method, parts.path, query, dict(headers or {}), json.loads(body) if body else None,
                                timeout))
+        if str(query.get("watch")) == "True":
+            if not self.streams:
+                self.on_idle()
+            events = self.streams.pop(0) if self.streams else []
+            return _Response(200, b"".join(json.dumps(e).encode() + b"\n" for e in events))
         status, answer = self._answer(method, parts.path, self.calls[-1].body)
         return _Response(status, json.dumps(answer).encode(), reason="OK" if status < 300 else "Error")
 

@@ -1,9 +1,7 @@
-"""The registry of child kinds (resources/kinds.py) and what is derived from it: Kopf indexes and watch selectors,
+"""The registry of child kinds (resources/kinds.py) and what is derived from it: the watched kinds and their caches,
 the API resources discovery resolves them to, the apply order of the reconciler and of `render`, and the optional
 ServiceMonitor."""
 from __future__ import annotations
-
-import json
 
 from types import SimpleNamespace
 
@@ -39,8 +37,8 @@ def test_every_kind_resolves_to_its_api_resource_and_is_cached_or_optional():
     assert set(kinds.BY_KIND) <= set(apply.API_KINDS)
     for kind in kinds.CHILDREN:
         # Not watched means read with a GET: only for a kind whose CRD may be absent (a watch on it would fail).
-        assert kind.index is not None or kind.optional
-    assert len({k.index for k in kinds.CACHED}) == len(kinds.CACHED)
+        assert kind.watched or kind.optional
+    assert [k.kind for k in kinds.CHILDREN if not k.watched] == ["ServiceMonitor"]
     assert len({k.kind for k in kinds.CHILDREN}) == len(kinds.CHILDREN) == len(kinds.BY_KIND)
 
 
@@ -51,9 +49,8 @@ def test_apply_order_is_stable_and_total_over_what_is_written():
     assert [k.kind for k in kinds.CHILDREN if k.order is None] == ["Pod"]      # read only: the Job's and ours
 
 
-def test_selectors_and_api_versions():
-    assert kinds.POD.selector == ("v1", "pods") and kinds.POD.api_version == "v1"
-    assert kinds.DEPLOYMENT.selector == ("apps", "v1", "deployments") and kinds.DEPLOYMENT.api_version == "apps/v1"
+def test_api_versions_and_flags():
+    assert kinds.POD.api_version == "v1" and kinds.DEPLOYMENT.api_version == "apps/v1"
     assert kinds.SERVICE_MONITOR.api_version == "monitoring.coreos.com/v1"
     assert [k.kind for k in kinds.CHILDREN if k.optional] == ["ServiceMonitor"]
     assert [k.kind for k in kinds.CHILDREN if k.create_only] == ["Job"]
@@ -77,27 +74,6 @@ def test_slimming():
     assert slim["spec"] == {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]}
     assert slim["metadata"]["labels"] == {"a": "b"} and "managedFields" not in slim["metadata"]
     assert slim["status"] == {"phase": "Running"}
-
-
-def test_kopf_indexes_event_handlers_and_watch_selectors_come_from_the_registry():
-    import asyncio
-
-    from kopf._core.intents import registries
-
-    from modeldeploy.controller import handlers
-    registry = registries.get_default_registry()
-    indexes = {h.id: h for h in registry._indexing.get_all_handlers()}
-    assert set(indexes) == {k.index for k in kinds.CACHED}
-    for kind in kinds.CACHED:
-        handler = indexes[kind.index]
-        assert (handler.selector.group, handler.selector.version) == (kind.group, kind.version)
-        assert handler.param is kind and handler.labels == handlers.LABELS
-    events = {h.id for h in registry._watching.get_all_handlers()}
-    assert {"deployment-event", "job-event"} <= events
-    pod = {"metadata": {"name": "p", "labels": {"app.kubernetes.io/instance": "digits"}}, "spec": {}, "status": {}}
-    indexed = asyncio.run(handlers.index_child(namespace="ml", labels=pod["metadata"]["labels"], body=pod,
-                                               param=kinds.POD))
-    assert {key: json.loads(text) for key, text in indexed.items()} == {("ml", "digits"): kinds.slim_pod(pod)}
 
 
 def test_render_follows_the_apply_order():

@@ -221,28 +221,6 @@ def test_the_status_patch_answer_and_the_overlay_keep_no_field_sets_and_nothing_
     assert list(kube._overlay) == [("Deployment", "ml", "b")]      # "a" was never read again, and is gone
 
 
-def test_the_read_cache_keeps_compact_json_and_gives_back_fresh_dicts():
-    import asyncio
-
-    from modeldeploy.controller import handlers
-    from modeldeploy.resources import kinds
-    dep = _deployment()
-    dep["metadata"]["managedFields"] = [{"manager": "modeldeploy", "operation": "Apply", "fieldsV1": {"f:spec": {}}}]
-    out = asyncio.run(handlers.index_child(namespace="ml", labels=dep["metadata"]["labels"], body=dep,
-                                           param=kinds.DEPLOYMENT))
-    text = out[("ml", "digits")]
-    assert isinstance(text, str) and "fieldsV1" not in text and " " not in text
-    monkey = {kinds.DEPLOYMENT.index: {("ml", "digits"): [text]}}
-    old, handlers.STATE.indices = handlers.STATE.indices, monkey
-    try:
-        first, second = handlers.cache("Deployment", "ml", "digits"), handlers.cache("Deployment", "ml", "digits")
-        assert handlers.cache("Deployment", "ml", "other") == []
-        assert handlers.cache("ServiceMonitor", "ml", "x") is None                # not cached: read by a GET
-    finally:
-        handlers.STATE.indices = old
-    assert first == [kinds.slim_object(dep)] and first[0] is not second[0]
-
-
 def test_a_kind_discovery_does_not_find_is_an_error_for_get_never_a_free_name():
     """A group/version answering 503 looks to the client's discovery like one serving nothing: the name check
     must fail, not pass (the apply after it could discover again and take someone else's object over)."""

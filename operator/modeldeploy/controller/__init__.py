@@ -92,7 +92,8 @@ def run(ns: argparse.Namespace) -> int:
 
     import kopf
 
-    from modeldeploy.controller import handlers  # noqa: F401 - registers the handlers
+    from modeldeploy.controller import handlers      # registers the handlers
+    handlers.STATE.namespaces = list(ns.namespace)     # the children's informers watch where Kopf does
     probes.register()
     if ns.metrics_port >= 0:
         from modeldeploy.controller import metrics

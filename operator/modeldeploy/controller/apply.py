@@ -1,4 +1,6 @@
 """The one module that talks to the Kubernetes API (Kopf aside): reads through a watch cache, writes only diffs.
+(Longer than the ~350 lines of the others on purpose: every request the operator sends is here, so one place
+counts, time-limits, logs and error-wraps them.)
 
 Writes:
 - `create(desired, owner)`: POST of a child that does not exist yet: the name check and the create in one
@@ -21,8 +23,8 @@ Writes:
 Every write is counted (`writes`), logged at DEBUG and, with $MODELDEPLOY_WRITE_LOG, appended to that file
 (the tests count writes with it). What is compared and patched is decided by the pure functions of diff.py.
 
-Reads come from `cache` (the Kopf indexes: informers kept current by watch events) when one is given, else from
-a LIST by label selector; the objects this process wrote are overlaid for a few seconds until the watch
+Reads come from `cache` (controller/informer.py: caches kept current by `list_page` and `watch`) when one is
+given, else from a LIST by label selector; the objects this process wrote are overlaid for a few seconds until the watch
 catches up, so the next reconcile does not mistake a stale cache for drift.
 
 Requests go through the kubernetes client's DynamicClient (kubeclient.py: paths, verbs, content types, errors
@@ -38,8 +40,9 @@ import logging
 import os
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
+from kubernetes import watch
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import Resource
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
@@ -190,6 +193,27 @@ class Kube:
                 if cached is None or diff.newer(obj, cached):
                     by_name[name] = obj
         return list(by_name.values())
+
+    def list_page(self, kind: str, namespace: str | None, label_selector: str, limit: int,
+                  token: str | None = None) -> dict:
+        """One page of a LIST of `kind` by label selector in `namespace` (None: every namespace); `token`: the
+        previous page's continue."""
+        return self._call("get", kind, namespace, label_selector=label_selector, limit=limit, _continue=token) or {}
+
+    def watch(self, kind: str, namespace: str | None, label_selector: str, resource_version: str,
+              seconds: int) -> Iterator[dict]:
+        """The decoded watch events of `kind` after `resource_version`, bookmarks included, until the API server
+        ends the stream after `seconds`. An ERROR event raises ApiError with its code (410: the version is gone)."""
+        stream = watch.Watch().stream(
+            self._client().get, self._resource(kind), namespace=namespace, label_selector=label_selector,
+            resource_version=resource_version, timeout_seconds=seconds, allow_watch_bookmarks=True,
+            serialize=False, _request_timeout=(REQUEST_TIMEOUT[0], seconds + REQUEST_TIMEOUT[1]))
+        try:
+            # The client decodes each line only (the dynamic client's `get` names no model type to build); its
+            # ERROR handling needs that path (deserialize=False skips the "raw_object" it reads).
+            yield from (event for event in stream if event)
+        except ApiException as exc:
+            raise ApiError(f"WATCH {kind}: {exc.status} {exc.reason}", exc.status) from None
 
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         """Decoded data of a Secret (for the operator's own storage checks); None when missing or forbidden."""

@@ -100,7 +100,7 @@ def _live(ctx: Context, spec, owner: dict, kids: dict, wanted_: list[Child], fir
     for child in wanted_:
         if child.kind.optional and not ctx.kube.crd_exists(child.kind.api_version, child.kind.plural):
             continue                    # the CRD is not installed: nothing to write, nothing of ours to delete
-        if child.kind.index is not None:
+        if child.kind.watched:
             out.append((child, diff.first(kids[child.kind.kind], child.name)))
         elif _recently_written(ctx, spec, child, owner):
             continue
@@ -126,7 +126,7 @@ def _write_one(ctx: Context, spec, child: Child, owner: dict, live: dict | None,
             action, _ = kube.ensure(child.desired, owner, obj)
     else:
         action, _ = kube.ensure(child.desired, owner, live)
-    if child.desired is not None and child.kind.index is None:
+    if child.desired is not None and not child.kind.watched:
         ctx.unwatched[_unwatched_key(spec, child, owner)] = (_digest(child), time.monotonic())
     if action != "unchanged":
         result.actions.append(f"{kind} {action}")

@@ -12,7 +12,8 @@ writes and no finalizers), runs at most `workers` reconciles at a time in a thre
 - reconciles an object at once when it is new to the registry (created, or listed when the operator starts) or
   when its intent changed: its generation (the API server raises it on every spec change) or its deletion.
   Status writes, ours included, change neither, so they cost no reconcile. Kopf delivers the events only once
-  its indexes are filled, so the first reconcile already reads a complete cache;
+  the startup handler has listed every child kind (controller/informer.py), so the first reconcile already reads
+  a complete cache;
 - serializes reconciles of one object (a per-object lock);
 - runs new objects first (their due time is 0) and lets a new object put off its first status write and
   Events (`may_defer`, reconcile.py) while it is still Reconciling: on its first pass always (its next pass
@@ -136,8 +137,9 @@ class Monitor:
                 return
             now = time.monotonic()
             entry.touched = now
-            if now + delay < entry.due:
-                self._set_due((namespace, name), entry, now + delay)
+            if now + delay >= entry.due:
+                return                    # due sooner already: nothing to wake the loop for
+            self._set_due((namespace, name), entry, now + delay)
         self._poke()
 
     def _poke(self) -> None:

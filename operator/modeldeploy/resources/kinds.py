@@ -2,9 +2,9 @@
 
 One frozen `ChildKind` per kind says where it lives in the API (group, version, plural: what discovery is asked
 for, and the Kopf selector), where it comes in the apply order, whether its CRD may be absent (`optional`), how
-the operator reads it (a Kopf index of slimmed objects, or a GET when it cannot be watched) and whether its watch
-events wake the ModelDeployment's monitor entry. From `CHILDREN` come: the Kopf indexes, event handlers and watch
-selectors (controller/handlers.py), the API resources the requests go to (controller/apply.py, found by
+the operator reads it (a watch-fed cache of slimmed objects, or a GET when it cannot be watched) and whether its
+watch events wake the ModelDeployment's monitor entry. From `CHILDREN` come: the watches and their caches
+(controller/informer.py), the API resources the requests go to (controller/apply.py, found by
 discovery), the apply order of the reconciler (controller/children.py) and of `modeldeploy render` (render.py).
 
 Every child is namespaced: a namespaced owner cannot own cluster-scoped objects, so there is no flag for it.
@@ -50,19 +50,14 @@ class ApiKind:
         """apiVersion of its objects, and the group/version discovery is asked about."""
         return f"{self.group}/{self.version}" if self.group else self.version
 
-    @property
-    def selector(self) -> tuple[str, ...]:
-        """Kopf's resource selector: (group, version, plural), or (version, plural) in the core group."""
-        return (self.group, self.version, self.plural) if self.group else (self.version, self.plural)
-
 
 @dataclass(frozen=True)
 class ChildKind(ApiKind):
     """A kind of child: how the reconciler writes it and how the operator reads it."""
     order: int | None = None          # position in the apply order; None: never written (pods are the Job's and
                                       # the Deployments')
-    index: str | None = None          # the Kopf index caching it; None: not watched, read with a GET when needed
-    slim: Callable[[dict], dict | None] = slim_object    # what of each object the index keeps
+    watched: bool = True              # watched and cached (controller/informer.py); False: read with a GET when needed
+    slim: Callable[[dict], dict | None] = slim_object    # what of each object the cache keeps
     optional: bool = False            # its CRD may be absent: written only while the API serves the kind
     create_only: bool = False         # POSTed once and never updated (the optimizer Job: its spec is immutable)
     wakes: bool = False               # its watch events wake the ModelDeployment (rollouts, Jobs as they happen)
@@ -70,24 +65,22 @@ class ChildKind(ApiKind):
 
 # In apply order: the NetworkPolicy before the Job's pod or a serving pod starts; the ConfigMap before the pods
 # that mount it; the HPA after the Deployment it scales; the ServiceMonitor last (it selects the Service).
-NETWORK_POLICY = ChildKind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", order=0,
-                           index="md_networkpolicies")
-JOB = ChildKind("Job", "batch", "v1", "jobs", order=1, index="md_jobs", create_only=True, wakes=True)
-CONFIG_MAP = ChildKind("ConfigMap", "", "v1", "configmaps", order=2, index="md_configmaps")
-SERVICE = ChildKind("Service", "", "v1", "services", order=3, index="md_services")
-DEPLOYMENT = ChildKind("Deployment", "apps", "v1", "deployments", order=4, index="md_deployments", wakes=True)
-HPA = ChildKind("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers", order=5,
-                index="md_hpas")
-PDB = ChildKind("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", order=6, index="md_pdbs")
+NETWORK_POLICY = ChildKind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", order=0)
+JOB = ChildKind("Job", "batch", "v1", "jobs", order=1, create_only=True, wakes=True)
+CONFIG_MAP = ChildKind("ConfigMap", "", "v1", "configmaps", order=2)
+SERVICE = ChildKind("Service", "", "v1", "services", order=3)
+DEPLOYMENT = ChildKind("Deployment", "apps", "v1", "deployments", order=4, wakes=True)
+HPA = ChildKind("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers", order=5)
+PDB = ChildKind("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", order=6)
 # The Prometheus Operator's CRD is on few clusters and may come and go: not watched (a watch on an absent kind
 # fails), read with a GET instead.
 SERVICE_MONITOR = ChildKind("ServiceMonitor", "monitoring.coreos.com", "v1", "servicemonitors", order=7,
-                            optional=True)
-POD = ChildKind("Pod", "", "v1", "pods", index="md_pods", slim=slim_pod)
+                            optional=True, watched=False)
+POD = ChildKind("Pod", "", "v1", "pods", slim=slim_pod)
 
 CHILDREN = (NETWORK_POLICY, JOB, CONFIG_MAP, SERVICE, DEPLOYMENT, HPA, PDB, SERVICE_MONITOR, POD)
 BY_KIND = {k.kind: k for k in CHILDREN}
-CACHED = tuple(k for k in CHILDREN if k.index is not None)
+CACHED = tuple(k for k in CHILDREN if k.watched)
 
 
 def apply_order(kind: str) -> int:
