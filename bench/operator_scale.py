@@ -5,8 +5,8 @@
     BENCH_N=1000 .venv/bin/python bench/operator_scale.py    # the issue's scale target
 
 Two phases in one run, each in its own fresh namespace:
-1. baseline: a plain client script creates the same children (NetworkPolicy, ConfigMap, Service, Deployment, and a
-   ServiceMonitor when its CRD exists) directly with POSTs from WORKERS threads: the floor this API server allows,
+1. baseline: a plain client script creates the same children (`modeldeploy render`'s: NetworkPolicy, Service,
+   Deployment; and a ServiceMonitor when its CRD exists) directly with POSTs from WORKERS threads: the floor this API server allows,
    timed like the operator phase, until the same watches have seen every child (baseline_posted_seconds: until
    the last POST answered);
    then it waits until the controllers have made every baseline Deployment available (baseline_settle_seconds)
@@ -66,11 +66,11 @@ IDLE_SECONDS = float(os.environ.get("BENCH_IDLE", "60"))
 TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", str(max(600, N * 2))))
 OUT = pathlib.Path(os.environ.get("BENCH_OUT") or REPO / "bench" / "results" / "operator.json")
 KUBECONFIG = os.environ.get("KUBECONFIG") or str(REPO / ".cluster" / "kubeconfig")
-OUR_RESOURCES = {"configmaps", "services", "deployments", "servicemonitors", "poddisruptionbudgets", "networkpolicies",
+OUR_RESOURCES = {"services", "deployments", "servicemonitors", "poddisruptionbudgets", "networkpolicies",
                  "horizontalpodautoscalers", "jobs", "modeldeployments"}
 WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE"}
 PATHS = {"NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
-         "ConfigMap": "/api/v1/namespaces/{ns}/configmaps", "Service": "/api/v1/namespaces/{ns}/services",
+         "Service": "/api/v1/namespaces/{ns}/services",
          "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
          "ServiceMonitor": "/apis/monitoring.coreos.com/v1/namespaces/{ns}/servicemonitors",
          "ModelDeployment": "/apis/modeldeploy.io/v1alpha1/namespaces/{ns}/modeldeployments"}
@@ -399,7 +399,7 @@ def run(api: Api) -> int:
         with_sm = True
     except client.ApiException:
         with_sm = False
-    kinds = ["NetworkPolicy", "ConfigMap", "Service", "Deployment"] + (["ServiceMonitor"] if with_sm else [])
+    kinds = [o["kind"] for o in children_of("bench", "m0", with_sm)]
     log(f"N={N}, workers={WORKERS}, children per object: {', '.join(kinds)}")
     base = baseline(api, with_sm, kinds)
     log(f"baseline: its namespace gone after {clear_namespaces(api):.1f}s")

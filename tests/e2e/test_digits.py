@@ -307,8 +307,9 @@ def test_digits_served_by_tflite_then_tensorflow_then_auto_without_a_new_job(kub
     point = curve[chosen["maxBatchSize"]]
     assert chosen["expectedLatencyMs"] == pytest.approx(point["latencyMs"] + point["latencyP99Ms"], abs=1e-3)
     assert chosen["expectedLatencyMs"] <= 50
-    config = json.loads(kubectl("get", "configmap", "lite-config", "-o", "json", namespace=namespace).stdout)
-    assert f"max_batch_size {{ value: {chosen['maxBatchSize']} }}" in config["data"]["batching.config"]
-    assert f"batch_timeout_micros {{ value: {chosen['batchTimeoutMicros']} }}" in config["data"]["batching.config"]
+    template = json.loads(kubectl("get", "deployment", "lite", "-o", "json", namespace=namespace).stdout)
+    batching = template["spec"]["template"]["metadata"]["annotations"]["config.modeldeploy.io/batching.config"]
+    assert f"max_batch_size {{ value: {chosen['maxBatchSize']} }}" in batching
+    assert f"batch_timeout_micros {{ value: {chosen['batchTimeoutMicros']} }}" in batching
     assert len([j for j in jobs(kubectl, namespace) if j["metadata"]["name"].startswith("lite-opt-")]) == 1
     assert_served_accuracy(cluster, namespace, digits_model, st["optimization"]["optimizedAccuracy"], name="lite")

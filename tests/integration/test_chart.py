@@ -146,11 +146,11 @@ def test_install_upgrade_uninstall_keeps_crds_and_models(kubectl, cluster, names
 CLUSTER_WIDE_ACCESS = [
     ("list", "modeldeployments.modeldeploy.io"), ("watch", "modeldeployments.modeldeploy.io"),
     ("patch", "modeldeployments.modeldeploy.io/status"),
-    *[(verb, kind) for kind in ("jobs.batch", "deployments.apps", "services", "configmaps",
+    *[(verb, kind) for kind in ("jobs.batch", "deployments.apps", "services",
                                 "horizontalpodautoscalers.autoscaling", "poddisruptionbudgets.policy",
                                 "networkpolicies.networking.k8s.io") for verb in ("list", "watch", "create")],
     ("get", "servicemonitors.monitoring.coreos.com"), ("create", "servicemonitors.monitoring.coreos.com"),
-    *[(verb, kind) for kind in ("deployments.apps", "services", "configmaps", "horizontalpodautoscalers.autoscaling",
+    *[(verb, kind) for kind in ("deployments.apps", "services", "horizontalpodautoscalers.autoscaling",
                                 "poddisruptionbudgets.policy", "networkpolicies.networking.k8s.io",
                                 "servicemonitors.monitoring.coreos.com") for verb in ("patch",)],
     # deployments: the canary Deployment goes at promotion and rollback (controller/canary.py)
@@ -163,7 +163,8 @@ CLUSTER_WIDE_ACCESS = [
 CLUSTER_WIDE_DENIED = [("get", "pods"), ("get", "jobs.batch"), ("watch", "servicemonitors.monitoring.coreos.com"),
                        ("patch", "events"), ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("delete", "pods"), ("create", "pods"),
                        ("patch", "jobs.batch"), ("delete", "jobs.batch"),
-                       ("delete", "services"), ("delete", "configmaps"),
+                       ("delete", "services"), ("get", "configmaps"), ("list", "configmaps"),
+                       ("create", "configmaps"), ("patch", "configmaps"),     # TF Serving's files: pod template
                        ("update", "modeldeployments.modeldeploy.io"), ("patch", "modeldeployments.modeldeploy.io"),
                        ("create", "clusterroles.rbac.authorization.k8s.io"),
                        ("list", "namespaces"), ("patch", "nodes")]

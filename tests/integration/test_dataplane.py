@@ -1,6 +1,6 @@
 """The data plane for real: the operator's serving pods on a runner node (hack/podrunner.py) run the `modeldeploy
 pull` init container against S3 and the TF Serving stand-in (hack/tfserving/) with exactly the flags and
-ConfigMap the operator renders; Ready comes from the real probes, predictions come from the SavedModel, and the
+configuration files the operator renders; Ready comes from the real probes, predictions come from the SavedModel, and the
 monitor's model-status probe reads TF Serving's own answer.
 
 The model is the tiny SavedModel of tests/fixtures/dataplane.py; the expected probabilities are computed there

@@ -41,7 +41,7 @@ def test_render_passes_server_dry_run_under_restricted_pod_security(kubectl, nam
     assert proc.returncode == 0, proc.stderr
     assert "Warning" not in proc.stderr, proc.stderr          # PodSecurity warnings would be printed here
     kinds = re.findall(r"^(\S+)/", proc.stdout, re.M)
-    assert sorted(set(kinds)) == sorted({"job.batch", "configmap", "service", "deployment.apps",
+    assert sorted(set(kinds)) == sorted({"job.batch", "service", "deployment.apps",
                                          "horizontalpodautoscaler.autoscaling", "poddisruptionbudget.policy",
                                          "networkpolicy.networking.k8s.io"})
 
@@ -55,8 +55,8 @@ def test_serves_as_is_ready_children_owned_and_zero_writes_when_idle(kubectl, na
     assert st["serving"]["readyReplicas"] == 2 and st["phase"] == "Ready"
     assert condition(md, "Optimized")["reason"] == "NotRequested"
     uid = md["metadata"]["uid"]
-    for kind, name in (("deployment", "iris"), ("service", "iris"), ("configmap", "iris-config"),
-                       ("poddisruptionbudget", "iris"), ("networkpolicy", "iris")):
+    for kind, name in (("deployment", "iris"), ("service", "iris"), ("poddisruptionbudget", "iris"),
+                       ("networkpolicy", "iris")):
         obj = get(kubectl, namespace, kind, name)
         refs = obj["metadata"]["ownerReferences"]
         assert refs == [{"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "iris",
@@ -126,8 +126,6 @@ def test_user_edit_is_reverted_and_hpa_replicas_are_left_alone(kubectl, namespac
     # their ModelDeployment), by an apply to an object the operator created with a POST.
     edits = {("service", "edit"): ({"spec": {"selector": {"app.kubernetes.io/instance": "other"}}},
                                    lambda o: o["spec"]["selector"]["app.kubernetes.io/instance"]),
-             ("configmap", "edit-config"): ({"data": {"models.config": "tampered"}},
-                                            lambda o: o["data"]["models.config"]),
              ("networkpolicy", "edit"): ({"spec": {"policyTypes": ["Ingress"]}}, lambda o: o["spec"]["policyTypes"]),
              ("hpa", "edit"): ({"spec": {"maxReplicas": 9}}, lambda o: o["spec"]["maxReplicas"]),
              ("pdb", "edit"): ({"spec": {"maxUnavailable": 3}}, lambda o: o["spec"]["maxUnavailable"])}
@@ -204,7 +202,7 @@ def test_sigkill_mid_rollout_then_restart_completes_and_gc_leaves_no_orphans(kub
     kubectl("delete", "modeldeployment", "kill", "--wait=true", "--timeout=60s", namespace=namespace)
 
     def leftovers():
-        kinds = "deployments,replicasets,services,configmaps,poddisruptionbudgets,hpa,jobs,networkpolicies"
+        kinds = "deployments,replicasets,services,poddisruptionbudgets,hpa,jobs,networkpolicies"
         out = kubectl("get", kinds, "-o", "name", "-l", "app.kubernetes.io/instance=kill",
                       namespace=namespace).stdout.split()
         return out or None
@@ -227,8 +225,8 @@ def test_a_name_taken_by_someone_elses_object_is_never_taken_over(kubectl, names
     assert f"Service {namespace}/taken already exists and is not controlled by it" in message, message
     assert condition(md, "Ready")["status"] == "False" and condition(md, "Reconciling")["status"] == "False"
     assert get(kubectl, namespace, "deployment", "taken") is None        # after the Service: never written
-    config = get(kubectl, namespace, "configmap", "taken-config")          # before it: created, ours
-    assert [r["uid"] for r in config["metadata"]["ownerReferences"]] == [md["metadata"]["uid"]]
+    policy = get(kubectl, namespace, "networkpolicy", "taken")             # before it: created, ours
+    assert [r["uid"] for r in policy["metadata"]["ownerReferences"]] == [md["metadata"]["uid"]]
     after = get(kubectl, namespace, "service", "taken")
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert "ownerReferences" not in after["metadata"]
@@ -254,15 +252,13 @@ def test_a_name_taken_by_someone_elses_object_is_never_taken_over(kubectl, names
 
 
 @pytest.mark.parametrize("victim", [
-    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held-cm-config"}, "data": {"a": "b"}},
     {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "held-np"},
-     "spec": {"podSelector": {"matchLabels": {"app": "web"}}}}], ids=["ConfigMap", "NetworkPolicy"])
-def test_a_taken_configmap_or_networkpolicy_name_is_found_by_its_create_and_left_alone(kubectl, namespace,
-                                                                                      operator, victim):
+     "spec": {"podSelector": {"matchLabels": {"app": "web"}}}}], ids=["NetworkPolicy"])
+def test_a_taken_networkpolicy_name_is_found_by_its_create_and_left_alone(kubectl, namespace, operator, victim):
     """The create's 409 is answered by a GET of that kind (the chart grants it for every child kind): whoever
     holds the name is named in Stalled NameConflict, and the object is left as it was."""
     kubectl("create", "-f", "-", input=json.dumps(victim), namespace=namespace)
-    kind, md_name = victim["kind"], victim["metadata"]["name"].removesuffix("-config")
+    kind, md_name = victim["kind"], victim["metadata"]["name"]
     before = get(kubectl, namespace, kind.lower(), victim["metadata"]["name"])
     apply_md(kubectl, namespace, md_body(md_name, **FAST))
     md = wait_md(kubectl, namespace, md_name, lambda o: condition(o, "Stalled").get("reason") == "NameConflict",

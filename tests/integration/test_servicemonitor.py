@@ -83,8 +83,7 @@ def test_operator_creates_and_removes_the_servicemonitor(servicemonitor_crd, kub
     pod_annotations = get(kubectl, namespace, "deployment", "scraped")["spec"]["template"]["metadata"]["annotations"]
     assert pod_annotations["prometheus.io/scrape"] == "true"
     assert pod_annotations["prometheus.io/path"] == sm["spec"]["endpoints"][0]["path"]
-    config = get(kubectl, namespace, "configmap", "scraped-config")
-    assert any(sm["spec"]["endpoints"][0]["path"] in v for v in config["data"].values())
+    assert sm["spec"]["endpoints"][0]["path"] in pod_annotations["config.modeldeploy.io/monitoring.config"]
 
     # A spec change reaches the ServiceMonitor (applied over the object the operator created).
     apply_md(kubectl, namespace, md_body("scraped", monitoring={"intervalSeconds": 20}))

@@ -246,7 +246,7 @@ def _example_specs():
     return out
 
 
-def test_every_configmap_rendered_for_the_examples_parses():
+def test_every_config_file_rendered_for_the_examples_parses():
     from modeldeploy.resources import config
     specs = _example_specs()
     assert len(specs) >= 3

@@ -130,7 +130,7 @@ def test_a_good_canary_is_promoted_through_its_steps():
     assert cond(plan, "Ready")[:2] == ("False", "CanaryProgressing") and cond(plan, "Reconciling")[0] == "True"
     assert (health, ks) == ("Progressing", "InProgress")
     assert [e[1] for e in plan.events] == ["CanaryStarted"]
-    assert plan.last_good.version == 3          # the ConfigMap keeps the rollback target
+    assert plan.last_good.version == 3          # kept as the rollback target
 
     plan, _, _ = run(plan.status, T2, canary=fig(), stable=fig(version=3))
     assert plan.status["rollout"]["step"] == 2 and plan.status["rollout"]["stepStartTime"] == T2
@@ -251,7 +251,7 @@ def _write(plan, spec, live_canary=None):
     ctx = SimpleNamespace(kube=kube, egress_cidrs=None, tool_images=DEFAULT_OPERATOR_IMAGES, status_schema=None,
                           unwatched={})
     owner = {"uid": "u1"}
-    kids = {kind: [] for kind in ("ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler",
+    kids = {kind: [] for kind in ("Service", "Deployment", "HorizontalPodAutoscaler",
                                   "PodDisruptionBudget", "NetworkPolicy")}
     if live_canary is not None:
         kids["Deployment"].append(live_canary)

@@ -1,5 +1,5 @@
 """contracts/annotations.py: the serving target the builders write on the pod template and the rollback target
-on the ConfigMap are what the controller reads back; templates from before the annotation still read."""
+on the Service are what the controller reads back; templates from before the annotation still read."""
 import copy
 
 import pytest
@@ -7,7 +7,7 @@ import pytest
 from modeldeploy.contracts import annotations
 from modeldeploy.controller import observe
 from modeldeploy.resources.canary import build_canary_deployment
-from modeldeploy.resources.config import build_config_map
+from modeldeploy.resources.service import build_service
 from modeldeploy.resources.deployment import ServingTarget, build_deployment
 from tests.unit.test_resources import IMAGES, OPTIMIZED, md
 
@@ -54,9 +54,9 @@ def test_the_annotation_not_the_arguments_is_read():
 
 def test_last_good_round_trip():
     target = ServingTarget(2, "tensorflow/serving:2.20.0", "s3://m/opt/2", "tflite")
-    cm = build_config_map(md(), last_good=target)
-    assert observe.recorded_last_good(cm) == target
-    assert observe.recorded_last_good(build_config_map(md())) is None
+    service = build_service(md(), last_good=target)
+    assert observe.recorded_last_good(service) == target
+    assert observe.recorded_last_good(build_service(md())) is None
     assert observe.recorded_last_good(None) is None
 
 

@@ -19,7 +19,7 @@ from tests.unit.test_resources import IMAGES, OPTIMIZED, md
 TARGET = ServingTarget(3, "tensorflow/serving:2.21.0", "s3://models/digits/base", "tensorflow")
 NEW = ServingTarget(4, "tensorflow/serving:2.21.0", "s3://models/digits/base", "tensorflow")
 OWNER = {"uid": "u1"}
-APPLY_ORDER = ["NetworkPolicy", "Job", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler",
+APPLY_ORDER = ["NetworkPolicy", "Job", "Service", "Deployment", "HorizontalPodAutoscaler",
                "PodDisruptionBudget", "ServiceMonitor"]
 
 
@@ -105,7 +105,7 @@ class _Kube:
     def create(self, desired, owner):
         kind, name = desired["kind"], desired["metadata"]["name"]
         self.calls.append(("create", kind, name))
-        if name in self.taken:
+        if name in self.taken or (kind, name) in self.taken:
             raise apply.NameConflict(kind, "ml", name, {"metadata": {}})
         return "created", dict(desired, metadata=dict(desired["metadata"], uid=f"uid-{kind}"))
 
@@ -148,17 +148,17 @@ def test_new_children_are_created_in_apply_order_with_no_read_before():
     assert not [c for c in kube.calls if c[0] == "get"]                       # each POST answers a taken name
     assert _writes(kube) == [("create", kind, name) for kind, name in [
         ("NetworkPolicy", "digits"), ("Job", job_name(spec)),
-        ("ConfigMap", "digits-config"), ("Service", "digits"), ("Deployment", "digits"),
+        ("Service", "digits"), ("Deployment", "digits"),
         ("Deployment", "digits-canary"), ("PodDisruptionBudget", "digits")]]
     assert result.actions[1] == "Job created"
 
 
 def test_a_taken_name_stops_the_pass_at_its_create():
-    kube = _Kube(crd=False, taken={"digits"})
+    kube = _Kube(crd=False, taken={("Deployment", "digits")})
     with pytest.raises(apply.NameConflict):
-        _write(_ctx(kube), md(), _plan(target=TARGET))
-    # What came before stays (ours; the operator may not delete ConfigMaps); nothing after is written.
-    assert _writes(kube) == [("create", "ConfigMap", "digits-config"), ("create", "Service", "digits")]
+        _write(_ctx(kube), md(autoscaling={"maxReplicas": 4}), _plan(target=TARGET))
+    # What came before stays (ours; the operator may not delete Services); nothing after (the HPA) is written.
+    assert _writes(kube) == [("create", "Service", "digits"), ("create", "Deployment", "digits")]
 
 
 @pytest.mark.parametrize("check_first", [True, False])
@@ -167,7 +167,7 @@ def test_names_are_read_before_the_first_write_when_existing_children_change_or_
     retries must not create and delete again: then every new name is read first."""
     kube = _Kube(crd=False, live=_ours("digits"))
     spec = md(autoscaling={"maxReplicas": 4})
-    live = [("ConfigMap", "digits-config"), ("Service", "digits")] + ([("Deployment", "digits")] * check_first)
+    live = [("NetworkPolicy", "digits"), ("Service", "digits")] + ([("Deployment", "digits")] * check_first)
     kids = {k.kind: [] for k in kinds.CACHED}
     for kind, name in live:
         kids[kind].append(_ours(name, **({"spec": {"replicas": 1}} if kind == "Deployment" else {})))
@@ -189,16 +189,16 @@ def test_a_name_taken_in_the_cache_by_an_object_we_do_not_control_stops_before_a
     assert _writes(kube) == []
 
 
-def test_the_rollback_target_goes_on_the_config_map_only_where_status_cannot_hold_it():
+def test_the_rollback_target_goes_on_the_service_only_where_status_cannot_hold_it():
     from modeldeploy.api.crd import status_schema
     plan = _plan(target=TARGET, last_good=TARGET)
     annotated = {}
     for schema in (status_schema(), None):
         kube = _Kube(crd=False)
         _write(_ctx(kube, status_schema=schema), md(), plan)
-        cm = next(c for c in children.wanted(_ctx(kube, status_schema=schema), md(), plan)
-                  if c.kind.kind == "ConfigMap")
-        annotated[schema is None] = "annotations" in cm.desired["metadata"]
+        service = next(c for c in children.wanted(_ctx(kube, status_schema=schema), md(), plan)
+                       if c.kind.kind == "Service")
+        annotated[schema is None] = "annotations" in service.desired["metadata"]
     assert annotated == {False: False, True: True}
 
 
@@ -240,8 +240,7 @@ def test_the_service_monitor_is_created_then_read_with_a_get_only_when_changed_o
     ctx.unwatched.clear()
     ctx.unwatched[("ServiceMonitor", "ml", "digits", "u1")] = ("old", 0.0)
     with pytest.raises(apply.NameConflict):                                  # someone else's now: left alone
-        _write(ctx, md(), _plan(target=TARGET), live=[("ConfigMap", "digits-config"), ("Service", "digits"),
-                                                        ("Deployment", "digits")])
+        _write(ctx, md(), _plan(target=TARGET), live=[("Service", "digits"), ("Deployment", "digits")])
 
 
 @pytest.mark.parametrize("owned, deleted", [(True, True), (False, False)])

@@ -36,7 +36,7 @@ def test_job_name_refuses_when_suffix_alone_is_too_long():
 
 def test_child_names():
     assert names.serving_name("digits") == "digits"
-    assert names.config_map_name("digits") == "digits-config"
+    assert names.canary_name("digits") == "digits-canary"
 
 
 def test_labels_per_design():

@@ -12,7 +12,7 @@ from modeldeploy.api import spec as specmod
 from modeldeploy.api.status import get_condition
 from modeldeploy.controller import decide as dc
 from modeldeploy.controller.observe import JobView, deployment_view, job_view
-from modeldeploy.resources.config import build_config_map
+from modeldeploy.resources import config
 from modeldeploy.resources.deployment import ServingTarget, build_deployment
 from modeldeploy.resources.job import job_name
 from tests.kstatus import check_kstatus
@@ -413,7 +413,7 @@ def test_batching_auto_chooses_from_the_curve_of_the_runtime_that_serves(budget,
     assert chosen["maxBatchSize"] == size and chosen["maxLatencyMs"] == budget
     assert plan.status["optimization"]["runtimes"]["tensorflow"]["batchCurve"][2] == \
         {"batchSize": 32, "latencyMs": 6.0, "latencyP99Ms": 9.0}
-    data = build_config_map(plan.serving)["data"]
+    data = config.config_data(plan.serving)
     args = build_deployment(plan.serving, plan.target)["spec"]["template"]["spec"]["containers"][0]["args"]
     if size:
         assert f"max_batch_size {{ value: {size} }}" in data["batching.config"]
@@ -514,20 +514,20 @@ def test_progress_deadline_rolls_back_at_once_with_image_of_last_good():
     assert plan.status["rollback"]["lastReason"] == "ProgressDeadlineExceeded"
 
 
-def test_rollback_target_image_from_the_configmap_annotation_when_status_cannot_hold_it():
+def test_rollback_target_image_from_the_service_annotation_when_status_cannot_hold_it():
     from modeldeploy.controller.observe import recorded_last_good
-    from modeldeploy.resources.config import build_config_map
+    from modeldeploy.resources.service import build_service
     spec1, spec2, good = _serving_v1_then_v2(image2="tensorflow/serving:crashloop")
     good = dict(good, model={k: v for k, v in good["model"].items() if k not in ("lastGoodImage", "lastGoodUri")})
     live = deployment_view(deployment(spec2, ready=1, updated=1, available=1, old=1,
                                       progressing=("False", "ProgressDeadlineExceeded", "timed out")))
     plan = dc.decide(spec2, observe(good, generation=2, deployment=live, pods=(pod("a", 1),)))
     assert plan.rolled_back and plan.target.image == "tensorflow/serving:crashloop"   # nothing recorded: spec's
-    cm = build_config_map(spec2, serving(spec1, 1))
-    assert cm["metadata"]["annotations"]["modeldeploy.io/last-good"] == \
+    service = build_service(spec2, serving(spec1, 1))
+    assert service["metadata"]["annotations"]["modeldeploy.io/last-good"] == \
         '{"image":"tensorflow/serving:2.21.0","runtime":"tensorflow","uri":"s3://models/digits/base","version":1}'
     plan = dc.decide(spec2, observe(good, generation=2, deployment=live, pods=(pod("a", 1),),
-                                    recorded_last_good=recorded_last_good(cm)))
+                                    recorded_last_good=recorded_last_good(service)))
     assert plan.rolled_back and plan.target == serving(spec1, 1) and plan.last_good == serving(spec1, 1)
 
 

@@ -34,7 +34,7 @@ def run(body: dict, may_defer: bool):
 def test_a_first_pass_that_may_defer_creates_the_children_and_puts_off_status_and_events():
     result, writes = run(NEW, may_defer=True)
     assert result.deferred and not result.status_written and result.events == []
-    assert writes == [("POST", "networkpolicies"), ("POST", "configmaps"), ("POST", "services"),
+    assert writes == [("POST", "networkpolicies"), ("POST", "services"),
                       ("POST", "deployments")]
 
 

@@ -59,7 +59,7 @@ def merge(base: dict, patch: dict) -> dict:
 # ---------------------------------------------------------------------------------------------- Deployment
 
 def expected_deployment(version=3, image="tensorflow/serving:2.21.0", uri="s3://models/digits/base",
-                        config_hash=None, spec_patch=None, pod_patch=None, container_patch=None,
+                        config_files=None, spec_patch=None, pod_patch=None, container_patch=None,
                         args_extra=(), annotations=None, cpus=1):
     threads = [f"--tensorflow_intra_op_parallelism={cpus}", f"--tensorflow_inter_op_parallelism={cpus}",
                f"--rest_api_num_threads={4 * cpus}"]
@@ -100,7 +100,10 @@ def expected_deployment(version=3, image="tensorflow/serving:2.21.0", uri="s3://
             "volumeMounts": [{"name": "models", "mountPath": "/models"}, {"name": "tmp", "mountPath": "/tmp"}],
         }],
         "containers": [container],
-        "volumes": [{"name": "models", "emptyDir": {}}, {"name": "config", "configMap": {"name": "digits-config"}},
+        # TF Serving's files from the pod's own annotations (each ReplicaSet keeps its configuration)
+        "volumes": [{"name": "models", "emptyDir": {}}, {"name": "config", "downwardAPI": {"items": [
+                        {"path": f, "fieldRef": {"fieldPath": f"metadata.annotations['config.modeldeploy.io/{f}']"}}
+                        for f in config_files]}},
                     {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
     }
     pod = merge(pod, pod_patch or {})
@@ -116,7 +119,7 @@ def expected_deployment(version=3, image="tensorflow/serving:2.21.0", uri="s3://
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {"metadata": {"labels": dict(LABELS, **{"modeldeploy.io/version": str(version)}),
                                       "annotations": dict(ann, **{
-                                          "modeldeploy.io/config-hash": config_hash,
+                                          **{f"config.modeldeploy.io/{f}": text for f, text in config_files.items()},
                                           # what the operator reads back (contracts/annotations.py)
                                           "modeldeploy.io/serving-target": f'{{"image":"{image}","runtime":'
                                           f'"tensorflow","uri":"{uri}","version":{version}}}'})},
@@ -162,13 +165,28 @@ DEPLOYMENT_CASES = [
 @pytest.mark.parametrize("name,spec,target,expect", DEPLOYMENT_CASES, ids=[c[0] for c in DEPLOYMENT_CASES])
 def test_deployment(name, spec, target, expect):
     s = md(**spec)
-    expected = expected_deployment(config_hash=config.config_hash(s), **expect)
+    expected = expected_deployment(config_files=config.config_data(s), **expect)      # the texts: test_config_files
     assert build_deployment(s, target, IMAGES) == expected
 
 
-def test_config_hash_changes_with_batching_and_not_with_version():
-    assert config.config_hash(md()) == config.config_hash(md(model={"uri": "s3://models/digits/base", "version": 9}))
-    assert config.config_hash(md()) != config.config_hash(md(serving={"batching": {}}))
+def test_config_files_change_with_batching_and_not_with_version():
+    """A change of the files changes the pod template (the pods roll); a new version alone does not change them
+    (an old pod restarting mid-rollout reads the files its ReplicaSet was made with)."""
+    assert config.annotations(md()) == config.annotations(md(model={"uri": "s3://models/digits/base", "version": 9}))
+    assert config.annotations(md()) != config.annotations(md(serving={"batching": {}}))
+    assert set(config.annotations(md(serving={"batching": {}}))) == {
+        "config.modeldeploy.io/models.config", "config.modeldeploy.io/monitoring.config",
+        "config.modeldeploy.io/batching.config"}
+
+
+def test_config_files():
+    s = md(serving={"batching": {"maxBatchSize": 8, "batchTimeoutMicros": 100}}, monitoring={"prometheus": False})
+    assert config.config_data(s) == {
+        "models.config": 'model_config_list {\n  config {\n    name: "digits"\n    base_path: "/models/digits"\n'
+                         '    model_platform: "tensorflow"\n  }\n}\n',
+        "monitoring.config": 'prometheus_config {\n  enable: false\n  path: "/monitoring/prometheus/metrics"\n}\n',
+        "batching.config": "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 100 }\n"
+                           "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 4 }\n"}
 
 
 # ---------------------------------------------------------------------------------------------- Job
@@ -269,7 +287,7 @@ def test_job_name_changes_with_optimization_spec_only():
     assert build_job(a)["metadata"]["name"] == build_job(c)["metadata"]["name"]
 
 
-# ------------------------------------------------------------------------------- Service, HPA, PDB, ConfigMap
+# ------------------------------------------------------------------------------- Service, HPA, PDB, config files
 
 CPU_METRIC = [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization",
                                                                           "averageUtilization": 70}}}]
@@ -304,16 +322,6 @@ SMALL_CASES = [
     ("pdb-replicas", {"serving": {"replicas": 2}}, build_pdb, PDB),
     ("pdb-autoscaling-max-1", {"autoscaling": {"maxReplicas": 1}, "serving": {"replicas": 5}}, build_pdb, None),
     ("pdb-autoscaling", {"autoscaling": {"maxReplicas": 2}}, build_pdb, PDB),
-    ("configmap", {"serving": {"batching": {"maxBatchSize": 8, "batchTimeoutMicros": 100}},
-                   "monitoring": {"prometheus": False}}, config.build_config_map, {
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "digits-config", "namespace": "ml", "labels": LABELS},
-        "data": {
-            "models.config": 'model_config_list {\n  config {\n    name: "digits"\n    base_path: "/models/digits"\n'
-                             '    model_platform: "tensorflow"\n  }\n}\n',
-            "monitoring.config": 'prometheus_config {\n  enable: false\n  path: "/monitoring/prometheus/metrics"\n}\n',
-            "batching.config": "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 100 }\n"
-                               "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 4 }\n"}}),
 ]
 
 
@@ -331,15 +339,15 @@ def test_monitoring_config_enables_prometheus_path():
 
 def test_build_all_order_and_kinds():
     kinds = [o["kind"] for o in render.build_all(md(optimization=OPTIMIZED, autoscaling={"maxReplicas": 4}))]
-    assert kinds == ["NetworkPolicy", "Job", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler",
+    assert kinds == ["NetworkPolicy", "Job", "Service", "Deployment", "HorizontalPodAutoscaler",
                      "PodDisruptionBudget"]
-    assert [o["kind"] for o in render.build_all(md())] == ["NetworkPolicy", "ConfigMap", "Service", "Deployment"]
+    assert [o["kind"] for o in render.build_all(md())] == ["NetworkPolicy", "Service", "Deployment"]
 
 
 def test_builders_are_pure():
     s = md(optimization=OPTIMIZED, serving={"gpus": 1, "tolerations": [{"key": "a", "operator": "Exists"}]})
     first = render.build_all(s, images=IMAGES)
-    first[4]["spec"]["template"]["spec"]["tolerations"].append({"key": "mutated"})
+    first[3]["spec"]["template"]["spec"]["tolerations"].append({"key": "mutated"})
     assert render.build_all(s, images=IMAGES) != first           # the spec was not mutated through the output
     assert render.build_all(s, images=IMAGES) == render.build_all(s, images=IMAGES)
 
@@ -354,9 +362,9 @@ def test_render_main(tmp_path, capsys, monkeypatch):
     assert render.render_main(["-f", str(path), "-n", "ml"]) == 0
     out = capsys.readouterr()
     docs = list(yaml.safe_load_all(out.out))
-    assert [d["kind"] for d in docs] == ["NetworkPolicy", "Job", "ConfigMap", "Service", "Deployment"]
+    assert [d["kind"] for d in docs] == ["NetworkPolicy", "Job", "Service", "Deployment"]
     assert all(d["metadata"]["namespace"] == "ml" for d in docs)
-    assert docs[4]["spec"]["template"]["spec"]["initContainers"][0]["image"] == "reg.local/operator:1"
+    assert docs[3]["spec"]["template"]["spec"]["initContainers"][0]["image"] == "reg.local/operator:1"
     assert "&id" not in out.out and "skipping 'Namespace'" in out.err
 
 

@@ -3,7 +3,6 @@
 Interface (stable):
 
 - `serving_name(md_name)`: Deployment, Service, HPA and PDB are all named like the ModelDeployment.
-- `config_map_name(md_name)`: `<name>-config` (TF Serving model, monitoring and batching config).
 - `job_name(md_name, version, opt_hash)`: `<name>-opt-<N>-<hash>`, at most 63 characters (DNS-1123 label);
   the name part is cut when needed, the `-opt-<N>-<hash>` suffix never, so the name stays unique per version
   and optimization spec.
@@ -47,11 +46,6 @@ def serving_name(md_name: str) -> str:
 def canary_name(md_name: str) -> str:
     """Name of the canary Deployment (a Deployment name may be 253 characters; its pods' hostnames are cut)."""
     return f"{md_name}-canary"
-
-
-def config_map_name(md_name: str) -> str:
-    """Name of the ConfigMap holding TF Serving's model, monitoring and batching configuration."""
-    return f"{md_name}-config"
 
 
 def job_name(md_name: str, version: int, opt_hash: str) -> str:

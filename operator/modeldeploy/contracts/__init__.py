@@ -5,7 +5,7 @@
 - `report`: the optimizer's report in its termination message (error record, failed gates, status figures);
   the optimizer writes it, the operator reads it.
 - `annotations`: annotations the operator writes on its children and reads back later (the serving target on
-  the pod template, the rollback target on the ConfigMap).
+  the pod template, the rollback target on the Service).
 
 Pure, no imports from the rest of modeldeploy, so every side (optimizer, pull, operator) can import them.
 """

@@ -3,10 +3,12 @@
 - SERVING_TARGET, on the serving pod template (stable and canary Deployments, hence on every pod): the target
   the pods serve. Written by resources/deployment.py; read by controller/observe.py, which so never parses it
   back out of the pull init container's arguments.
-- LAST_GOOD, on the serving ConfigMap: the rollback target's image, URI and runtime where the installed CRD's
+- LAST_GOOD, on the serving Service: the rollback target's image, URI and runtime where the installed CRD's
   status cannot hold them (an older CRD: controller/children.py decides). Unlike an annotation on the Deployment
   it does not bump the Deployment's generation (which would look like a new rollout). Written by
-  resources/config.py; read by controller/observe.py.
+  resources/service.py; read by controller/observe.py. (The operator's earlier versions wrote it on a ConfigMap,
+  which no longer exists: an older CRD's ModelDeployment rolls back to the spec's image for that version until
+  its next completed rollout records it again.)
 
 Both values are the same compact JSON of a serving target: {"image", "runtime", "uri", "version"}.
 """

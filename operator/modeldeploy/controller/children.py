@@ -45,8 +45,7 @@ def wanted(ctx: Context, spec, plan: decide.Plan) -> list[Child]:
     if plan.target is not None:
         serving = build_serving(plan.serving or spec, plan.target, ctx.tool_images, _recorded_last_good(ctx, plan),
                                 canary.split.stable if canary is not None else None)
-        out += [Child(kinds.BY_KIND[kind], names.config_map_name(name) if kind == "ConfigMap" else serving_name,
-                      desired) for kind, desired in serving.items()]
+        out += [Child(kinds.BY_KIND[kind], serving_name, desired) for kind, desired in serving.items()]
         out.append(Child(kinds.SERVICE_MONITOR, serving_name, servicemonitor.build_servicemonitor(spec)))
     out.append(Child(kinds.DEPLOYMENT, names.canary_name(name), build_canary_deployment(
         plan.serving or spec, canary.target, canary.split.canary, ctx.tool_images) if canary is not None else None))
@@ -54,8 +53,8 @@ def wanted(ctx: Context, spec, plan: decide.Plan) -> list[Child]:
 
 
 def _recorded_last_good(ctx: Context, plan: decide.Plan):
-    """The rollback target to record on the ConfigMap: only where the installed CRD's status cannot hold its
-    image, URI and runtime (an older CRD). Where it can, status.model has it all, and the ConfigMap needs no
+    """The rollback target to record on the Service: only where the installed CRD's status cannot hold its
+    image, URI and runtime (an older CRD). Where it can, status.model has it all, and the Service needs no
     second write when a rollout completes."""
     model = (((ctx.status_schema or {}).get("properties") or {}).get("model") or {}).get("properties") or {}
     return None if {"lastGoodImage", "lastGoodUri", "lastGoodRuntime"} <= model.keys() else plan.last_good
@@ -67,7 +66,7 @@ def write(ctx: Context, spec, plan: decide.Plan, owner: dict, kids: dict, result
     a taken name itself (no GET before it); an existing one of ours is applied when it differs; one that must not
     exist is deleted. A taken name raises NameConflict: the object is never touched, and children already
     created by this pass stay (ours, harmless, used once the name is free; the operator may not delete
-    ConfigMaps and Services). Every new name is read before the first write instead when the pass also changes
+    Services). Every new name is read before the first write instead when the pass also changes
     existing children (a conflict leaves them unchanged, not half-changed) or `check_first` (the last pass
     stalled on a taken name: its retries read, they do not send a create bound to fail). `first_pass`: the
     ModelDeployment was never reconciled (no status yet), so its unwatched children are created without a GET."""

@@ -115,7 +115,7 @@ def observed(ctx: Context, spec: specmod.ModelDeploymentSpec, meta: dict, old_st
     dep_view = observe.deployment_view(dep)
     canary_view = observe.deployment_view(diff.first(kids["Deployment"], names.canary_name(name)))
     serving_pods = [p for p in pods if _component(p) == names.COMPONENT_SERVING]
-    recorded = observe.recorded_last_good(diff.first(kids["ConfigMap"], names.config_map_name(name)))
+    recorded = observe.recorded_last_good(diff.first(kids["Service"], names.serving_name(name)))
     state, state_message = _model_state(ctx, spec, serving_pods, dep_view.target)
     uid = meta.get("uid") or f"{meta['namespace']}/{name}"
     figures = _serving_metrics(ctx, spec, uid, serving_pods, dep_view.target, interval_check)

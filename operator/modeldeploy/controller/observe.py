@@ -294,9 +294,9 @@ def deployment_view(dep: dict | None) -> DeploymentView:
     )
 
 
-def recorded_last_good(config_map: dict | None) -> ServingTarget | None:
-    """The rollback target recorded on the serving ConfigMap (see contracts/annotations.py)."""
-    data = annotations.read_target(((config_map or {}).get("metadata") or {}).get("annotations"),
+def recorded_last_good(service: dict | None) -> ServingTarget | None:
+    """The rollback target recorded on the serving Service (see contracts/annotations.py)."""
+    data = annotations.read_target(((service or {}).get("metadata") or {}).get("annotations"),
                                    annotations.LAST_GOOD)
     return ServingTarget(**data) if data else None
 

@@ -7,7 +7,6 @@ operator build byte-identical manifests from the same inputs.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import re
@@ -95,11 +94,6 @@ def plain(value):
     if isinstance(value, tuple):
         value = list(value)
     return copy.deepcopy(json.loads(json.dumps(value)))
-
-
-def content_hash(data) -> str:
-    """Short stable hash of JSON-able data (pod template annotations that roll pods when config changes)."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 
 def serving_metadata(spec) -> dict:

@@ -1,18 +1,23 @@
-"""ConfigMap with TF Serving's configuration: model config, monitoring (Prometheus) config, batching parameters.
+"""TF Serving's configuration files: model config, monitoring (Prometheus) config, batching parameters.
+
+They travel on the serving pod template, one annotation per file (`annotations(spec)`), and a downwardAPI volume
+(`volume()`) makes each a file under CONFIG_DIR. So every ReplicaSet carries its own configuration: a pod of the
+old version that restarts mid-rollout reads the files it was made with, and a change of configuration rolls the
+pods like any other template change. A ConfigMap would add an object, and a request, per ModelDeployment and
+hold only the newest configuration (this operator's earlier versions wrote one: `<name>-config`, left in place
+and garbage-collected with its ModelDeployment).
 
 The model config deliberately names no version: each serving pod's emptyDir holds exactly the version its
-init container pulled, and TF Serving's default policy (latest) serves it. So the ConfigMap does not change
-when the version does, and an old pod that restarts mid-rollout still finds its own version.
+init container pulled, and TF Serving's default policy (latest) serves it. So the files do not change when the
+version does.
 """
 from __future__ import annotations
 
-from modeldeploy.api import names
 from modeldeploy.api.spec import BatchingSpec, ModelDeploymentSpec
-from modeldeploy.contracts import annotations
-from modeldeploy.resources.common import content_hash
 
 MODELS_ROOT = "/models"
 CONFIG_DIR = "/etc/modeldeploy"
+ANNOTATION_PREFIX = "config.modeldeploy.io/"       # + the file's name: the annotation that holds it
 MODEL_CONFIG_KEY = "models.config"
 MONITORING_CONFIG_KEY = "monitoring.config"
 BATCHING_CONFIG_KEY = "batching.config"
@@ -54,24 +59,20 @@ def batching_config(batching: BatchingSpec) -> str:
 
 
 def config_data(spec: ModelDeploymentSpec) -> dict[str, str]:
-    """The ConfigMap's data: model and monitoring config always, batching only when requested."""
+    """The files by name: model and monitoring config always, batching only when requested."""
     data = {MODEL_CONFIG_KEY: model_config(spec), MONITORING_CONFIG_KEY: monitoring_config(spec)}
     if spec.serving.batching is not None:
         data[BATCHING_CONFIG_KEY] = batching_config(spec.serving.batching)
     return data
 
 
-def config_hash(spec: ModelDeploymentSpec) -> str:
-    """Hash of the ConfigMap data, put on the pod template so a config change rolls the pods."""
-    return content_hash(config_data(spec))
+def annotations(spec: ModelDeploymentSpec) -> dict[str, str]:
+    """The pod template's annotations holding the files."""
+    return {ANNOTATION_PREFIX + name: text for name, text in config_data(spec).items()}
 
 
-def build_config_map(spec: ModelDeploymentSpec, last_good=None) -> dict:
-    """The TF Serving ConfigMap `<name>-config`; `last_good` (a ServingTarget), the rollback target, is recorded
-    in its annotation (contracts/annotations.py) when given."""
-    meta = {"name": names.config_map_name(spec.name), "namespace": spec.namespace,
-            "labels": names.labels(spec.name, names.COMPONENT_SERVING)}
-    if last_good is not None:
-        meta["annotations"] = {annotations.LAST_GOOD: annotations.target_value(
-            last_good.version, last_good.image, last_good.uri, last_good.runtime)}
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": config_data(spec)}
+def volume(name: str, spec: ModelDeploymentSpec) -> dict:
+    """The downwardAPI volume `name` with the files of `annotations(spec)`."""
+    return {"name": name, "downwardAPI": {"items": [
+        {"path": file, "fieldRef": {"fieldPath": f"metadata.annotations['{ANNOTATION_PREFIX}{file}']"}}
+        for file in config_data(spec)]}}

@@ -2,14 +2,14 @@
 
 What the pod template serves is a `ServingTarget` (version, image, source URI, runtime): normally the one the
 spec asks for (`target_from_spec`), during a rollback the last good one the controller passes in. The template
-records it in an annotation (contracts/annotations.py) the controller reads back. Everything else (resources,
-GPUs, scheduling, batching) comes from the spec.
+records it in an annotation (contracts/annotations.py) the controller reads back, and carries TF Serving's
+configuration files (resources/config.py). Everything else (resources, GPUs, scheduling, batching) comes from the
+spec.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
 
 from modeldeploy.api import names, quantity
 from modeldeploy.api.spec import ModelDeploymentSpec, source_uri
@@ -25,7 +25,6 @@ INIT_CONTAINER = "pull-model"
 MODELS_VOLUME = "models"
 CONFIG_VOLUME = "config"
 TMP_VOLUME = "tmp"
-ANNOTATION_CONFIG_HASH = "modeldeploy.io/config-hash"
 DEFAULT_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}}   # CPU requests: the HPA's CPU target needs them
 PULL_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 # Large models take minutes to load: allow up to 30 min before liveness starts to count.
@@ -154,7 +153,7 @@ def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
     model_dir = f"{config.model_base_path(spec)}/{target.version}"
     status_path = f"/v1/models/{spec.model.name}"
     annotations = dict(scrape_annotations(spec))
-    annotations[ANNOTATION_CONFIG_HASH] = config.config_hash(spec)
+    annotations.update(config.annotations(spec))
     annotations[contract.SERVING_TARGET] = contract.target_value(target.version, target.image, target.uri,
                                                                  target.runtime)
     init = {
@@ -194,7 +193,7 @@ def build_pod_template(spec: ModelDeploymentSpec, target: ServingTarget,
         "initContainers": [init],
         "containers": [serving],
         "volumes": [{"name": MODELS_VOLUME, "emptyDir": {}},
-                    {"name": CONFIG_VOLUME, "configMap": {"name": names.config_map_name(spec.name)}},
+                    config.volume(CONFIG_VOLUME, spec),
                     # The root filesystems are read-only; /tmp is the one scratch place.
                     {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}}],
     }

@@ -63,11 +63,9 @@ class ChildKind(ApiKind):
     wakes: bool = False               # its watch events wake the ModelDeployment (rollouts, Jobs as they happen)
 
 
-# In apply order: the NetworkPolicy before the Job's pod or a serving pod starts; the ConfigMap before the pods
-# that mount it; the HPA after the Deployment it scales; the ServiceMonitor last (it selects the Service).
+# In apply order: the NetworkPolicy before the Job's pod or a serving pod starts; the HPA after the Deployment it scales; the ServiceMonitor last (it selects the Service).
 NETWORK_POLICY = ChildKind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", order=0)
 JOB = ChildKind("Job", "batch", "v1", "jobs", order=1, create_only=True, wakes=True)
-CONFIG_MAP = ChildKind("ConfigMap", "", "v1", "configmaps", order=2)
 SERVICE = ChildKind("Service", "", "v1", "services", order=3)
 DEPLOYMENT = ChildKind("Deployment", "apps", "v1", "deployments", order=4, wakes=True)
 HPA = ChildKind("HorizontalPodAutoscaler", "autoscaling", "v2", "horizontalpodautoscalers", order=5)
@@ -78,7 +76,7 @@ SERVICE_MONITOR = ChildKind("ServiceMonitor", "monitoring.coreos.com", "v1", "se
                             optional=True, watched=False)
 POD = ChildKind("Pod", "", "v1", "pods", slim=slim_pod)
 
-CHILDREN = (NETWORK_POLICY, JOB, CONFIG_MAP, SERVICE, DEPLOYMENT, HPA, PDB, SERVICE_MONITOR, POD)
+CHILDREN = (NETWORK_POLICY, JOB, SERVICE, DEPLOYMENT, HPA, PDB, SERVICE_MONITOR, POD)
 BY_KIND = {k.kind: k for k in CHILDREN}
 CACHED = tuple(k for k in CHILDREN if k.watched)
 

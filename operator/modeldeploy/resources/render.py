@@ -13,7 +13,6 @@ import yaml
 from modeldeploy.api import spec as specmod
 from modeldeploy.resources import RENDER_DESCRIPTION, add_render_arguments
 from modeldeploy.resources.common import DEFAULT_OPERATOR_IMAGES, OperatorImages, operator_images_from_env
-from modeldeploy.resources.config import build_config_map
 from modeldeploy.resources.deployment import ServingTarget, build_deployment
 from modeldeploy.resources.hpa import build_hpa
 from modeldeploy.resources.job import build_job
@@ -29,8 +28,7 @@ def build_serving(spec: specmod.ModelDeploymentSpec, target: ServingTarget | Non
     """The serving children by kind; None means "must not exist" (e.g. no HPA without autoscaling). `replicas`:
     the stable Deployment's share while a canary runs (the canary Deployment is resources/canary.py's)."""
     return {
-        "ConfigMap": build_config_map(spec, last_good),
-        "Service": build_service(spec),
+        "Service": build_service(spec, last_good),
         "Deployment": build_deployment(spec, target, images, replicas),
         "HorizontalPodAutoscaler": build_hpa(spec),
         "PodDisruptionBudget": build_pdb(spec),

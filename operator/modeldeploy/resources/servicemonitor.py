@@ -1,7 +1,7 @@
 """Prometheus Operator ServiceMonitor for a ModelDeployment's TF Serving metrics (pure builder).
 
 TF Serving serves Prometheus metrics on its REST port (8501, Service port name `http`) at
-/monitoring/prometheus/metrics once the monitoring config in the ConfigMap enables them (resources.config).
+/monitoring/prometheus/metrics once the monitoring config on the pod template enables them (resources/config.py).
 The controller applies this object only when the monitoring.coreos.com ServiceMonitor CRD is served by the
 cluster (most clusters have no Prometheus Operator), and deletes it when spec.monitoring.prometheus is off.
 """

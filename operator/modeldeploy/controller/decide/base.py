@@ -45,7 +45,7 @@ class Observed:
     pods: tuple = ()                           # serving pods (dicts)
     model_state: str | None = None             # TF Serving's model state, None when unreachable
     model_message: str = ""                    # TF Serving's error message for that state, if any
-    recorded_last_good: ServingTarget | None = None   # the rollback target recorded on the ConfigMap
+    recorded_last_good: ServingTarget | None = None   # the rollback target recorded on the Service
     interval_check: bool = False               # a scheduled health check: counts towards failureThreshold
     serving_metrics: slomod.Figures | None = None   # TF Serving's figures over the SLO window; None: not measured
     canary_deployment: DeploymentView = DeploymentView()   # the canary Deployment (strategy canary)
@@ -59,7 +59,7 @@ class Plan:
     create_job: bool = False
     target: ServingTarget | None = None
     serving: ModelDeploymentSpec | None = None      # the spec with what auto chose (batching) filled in
-    last_good: ServingTarget | None = None          # to record on the ConfigMap (rollback target)
+    last_good: ServingTarget | None = None          # to record on the Service (rollback target)
     rolled_back: bool = False
     events: list = field(default_factory=list)      # (type, reason, message)
     canary: cn.CanaryPlan | None = None             # running: the canary Deployment to run beside the serving one
@@ -97,7 +97,7 @@ def last_good_target(spec: ModelDeploymentSpec, status: dict, recorded: ServingT
     """The rollback target: lastGoodVersion with the image and URI that served it.
 
     From status.model.lastGood{Image,Uri} when the CRD has them, else from the last-good annotation
-    (`recorded`, from the ConfigMap's annotation), else the spec's image and URI for that version.
+    (`recorded`, from the Service's annotation), else the spec's image and URI for that version.
     """
     model = status.get("model") or {}
     version = model.get("lastGoodVersion")
