@@ -515,8 +515,8 @@ def run(api: Api) -> int:
         "idle_after_seconds": round(idle_after, 1),
         "targets": {"ratio_at_n1000": "<= 1.5", "operator_peak_rss_mib_at_n1000": "<= 200", "idle_writes": 0,
                     "requests_per_object": "<= 6",
-                    # The 6 above was set when the floor was 4 creates (no ServiceMonitor CRD in the cluster):
-                    # 2 beyond the creates, a status write and an Event. Here the floor is 5 creates.
+                    # The 6 above: the floor's creates (4 with the ServiceMonitor CRD served), a status write
+                    # and an Event.
                     "requests_over_floor_per_object": "<= 2"},
         "machine": {"cpus": os.cpu_count(), "shared": "other processes may run on the same cores"},
     }

@@ -200,7 +200,7 @@ def pod_commands(spec, root: str, grpc_port: int, rest_port: int) -> tuple[list[
     template = deployment.build_pod_template(spec, deployment.target_from_spec(spec))
     models, conf = os.path.join(root, "models"), os.path.join(root, "config")
     os.makedirs(conf, exist_ok=True)
-    for key, text in config.config_data(spec).items():       # the ConfigMap's files
+    for key, text in config.config_data(spec).items():       # the downwardAPI volume's files
         with open(os.path.join(conf, key), "w") as fh:
             fh.write(text)
     mapping = {config.MODELS_ROOT: models, config.CONFIG_DIR: conf}
