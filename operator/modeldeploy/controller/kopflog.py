@@ -5,7 +5,7 @@
   operations in favour of ...", "Pausing all operators, including self: ...", "Resuming operations after the
   pause. ..."), which is that signal. Without peering (--standalone) nothing is logged and the monitor runs.
 - The noise: Kopf logs "Handler 'x' succeeded." at INFO after every call of an event handler, that is after every
-  watch event of every ModelDeployment, Deployment and Job.
+  watch event of every ModelDeployment.
 
 tests/unit/test_kopflog.py pins both to the installed Kopf: its version, and these messages in its source.
 """
