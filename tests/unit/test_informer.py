@@ -30,7 +30,8 @@ def _list(items, rv, token=None):
 
 def _informer(wake=None):
     api = FakeApi()
-    return api, informer.Informer(apply.Kube(api.client), kinds.DEPLOYMENT, wake)
+    api.kube = apply.Kube(api.client)
+    return api, informer.Informer(kinds.DEPLOYMENT, wake)
 
 
 def test_a_relist_reads_every_page_and_keeps_slim_compact_text_by_modeldeployment():
@@ -38,7 +39,7 @@ def test_a_relist_reads_every_page_and_keeps_slim_compact_text_by_modeldeploymen
     pages = iter([_list([_dep("a"), _dep("b", md="other")], "7", token="next"), _list([_dep("c")], "7")])
     api._answer = lambda method, path, body, original=api._answer: next(pages) if path == DEPLOY \
         else original(method, path, body)
-    assert inf.relist() == "7" and inf.synced.is_set()
+    assert inf.relist(api.kube) == "7" and inf.synced.is_set()
     lists = [c for c in api.calls if c.path == DEPLOY]
     assert [c.query for c in lists] == [{"labelSelector": OURS, "limit": 500},
                                         {"labelSelector": OURS, "limit": 500, "continue": "next"}]
@@ -59,7 +60,7 @@ def test_watch_events_are_applied_in_order_and_wake_their_modeldeployment():
                     {"type": "DELETED", "object": _dep("gone", rv="10")},
                     {"type": "MODIFIED", "object": _dep("b", md="moved", rv="11")},     # relabelled: it moves
                     {"type": "BOOKMARK", "object": {"kind": "Deployment", "metadata": {"resourceVersion": "12"}}}]]
-    assert inf.follow("7") == "12"
+    assert inf.follow(api.kube, "7") == "12"
     [call] = [c for c in api.calls if c.path == DEPLOY]
     assert call.query == {"labelSelector": OURS, "resourceVersion": "7", "timeoutSeconds": 300,
                           "watch": True, "allowWatchBookmarks": True}
@@ -74,7 +75,7 @@ def test_a_relist_replaces_the_store_and_wakes_only_what_changed():
     api, inf = _informer(lambda ns, md: woken.append(md))
     inf.store.replace([_dep("a"), _dep("x", md="same"), _dep("y", md="deleted-meanwhile")])
     api.respond[("GET", DEPLOY)] = _list([dict(_dep("a", rv="5"), spec={"replicas": 2}), _dep("x", md="same")], "9")
-    inf.relist()
+    inf.relist(api.kube)
     assert sorted(woken) == ["deleted-meanwhile", "digits"]
     assert inf.store.get(("ml", "deleted-meanwhile")) == []
 
@@ -87,7 +88,7 @@ def test_a_410_lists_again_and_watches_from_the_new_version():
     api.streams = [[{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired",
                                                  "message": "too old resource version: 5 (8)"}}]]
     api.on_idle = inf.stopped.set
-    thread = threading.Thread(target=inf.run)
+    thread = threading.Thread(target=inf.run, args=(api.kube,))
     thread.start()
     thread.join(10)
     assert not thread.is_alive()
@@ -97,7 +98,7 @@ def test_a_410_lists_again_and_watches_from_the_new_version():
 
 
 def test_only_watched_kinds_get_an_informer_and_only_waking_kinds_wake():
-    informers = informer.Informers(apply.Kube(FakeApi().client), wake=lambda ns, md: None)
+    informers = informer.Informers(wake=lambda ns, md: None)
     assert set(informers.by_scope) == {(k.kind, None) for k in kinds.CACHED}
     assert {k for (k, _), i in informers.by_scope.items() if i.wake is not None} == {"Deployment", "Job"}
     assert informers.cache("ServiceMonitor", "ml", "x") is None                     # not cached: read by a GET
@@ -117,11 +118,11 @@ def test_informers_watch_the_namespaces_kopf_watches():
     api, inf = _informer()
     inf.namespace = "ml"
     api.respond[("GET", "/apis/apps/v1/namespaces/ml/deployments")] = _list([], "1")
-    inf.relist()
+    inf.relist(api.kube)
     api.streams = [[]]
-    inf.follow("1")
+    inf.follow(api.kube, "1")
     assert [c.path for c in api.calls if "deployments" in c.path] == ["/apis/apps/v1/namespaces/ml/deployments"] * 2
-    scoped = informer.Informers(apply.Kube(FakeApi().client), print, ["ml"])
+    scoped = informer.Informers(print, ["ml"])
     scoped.by_scope[("Pod", "ml")].store.put({"metadata": {"name": "p", "namespace": "ml",
                                                            "labels": {names.LABEL_INSTANCE: "d"}}})
     assert len(scoped.cache("Pod", "ml", "d")) == 1 and scoped.cache("Pod", "other", "d") is None

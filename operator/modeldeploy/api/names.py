@@ -72,6 +72,12 @@ def labels(md_name: str, component: str, version: int | None = None) -> dict[str
     return out
 
 
+def child_selector(md_name: str | None = None) -> str:
+    """Label selector of our children: all of them, or (md_name) one ModelDeployment's."""
+    ours = f"{LABEL_MANAGED_BY}={APP_NAME}"
+    return ours if md_name is None else f"{LABEL_INSTANCE}={md_name},{ours}"
+
+
 def selector(md_name: str) -> dict[str, str]:
     """Serving pod selector (matchLabels). Never includes the version: a Deployment's selector is immutable."""
     return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: md_name, LABEL_COMPONENT: COMPONENT_SERVING}

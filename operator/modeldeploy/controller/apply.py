@@ -175,8 +175,7 @@ class Kube:
         """Live children of one kind labelled for this ModelDeployment (cache first, overlaid with our writes)."""
         items = self.cache(kind, namespace, md_name) if self.cache is not None else None
         if items is None:
-            selector = f"{names.LABEL_INSTANCE}={md_name},{names.LABEL_MANAGED_BY}={names.APP_NAME}"
-            found = self._call("get", kind, namespace, label_selector=selector)
+            found = self._call("get", kind, namespace, label_selector=names.child_selector(md_name))
             items = (found or {}).get("items") or []
         by_name = {(i.get("metadata") or {}).get("name"): i for i in items}
         now = time.monotonic()

@@ -95,15 +95,14 @@ async def configure(settings: kopf.OperatorSettings, logger, **kwargs):
     # every request beyond 10 at a time opens a new TLS connection and the pool discards it afterwards
     # ("Connection pool is full").
     config.connection_pool_maxsize = workers + informer.count(STATE.namespaces) + 1
-    kube = apply.Kube(k8s_client.ApiClient(config))
+    STATE.monitor = Monitor(_monitor_reconcile, _interval, workers=workers)
+    STATE.informers = informers = informer.Informers(STATE.monitor.touch, STATE.namespaces)
+    kube = apply.Kube(k8s_client.ApiClient(config), cache=informers.cache)
     ctx = Context(kube=kube)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, ctx.load_schema)
     STATE.ctx = ctx
-    STATE.monitor = Monitor(_monitor_reconcile, _interval, workers=workers)
-    STATE.informers = informers = informer.Informers(kube, STATE.monitor.touch, STATE.namespaces)
-    kube.cache = informers.cache
-    informers.start()
+    informers.start(kube)
     while not await loop.run_in_executor(None, informers.wait_synced, 30.0):
         logger.warning("modeldeploy: still listing the children (see the watch warnings above)")
     STATE.task = asyncio.create_task(STATE.monitor.run(), name="modeldeploy monitor")

@@ -30,7 +30,7 @@ from modeldeploy.resources import kinds
 
 log = logging.getLogger(__name__)
 
-OURS = f"{names.LABEL_MANAGED_BY}={names.APP_NAME}"
+OURS = names.child_selector()
 WATCH_SECONDS = 300          # the API server ends each watch after this; it is resumed where it ended
 PAGE = 500                   # objects per LIST page: a LIST at 2,000 objects is never one large answer
 MAX_BACKOFF_SECONDS = 30.0
@@ -101,11 +101,11 @@ class Store:
 
 
 class Informer:
-    """The store of one kind and the thread that keeps it current."""
+    """The store of one kind and the loop that keeps it current (`run(kube)`, on its own thread)."""
 
-    def __init__(self, kube: Kube, kind: kinds.ChildKind, wake: Callable[[str, str], None] | None = None,
+    def __init__(self, kind: kinds.ChildKind, wake: Callable[[str, str], None] | None = None,
                  namespace: str | None = None):
-        self.kube, self.kind, self.wake, self.namespace = kube, kind, wake, namespace
+        self.kind, self.wake, self.namespace = kind, wake, namespace
         self.store = Store(kind.slim)
         self.synced = threading.Event()          # set once the first LIST is in the store
         self.stopped = threading.Event()
@@ -113,13 +113,13 @@ class Informer:
     def __str__(self) -> str:
         return f"{self.kind.plural} in {self.namespace}" if self.namespace else self.kind.plural
 
-    def run(self) -> None:
+    def run(self, kube: Kube) -> None:
         version, failures = None, 0
         while not self.stopped.is_set():
             try:
                 if version is None:
-                    version = self.relist()
-                version = self.follow(version)
+                    version = self.relist(kube)
+                version = self.follow(kube, version)
                 failures = 0
             except ApiError as exc:
                 if exc.status == 410:                # compacted away: list again at once
@@ -133,11 +133,11 @@ class Informer:
             if failures:
                 self.stopped.wait(min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** failures))
 
-    def relist(self) -> str:
+    def relist(self, kube: Kube) -> str:
         """LIST every object of ours, page by page, into the store; returns the list's resourceVersion."""
         objs, token = [], None
         while True:
-            page = self.kube.list_page(self.kind.kind, self.namespace, OURS, PAGE, token)
+            page = kube.list_page(self.kind.kind, self.namespace, OURS, PAGE, token)
             # A LIST's items have no kind and apiVersion: put first, as in a watch event (the same text).
             objs += [{"kind": self.kind.kind, "apiVersion": self.kind.api_version, **obj}
                      for obj in page.get("items") or ()]
@@ -152,9 +152,9 @@ class Informer:
                 self.wake(*key)
         return meta.get("resourceVersion") or ""
 
-    def follow(self, version: str) -> str:
+    def follow(self, kube: Kube, version: str) -> str:
         """Apply the watch events after `version` until the stream ends; returns the last version seen."""
-        for event in self.kube.watch(self.kind.kind, self.namespace, OURS, version, WATCH_SECONDS):
+        for event in kube.watch(self.kind.kind, self.namespace, OURS, version, WATCH_SECONDS):
             obj = event.get("object") or {}
             version = (obj.get("metadata") or {}).get("resourceVersion") or version
             if event.get("type") == "BOOKMARK":
@@ -182,16 +182,17 @@ def count(namespaces: list[str]) -> int:
 
 class Informers:
     """The informers of every watched kind in the operator's namespaces (none given: every namespace);
-    `cache(kind, namespace, md_name)` is apply.Kube's read cache."""
+    `cache(kind, namespace, md_name)` is apply.Kube's read cache, and that Kube is what `start` lists and
+    watches with."""
 
-    def __init__(self, kube: Kube, wake: Callable[[str, str], None], namespaces: list[str] = ()):
+    def __init__(self, wake: Callable[[str, str], None], namespaces: list[str] = ()):
         self.scopes = scopes(namespaces)
-        self.by_scope = {(kind.kind, scope): Informer(kube, kind, wake if kind.wakes else None, scope)
+        self.by_scope = {(kind.kind, scope): Informer(kind, wake if kind.wakes else None, scope)
                          for kind in kinds.CACHED for scope in self.scopes}
 
-    def start(self) -> None:
+    def start(self, kube: Kube) -> None:
         for informer in self.by_scope.values():
-            threading.Thread(target=informer.run, name=f"watch {informer}", daemon=True).start()
+            threading.Thread(target=informer.run, args=(kube,), name=f"watch {informer}", daemon=True).start()
 
     def wait_synced(self, timeout: float | None = None) -> bool:
         """Whether every informer has listed (waits up to `timeout` for each)."""
