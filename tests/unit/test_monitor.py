@@ -8,6 +8,8 @@ import asyncio
 import threading
 import time
 
+import pytest
+
 from modeldeploy.controller.monitor import Monitor
 
 
@@ -164,9 +166,9 @@ def test_many_objects_run_in_due_order_at_most_workers_at_a_time_and_the_heap_st
 
 def test_in_a_burst_new_objects_run_first_and_a_pass_that_put_off_its_status_runs_again_on_a_touch():
     """workers=1: a lone object may put off its status on its first pass only, and runs again soon. Then three
-    new objects at once: the first starts with work left waiting, and the burst lasts its settling time; each
-    puts off its status; a child's event (touch) runs one of them again at once, and each runs again at the end
-    of its settling time, when it may put off nothing."""
+    new objects at once: the first starts with work left waiting, which makes a burst; each puts off its status;
+    a child's event (touch) runs one of them again at once, and each runs again when it may defer no longer
+    (0.5 s after its first pass here), when it may put off nothing."""
     calls = []
 
     def reconcile(body, interval_check, may_defer):
@@ -182,26 +184,33 @@ def test_in_a_burst_new_objects_run_first_and_a_pass_that_put_off_its_status_run
         wait(lambda: len(calls) == 5)
         m.touch("ns", "m1", delay=0)
         wait(lambda: len(calls) == 9)
-    drive(Monitor(reconcile, lambda body: 3600, workers=1, settle_seconds=0.5), script)
+    drive(Monitor(reconcile, lambda body: 3600, workers=1, crowd_seconds=0.5, max_defer_seconds=0.5),
+          script)
     assert [c[:2] for c in calls] == [("lone", True), ("lone", False), ("m0", True), ("m1", True), ("m2", True),
                                       ("m1", True), ("m0", False), ("m1", False), ("m2", False)]
     assert calls[6][2] - calls[2][2] >= 0.5
 
 
-def test_past_its_settling_time_a_crowded_pass_may_not_put_off_its_status():
-    """workers=1, passes of 0.15 s, 0.2 s of settling: each object's second pass starts with work waiting, but
-    after its settling time."""
+@pytest.mark.parametrize("max_defer, second_passes", [(60.0, [True] * 4), (0.5, [False] * 4)])
+def test_a_burst_puts_off_a_new_objects_status_until_it_is_over_or_for_max_defer_seconds(max_defer, second_passes):
+    """workers=1, passes of 0.15 s, 8 new objects: the first passes take 1.2 s, so every object's second pass
+    starts more than `crowd_seconds` (0.3) after its first one, in a burst that still lasts (work is waiting):
+    it may put its status off, unless `max_defer_seconds` (0.5 here) have passed since its first pass. Its
+    second pass ends its deferral (as a status write would)."""
     calls = []
 
     def reconcile(body, interval_check, may_defer):
-        calls.append((body["metadata"]["name"], may_defer))
+        name = body["metadata"]["name"]
+        calls.append((name, may_defer))
         time.sleep(0.15)
-        return None, may_defer
+        return None, may_defer and [c[0] for c in calls].count(name) == 1
 
     def script(m):
-        for i in range(3):
-            m.observe(dict(md(), metadata=dict(md()["metadata"], name=f"m{i}", uid=f"u{i}")))
+        with m.lock:
+            for i in range(8):
+                m.observe(dict(md(), metadata=dict(md()["metadata"], name=f"m{i}", uid=f"u{i}")))
         m._poke()
-        wait(lambda: len(calls) == 6)
-    drive(Monitor(reconcile, lambda body: 3600, workers=1, settle_seconds=0.2), script)
-    assert calls == [("m0", True), ("m1", True), ("m2", True), ("m0", False), ("m1", False), ("m2", False)]
+        wait(lambda: len(calls) == 16)
+    drive(Monitor(reconcile, lambda body: 3600, workers=1, crowd_seconds=0.3, max_defer_seconds=max_defer), script)
+    assert calls[:8] == [(f"m{i}", True) for i in range(8)]
+    assert [d for _, d in calls[8:12]] == second_passes      # the first four: later ones may find no work waiting
